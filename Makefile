@@ -1,0 +1,30 @@
+# The two commands a user needs: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
+	$(PY) -m pip install --quiet -e . --group dev
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) examples/hello.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_scheduler.py
+
+clean:
+	rm -rf $(VENV) .asyncflow .mypy_cache .pytest_cache .ruff_cache

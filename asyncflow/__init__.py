@@ -1,0 +1,73 @@
+"""asyncflow: reliable asyncio workflows you simply await.
+
+A :class:`Flow` is a DAG of async steps; an :class:`Engine` runs it, launching each step the
+moment its dependencies have finished.
+"""
+
+from __future__ import annotations
+
+from ._engine import Engine
+from ._errors import (
+    AsyncflowError,
+    CheckpointEncodeError,
+    CheckpointError,
+    CircuitOpenError,
+    FlowDefinitionError,
+    InvalidRunIdError,
+    RunFailedError,
+    RunInputError,
+    StepError,
+    StepTimeoutError,
+)
+from ._events import (
+    BreakerStateChanged,
+    CheckpointDiscarded,
+    Event,
+    Observer,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepRestored,
+    StepRetrying,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+)
+from ._graph import Context, Flow, Step
+from ._result import RunResult, RunStatus, StepResult, StepStatus
+from ._retry import Retry
+
+__all__ = [
+    "AsyncflowError",
+    "BreakerStateChanged",
+    "CheckpointDiscarded",
+    "CheckpointEncodeError",
+    "CheckpointError",
+    "CircuitOpenError",
+    "Context",
+    "Engine",
+    "Event",
+    "Flow",
+    "FlowDefinitionError",
+    "InvalidRunIdError",
+    "Observer",
+    "Retry",
+    "RunFailedError",
+    "RunFinished",
+    "RunInputError",
+    "RunResult",
+    "RunStarted",
+    "RunStatus",
+    "Step",
+    "StepError",
+    "StepFailed",
+    "StepRestored",
+    "StepResult",
+    "StepRetrying",
+    "StepSkipped",
+    "StepStarted",
+    "StepStatus",
+    "StepSucceeded",
+    "StepTimeoutError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""The whole asyncflow exception tree.
+
+::
+
+    AsyncflowError
+    ├── FlowDefinitionError      the flow is not a valid DAG of async steps (raised before any I/O)
+    ├── RunInputError            a run was called with missing, unexpected or invalid inputs
+    ├── InvalidRunIdError        a run id that is not a safe, plain name
+    ├── StepError                a step failed; .step names it, __cause__ is the original error
+    │   ├── StepTimeoutError     an attempt ran past the step's timeout
+    │   └── CheckpointEncodeError  the step's output cannot be checkpointed
+    ├── RunFailedError           raised by RunResult.raise_for_status(); .errors holds each step's
+    ├── CircuitOpenError         a host's circuit is open: the request was not sent
+    └── CheckpointError          the checkpoint store cannot be read or written
+
+Every message says what happened and what to do about it; the data also lives on attributes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class AsyncflowError(Exception):
+    """Base class of every error asyncflow raises."""
+
+
+class FlowDefinitionError(AsyncflowError):
+    """The flow is not valid: raised when it is built or first validated, before any step runs.
+
+    Attributes:
+        flow: the flow's name.
+        step: the step at fault, when there is one.
+    """
+
+    def __init__(self, message: str, *, flow: str, step: str | None = None) -> None:
+        super().__init__(message)
+        self.flow = flow
+        self.step = step
+
+
+class RunInputError(AsyncflowError, TypeError):
+    """A run was called with missing or unexpected inputs; raised before any step starts.
+
+    Attributes:
+        missing: input names the flow needs and the call did not give.
+        unexpected: names the call gave that no step takes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: tuple[str, ...] = (),
+        unexpected: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.unexpected = unexpected
+
+
+class InvalidRunIdError(AsyncflowError, ValueError):
+    """A run id that could escape the checkpoint directory or is not a plain name."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class StepError(AsyncflowError):
+    """A step failed. The original exception is ``__cause__``.
+
+    Attributes:
+        step: the step's name.
+        attempts: how many attempts were made.
+    """
+
+    def __init__(self, message: str, *, step: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.step = step
+        self.attempts = attempts
+
+
+class StepTimeoutError(StepError, TimeoutError):
+    """An attempt of a step ran past its ``timeout=``."""
+
+    def __init__(self, *, step: str, timeout: float, attempt: int = 1) -> None:
+        super().__init__(
+            f"Step {step!r} timed out after {timeout:g} s (attempt {attempt}). "
+            f"Raise its timeout= or make the call faster.",
+            step=step,
+            attempts=attempt,
+        )
+        self.timeout = timeout
+
+
+class CheckpointEncodeError(StepError):
+    """A step's output cannot be encoded by the checkpoint codec."""
+
+
+class RunFailedError(AsyncflowError):
+    """A run ended FAILED. Raised by :meth:`RunResult.raise_for_status`.
+
+    Attributes:
+        run_id: the run's id.
+        errors: each failed step's exception, by step name.
+    """
+
+    def __init__(self, message: str, *, run_id: str, errors: Mapping[str, BaseException]) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.errors = dict(errors)
+
+
+class CircuitOpenError(AsyncflowError):
+    """The host's circuit breaker is open: the request was refused without being sent.
+
+    Attributes:
+        host: the host key, ``scheme://host:port``.
+        retry_after: seconds until the breaker admits a trial request.
+    """
+
+    def __init__(self, message: str, *, host: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.host = host
+        self.retry_after = retry_after
+
+
+class CheckpointError(AsyncflowError):
+    """The checkpoint store could not be read or written."""

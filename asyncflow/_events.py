@@ -1,0 +1,169 @@
+"""Run events: what observers (logging, metrics, progress, tracing) receive.
+
+An observer is any callable taking one :data:`Event`. Observers are called synchronously, in
+the order registered, from the task that made the event: keep them fast and never block. An
+observer that raises is reported with a warning-level log record and otherwise ignored, so a
+broken progress bar never fails a run. When no observer is registered, no event is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeAlias
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._result import RunStatus
+
+logger = logging.getLogger("asyncflow")
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A run began."""
+
+    run_id: str
+    flow: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    """A run ended; ``status`` says how."""
+
+    run_id: str
+    flow: str
+    status: RunStatus
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    """A step's first attempt began."""
+
+    run_id: str
+    step: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepSucceeded:
+    """A step returned its output."""
+
+    run_id: str
+    step: str
+    time: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """A step failed for good (after its retries)."""
+
+    run_id: str
+    step: str
+    time: float
+    attempts: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class StepSkipped:
+    """A step will not run: ``reason`` names the failed dependency, or says the run stopped."""
+
+    run_id: str
+    step: str
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepRetrying:
+    """An attempt failed with a retryable error; the next one starts after ``wait`` seconds."""
+
+    run_id: str
+    step: str
+    time: float
+    attempt: int
+    wait: float
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class StepRestored:
+    """A step's output was loaded from its checkpoint instead of running the step."""
+
+    run_id: str
+    step: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointDiscarded:
+    """A checkpoint file could not be used (corrupt, truncated, foreign) and was moved aside."""
+
+    run_id: str
+    step: str | None
+    time: float
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStateChanged:
+    """A host's circuit breaker changed state (``"closed"``, ``"open"``, ``"half-open"``)."""
+
+    host: str
+    old: str
+    new: str
+    time: float
+
+
+Event: TypeAlias = (
+    RunStarted
+    | RunFinished
+    | StepStarted
+    | StepSucceeded
+    | StepFailed
+    | StepSkipped
+    | StepRetrying
+    | StepRestored
+    | CheckpointDiscarded
+    | BreakerStateChanged
+)
+
+
+class Observer(Protocol):
+    """Receives every event of an engine. See the module docstring for the rules."""
+
+    def __call__(self, event: Event, /) -> None:
+        """Handle one event. Must not block."""
+
+
+class Emitter:
+    """Calls each observer with each event; a failing observer is logged, never raised."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self, observers: Sequence[Observer] = ()) -> None:
+        self._observers = list(observers)
+
+    def __bool__(self) -> bool:
+        return bool(self._observers)
+
+    def add(self, observer: Observer) -> None:
+        """Register another observer."""
+        self._observers.append(observer)
+
+    def remove(self, observer: Observer) -> None:
+        """Unregister an observer."""
+        self._observers.remove(observer)
+
+    def __call__(self, event: Event) -> None:
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                logger.warning("observer %r failed on %r", observer, event, exc_info=True)

@@ -1,0 +1,99 @@
+"""What a run returns: RunResult, StepResult and the status enums."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ._errors import RunFailedError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class StepStatus(enum.Enum):
+    """What happened to one step of a run."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: not run, because a step it depends on failed (or the run failed fast).
+    SKIPPED = "skipped"
+    #: not run, because a valid checkpoint of its output was loaded.
+    RESTORED = "restored"
+    #: was running when a fail-fast run cancelled it.
+    CANCELLED = "cancelled"
+
+
+class RunStatus(enum.Enum):
+    """How a run ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """The outcome of one step.
+
+    Times are ``anyio.current_time()`` readings (monotonic seconds); ``None`` when the step did
+    not start.
+    """
+
+    name: str
+    status: StepStatus
+    attempts: int = 0
+    error: BaseException | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, or ``None`` when the step did not run."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of a run: its status, each succeeded step's output and each step's result."""
+
+    run_id: str
+    flow: str
+    status: RunStatus
+    outputs: Mapping[str, object]
+    steps: Mapping[str, StepResult]
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    inputs: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the run succeeded."""
+        return self.status is RunStatus.SUCCEEDED
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        """Each failed step's error, by step name."""
+        return {n: r.error for n, r in self.steps.items() if r.error is not None}
+
+    def raise_for_status(self) -> RunResult:
+        """Return self when the run succeeded.
+
+        Raises:
+            RunFailedError: the run failed; ``.errors`` holds every failed step's error and the
+                first one is the ``__cause__``.
+        """
+        if self.status is RunStatus.SUCCEEDED:
+            return self
+        errors = self.errors
+        failed = ", ".join(f"{n!r} ({type(e).__name__}: {e})" for n, e in errors.items())
+        skipped = [n for n, r in self.steps.items() if r.status is StepStatus.SKIPPED]
+        extra = f"; skipped: {', '.join(map(repr, skipped))}" if skipped else ""
+        raise RunFailedError(
+            f"Run {self.run_id!r} of flow {self.flow!r} failed: {failed}{extra}. "
+            f"Fix the cause and run it again with the same run id to resume.",
+            run_id=self.run_id,
+            errors=errors,
+        ) from next(iter(errors.values()), None)

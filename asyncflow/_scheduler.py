@@ -1,0 +1,296 @@
+"""Runs one Flow inside one anyio task group, launching each step the moment it is ready.
+
+Run state lives in one :class:`RunState` per run. Steps update it only between awaits, and
+asyncflow runs on one event loop thread, so the bookkeeping needs no lock and no scheduler
+task: a finishing step marks itself done and starts each dependent whose last dependency it
+was, in the same synchronous stretch. That keeps the per-step cost near that of a bare task
+group (see benchmarks/bench_scheduler.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._errors import StepError, StepTimeoutError
+from ._events import (
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepRetrying,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+)
+from ._graph import Context
+from ._result import RunResult, RunStatus, StepResult, StepStatus
+from ._retry import call_with_retry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from anyio.abc import TaskGroup
+
+    from ._events import Emitter
+    from ._graph import Plan, Step
+
+__all__ = ["RunState", "StepRuntime"]
+
+_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
+
+
+class StepRuntime:
+    """What the scheduler needs from the engine: limits, observers, the HTTP client."""
+
+    __slots__ = ("emit", "http", "limiter", "step_limiters")
+
+    def __init__(
+        self,
+        *,
+        limiter: anyio.CapacityLimiter,
+        step_limiters: Callable[[Plan, int], anyio.CapacityLimiter | None],
+        emit: Emitter,
+        http: Any = None,
+    ) -> None:
+        self.limiter = limiter
+        self.step_limiters = step_limiters
+        self.emit = emit
+        self.http = http
+
+
+class RunState:
+    """One run of a plan: outputs, statuses and the counters that decide what is ready."""
+
+    __slots__ = (
+        "attempts",
+        "ended",
+        "errors",
+        "fail_fast",
+        "finished_at",
+        "inputs",
+        "outputs",
+        "plan",
+        "remaining",
+        "rt",
+        "run_id",
+        "started_at",
+        "statuses",
+        "tg",
+    )
+
+    def __init__(
+        self,
+        plan: Plan,
+        inputs: Mapping[str, object],
+        run_id: str,
+        rt: StepRuntime,
+        *,
+        fail_fast: bool = False,
+    ) -> None:
+        n = len(plan.steps)
+        self.plan = plan
+        self.inputs = inputs
+        self.run_id = run_id
+        self.rt = rt
+        self.fail_fast = fail_fast
+        self.outputs: dict[str, object] = {}
+        self.remaining = list(plan.n_deps)
+        self.statuses: list[StepStatus | None] = [None] * n
+        self.attempts = [0] * n
+        self.errors: list[BaseException | None] = [None] * n
+        self.started_at: list[float | None] = [None] * n
+        self.finished_at: list[float | None] = [None] * n
+        self.ended = False
+        self.tg: TaskGroup | None = None
+
+    async def execute(self) -> RunResult:
+        """Run every step; return when all have finished, failed or been skipped.
+
+        Cancelling the caller cancels every running step and propagates; cancellation is not
+        recorded as a failure.
+        """
+        emit = self.rt.emit
+        started = anyio.current_time()
+        if emit:
+            emit(RunStarted(self.run_id, self.plan.flow, started))
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            for i in self.plan.roots:
+                self._launch(i)
+        self.tg = None
+        return self._result(started)
+
+    def _launch(self, i: int) -> None:
+        assert self.tg is not None
+        self.tg.start_soon(self._run_step, i, name=self.plan.steps[i].name)
+
+    def _kwargs(self, i: int) -> dict[str, object]:
+        plan = self.plan
+        outputs = self.outputs
+        kwargs: dict[str, object] = {
+            name: outputs[plan.steps[j].name] for name, j in plan.data_deps[i]
+        }
+        inputs = self.inputs
+        for name in plan.step_inputs[i]:
+            if name in inputs:
+                kwargs[name] = inputs[name]
+        return kwargs
+
+    async def _run_step(self, i: int) -> None:
+        step = self.plan.steps[i]
+        limiter = self.rt.limiter
+        step_limiter = self.rt.step_limiters(self.plan, i)
+        # Fast path: take a free token without yielding to the loop.
+        try:
+            limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await limiter.acquire()
+        try:
+            if step_limiter is not None:
+                try:
+                    step_limiter.acquire_nowait()
+                except anyio.WouldBlock:
+                    await step_limiter.acquire()
+            try:
+                await self._run_acquired(i, step)
+            finally:
+                if step_limiter is not None:
+                    step_limiter.release()
+        finally:
+            limiter.release()
+
+    async def _run_acquired(self, i: int, step: Step) -> None:
+        emit = self.rt.emit
+        kwargs = self._kwargs(i)
+        now = anyio.current_time()
+        self.started_at[i] = now
+        if emit:
+            emit(StepStarted(self.run_id, step.name, now))
+        try:
+            output = await self._call(i, step, kwargs)
+        except Exception as exc:
+            self._failed(i, step, exc)
+        except anyio.get_cancelled_exc_class():
+            if self.statuses[i] is None:
+                self.statuses[i] = StepStatus.CANCELLED
+                self.finished_at[i] = anyio.current_time()
+            raise
+        else:
+            self._succeeded(i, step, output)
+
+    async def _call(self, i: int, step: Step, kwargs: dict[str, object]) -> object:
+        ctx_name = self.plan.context_param[i]
+        if step.retry is None:
+            self.attempts[i] = 1
+            if ctx_name is not None:
+                kwargs[ctx_name] = Context(run_id=self.run_id, step=step.name, http=self.rt.http)
+            if step.timeout is None:
+                return await step.fn(**kwargs)
+            return await self._attempt_with_timeout(step, kwargs, step.timeout, 1)
+
+        def on_retry(attempt: int, error: Exception, wait: float) -> None:
+            if self.rt.emit:
+                self.rt.emit(
+                    StepRetrying(self.run_id, step.name, anyio.current_time(), attempt, wait, error)
+                )
+
+        async def attempt(n: int, budget: float | None) -> object:
+            self.attempts[i] = n
+            if ctx_name is not None:
+                kwargs[ctx_name] = Context(
+                    run_id=self.run_id, step=step.name, attempt=n, http=self.rt.http
+                )
+            limit = step.timeout if budget is None else min(step.timeout or budget, budget)
+            if limit is None:
+                return await step.fn(**kwargs)
+            return await self._attempt_with_timeout(step, kwargs, limit, n)
+
+        return await call_with_retry(step.retry, attempt, on_retry=on_retry)
+
+    @staticmethod
+    async def _attempt_with_timeout(
+        step: Step, kwargs: dict[str, object], limit: float, attempt: int
+    ) -> object:
+        with anyio.move_on_after(limit):
+            return await step.fn(**kwargs)
+        raise StepTimeoutError(step=step.name, timeout=limit, attempt=attempt)
+
+    def _succeeded(self, i: int, step: Step, output: object) -> None:
+        self.outputs[step.name] = output
+        self.statuses[i] = StepStatus.SUCCEEDED
+        now = self.finished_at[i] = anyio.current_time()
+        emit = self.rt.emit
+        if emit:
+            emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i]))
+        remaining = self.remaining
+        for j in self.plan.dependents[i]:
+            remaining[j] -= 1
+            if remaining[j] == 0 and self.statuses[j] is None:
+                self._launch(j)
+
+    def _failed(self, i: int, step: Step, exc: Exception) -> None:
+        if not isinstance(exc, StepError):
+            err: StepError = StepError(
+                f"Step {step.name!r} failed after {self.attempts[i]} attempt(s): "
+                f"{type(exc).__name__}: {exc}",
+                step=step.name,
+                attempts=self.attempts[i],
+            )
+            err.__cause__ = exc
+            exc = err
+        self.statuses[i] = StepStatus.FAILED
+        self.errors[i] = exc
+        now = self.finished_at[i] = anyio.current_time()
+        emit = self.rt.emit
+        if emit:
+            emit(StepFailed(self.run_id, step.name, now, self.attempts[i], exc))
+        self._skip_dependents(i, f"step {step.name!r} failed")
+        if self.fail_fast and self.tg is not None:
+            self.tg.cancel_scope.cancel()
+
+    def _skip_dependents(self, i: int, reason: str) -> None:
+        stack = list(self.plan.dependents[i])
+        emit = self.rt.emit
+        steps = self.plan.steps
+        while stack:
+            j = stack.pop()
+            if self.statuses[j] is not None:
+                continue
+            self.statuses[j] = StepStatus.SKIPPED
+            if emit:
+                emit(StepSkipped(self.run_id, steps[j].name, anyio.current_time(), reason))
+            stack.extend(self.plan.dependents[j])
+
+    def _result(self, started: float) -> RunResult:
+        plan = self.plan
+        finished = anyio.current_time()
+        steps: dict[str, StepResult] = {}
+        failed = False
+        for i, step in enumerate(plan.steps):
+            status = self.statuses[i]
+            if status is None:
+                # Never launched: a fail-fast run stopped before its dependencies finished.
+                status = self.statuses[i] = StepStatus.SKIPPED
+            failed = failed or status not in _DONE
+            steps[step.name] = StepResult(
+                name=step.name,
+                status=status,
+                attempts=self.attempts[i],
+                error=self.errors[i],
+                started_at=self.started_at[i],
+                finished_at=self.finished_at[i],
+            )
+        run_status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
+        if self.rt.emit:
+            self.rt.emit(RunFinished(self.run_id, plan.flow, run_status, finished))
+        return RunResult(
+            run_id=self.run_id,
+            flow=plan.flow,
+            status=run_status,
+            outputs=self.outputs,
+            steps=steps,
+            started_at=started,
+            finished_at=finished,
+            inputs=dict(self.inputs),
+        )
