@@ -47,6 +47,7 @@ class Engine:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         observers: Sequence[Observer] = (),
         fail_fast: bool = False,
+        store: None = None,
     ) -> None:
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(
