@@ -6,6 +6,7 @@ moment its dependencies have finished.
 
 from __future__ import annotations
 
+from ._batch import Batch, BatchSummary
 from ._engine import Engine
 from ._errors import (
     AsyncflowError,
@@ -20,6 +21,7 @@ from ._errors import (
     StepTimeoutError,
 )
 from ._events import (
+    BatchProgress,
     BreakerStateChanged,
     CheckpointDiscarded,
     Event,
@@ -39,6 +41,9 @@ from ._retry import Retry
 
 __all__ = [
     "AsyncflowError",
+    "Batch",
+    "BatchProgress",
+    "BatchSummary",
     "BreakerStateChanged",
     "CheckpointDiscarded",
     "CheckpointEncodeError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from contextlib import AsyncExitStack
@@ -9,14 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._batch import Batch
 from ._errors import AsyncflowError
 from ._events import Emitter
 from ._scheduler import RunState, StepRuntime
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Sequence
     from types import TracebackType
 
+    from anyio.abc import TaskGroup
+
+    from ._batch import BatchInput
     from ._events import Observer
     from ._graph import Flow, Plan
     from ._result import RunResult
@@ -58,6 +63,7 @@ class Engine:
         self._fail_fast = fail_fast
         self._step_limiters: dict[tuple[str, str], anyio.CapacityLimiter | None] = {}
         self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
         self._runtime = StepRuntime(
             limiter=self._limiter, step_limiters=self._step_limiter, emit=self._emit
         )
@@ -65,8 +71,17 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self._stack is not None:
             raise RuntimeError("This Engine is already open; an Engine is entered once.")
-        self._stack = AsyncExitStack()
-        await self._stack.__aenter__()
+        self._stack = stack = AsyncExitStack()
+        await stack.__aenter__()
+        self._runtime.clock = current_clock()
+        try:
+            # Batches run here, so they outlive any one `async for`. On close, whatever is
+            # still running is cancelled: the callback runs before the group's __aexit__.
+            self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+        except BaseException:
+            await stack.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -76,8 +91,14 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         stack, self._stack = self._stack, None
+        self._tg = None
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)
+
+    def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._check_open()
+        assert self._tg is not None
+        self._tg.start_soon(fn)
 
     def add_observer(self, observer: Observer) -> None:
         """Register an observer for every later event of this engine."""
@@ -138,6 +159,62 @@ class Engine:
             fail_fast=self._fail_fast if fail_fast is None else fail_fast,
         )
         return await state.execute()
+
+    def map(
+        self,
+        flow: Flow,
+        inputs: Iterable[BatchInput] | AsyncIterable[BatchInput],
+        /,
+        *,
+        concurrency: int = 100,
+        max_failures: int | None = None,
+        max_failure_rate: float | None = None,
+        fail_fast: bool | None = None,
+        name: str | None = None,
+    ) -> Batch:
+        """Run ``flow`` once per input, ``concurrency`` runs at a time; iterate for results.
+
+        Results stream out as runs finish, in the order they finish. Inputs are pulled only
+        when a slot is free, so memory grows with ``concurrency``, not with the inputs. Each
+        run's id is derived from its inputs unless given as a ``(run_id, inputs)`` pair, so
+        running the same batch again restores what was checkpointed and runs only the rest.
+
+        Args:
+            flow: the flow to run.
+            inputs: mappings of run inputs, or ``(run_id, inputs)`` pairs; an iterable or an
+                async iterable.
+            concurrency: the most runs in flight at once.
+            max_failures: stop launching new runs once more than this many have failed.
+            max_failure_rate: stop launching new runs once more than this fraction of the
+                last 100 finished runs failed (judged from 20 finished runs on).
+            fail_fast: passed to each run.
+            name: the batch's name in progress events; the flow's name by default.
+
+        Returns:
+            A :class:`Batch`: ``async for result in batch`` or ``await batch.summary()``.
+
+        Raises:
+            FlowDefinitionError: the flow is not valid (raised here, before anything runs).
+        """
+        self._check_open()
+        return Batch(
+            self,
+            flow,
+            inputs,
+            concurrency=concurrency,
+            max_failures=max_failures,
+            max_failure_rate=max_failure_rate,
+            fail_fast=fail_fast,
+            name=name,
+        )
+
+
+def current_clock() -> Callable[[], float]:
+    """The running event loop's monotonic clock, read without anyio's per-call backend lookup."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:  # another anyio backend: no asyncio loop is running
+        return anyio.current_time
 
 
 def derive_run_id(plan: Plan, inputs: dict[str, object]) -> str:

@@ -121,6 +121,27 @@ class BreakerStateChanged:
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """Where a batch (:meth:`Engine.map`) stands; sent each time one of its runs finishes.
+
+    ``total`` is ``None`` when the inputs have no length. ``rate`` is finished runs per second
+    since the batch started; ``eta`` the seconds left at that rate, when ``total`` is known.
+    """
+
+    batch: str
+    time: float
+    done: int
+    succeeded: int
+    failed: int
+    restored: int
+    in_flight: int
+    total: int | None
+    rate: float
+    eta: float | None
+    finished: bool = False
+
+
 Event: TypeAlias = (
     RunStarted
     | RunFinished
@@ -132,6 +153,7 @@ Event: TypeAlias = (
     | StepRestored
     | CheckpointDiscarded
     | BreakerStateChanged
+    | BatchProgress
 )
 
 

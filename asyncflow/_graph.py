@@ -100,6 +100,8 @@ class Plan:
     required_inputs: frozenset[str]
     optional_inputs: frozenset[str]
     roots: tuple[int, ...] = field(default=())
+    #: one root and at most one dependent per step: at most one step is ever ready.
+    is_chain: bool = False
 
     def check_inputs(self, inputs: Mapping[str, object]) -> None:
         """Raise :class:`RunInputError` when inputs are missing or unexpected."""
@@ -421,6 +423,8 @@ class Flow:
             required_inputs=frozenset(required),
             optional_inputs=frozenset(optional),
             roots=tuple(i for i, d in enumerate(waits_for) if not d),
+            is_chain=sum(1 for d in waits_for if not d) == 1
+            and all(len(d) <= 1 for d in dependents),
         )
         return self._plan
 

@@ -67,6 +67,8 @@ class RunResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     inputs: Mapping[str, object] = field(default_factory=dict)
+    #: a run-level error that kept the run from starting (bad inputs in a batch item).
+    error: BaseException | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,9 +76,17 @@ class RunResult:
         return self.status is RunStatus.SUCCEEDED
 
     @property
+    def restored(self) -> bool:
+        """True when every step's output came from a checkpoint: nothing ran."""
+        return all(r.status is StepStatus.RESTORED for r in self.steps.values())
+
+    @property
     def errors(self) -> dict[str, BaseException]:
-        """Each failed step's error, by step name."""
-        return {n: r.error for n, r in self.steps.items() if r.error is not None}
+        """Each failed step's error, by step name; a run-level error under ``"<run>"``."""
+        errors = {n: r.error for n, r in self.steps.items() if r.error is not None}
+        if self.error is not None:
+            errors["<run>"] = self.error
+        return errors
 
     def raise_for_status(self) -> RunResult:
         """Return self when the run succeeded.

@@ -43,7 +43,7 @@ _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
 class StepRuntime:
     """What the scheduler needs from the engine: limits, observers, the HTTP client."""
 
-    __slots__ = ("emit", "http", "limiter", "step_limiters")
+    __slots__ = ("clock", "emit", "http", "limiter", "step_limiters")
 
     def __init__(
         self,
@@ -52,7 +52,9 @@ class StepRuntime:
         step_limiters: Callable[[Plan, int], anyio.CapacityLimiter | None],
         emit: Emitter,
         http: Any = None,
+        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
+        self.clock = clock
         self.limiter = limiter
         self.step_limiters = step_limiters
         self.emit = emit
@@ -111,13 +113,20 @@ class RunState:
         recorded as a failure.
         """
         emit = self.rt.emit
-        started = anyio.current_time()
+        started = self.rt.clock()
         if emit:
             emit(RunStarted(self.run_id, self.plan.flow, started))
+        roots = self.plan.roots
+        if self.plan.is_chain:
+            # At most one step is ever ready: run them all in this task, no task group needed.
+            await self._run_step(roots[0])
+            return self._result(started)
         async with anyio.create_task_group() as tg:
             self.tg = tg
-            for i in self.plan.roots:
+            for i in roots[1:]:
                 self._launch(i)
+            # The first root runs in this task: a chain then needs no task of its own.
+            await self._run_step(roots[0])
         self.tg = None
         return self._result(started)
 
@@ -137,33 +146,35 @@ class RunState:
                 kwargs[name] = inputs[name]
         return kwargs
 
-    async def _run_step(self, i: int) -> None:
-        step = self.plan.steps[i]
+    async def _run_step(self, i: int | None) -> None:
+        """Run step ``i``, then go on in this task with a dependent it made ready, if any."""
         limiter = self.rt.limiter
-        step_limiter = self.rt.step_limiters(self.plan, i)
-        # Fast path: take a free token without yielding to the loop.
-        try:
-            limiter.acquire_nowait()
-        except anyio.WouldBlock:
-            await limiter.acquire()
-        try:
-            if step_limiter is not None:
-                try:
-                    step_limiter.acquire_nowait()
-                except anyio.WouldBlock:
-                    await step_limiter.acquire()
+        while i is not None:
+            step = self.plan.steps[i]
+            step_limiter = self.rt.step_limiters(self.plan, i)
+            # Fast path: take a free token without yielding to the loop.
             try:
-                await self._run_acquired(i, step)
-            finally:
+                limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                await limiter.acquire()
+            try:
                 if step_limiter is not None:
-                    step_limiter.release()
-        finally:
-            limiter.release()
+                    try:
+                        step_limiter.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await step_limiter.acquire()
+                try:
+                    i = await self._run_acquired(i, step)
+                finally:
+                    if step_limiter is not None:
+                        step_limiter.release()
+            finally:
+                limiter.release()
 
-    async def _run_acquired(self, i: int, step: Step) -> None:
+    async def _run_acquired(self, i: int, step: Step) -> int | None:
         emit = self.rt.emit
         kwargs = self._kwargs(i)
-        now = anyio.current_time()
+        now = self.rt.clock()
         self.started_at[i] = now
         if emit:
             emit(StepStarted(self.run_id, step.name, now))
@@ -171,13 +182,13 @@ class RunState:
             output = await self._call(i, step, kwargs)
         except Exception as exc:
             self._failed(i, step, exc)
+            return None
         except anyio.get_cancelled_exc_class():
             if self.statuses[i] is None:
                 self.statuses[i] = StepStatus.CANCELLED
-                self.finished_at[i] = anyio.current_time()
+                self.finished_at[i] = self.rt.clock()
             raise
-        else:
-            self._succeeded(i, step, output)
+        return self._succeeded(i, step, output)
 
     async def _call(self, i: int, step: Step, kwargs: dict[str, object]) -> object:
         ctx_name = self.plan.context_param[i]
@@ -192,7 +203,7 @@ class RunState:
         def on_retry(attempt: int, error: Exception, wait: float) -> None:
             if self.rt.emit:
                 self.rt.emit(
-                    StepRetrying(self.run_id, step.name, anyio.current_time(), attempt, wait, error)
+                    StepRetrying(self.run_id, step.name, self.rt.clock(), attempt, wait, error)
                 )
 
         async def attempt(n: int, budget: float | None) -> object:
@@ -216,18 +227,24 @@ class RunState:
             return await step.fn(**kwargs)
         raise StepTimeoutError(step=step.name, timeout=limit, attempt=attempt)
 
-    def _succeeded(self, i: int, step: Step, output: object) -> None:
+    def _succeeded(self, i: int, step: Step, output: object) -> int | None:
+        """Record the output and start what it made ready; return one of those to run inline."""
         self.outputs[step.name] = output
         self.statuses[i] = StepStatus.SUCCEEDED
-        now = self.finished_at[i] = anyio.current_time()
+        now = self.finished_at[i] = self.rt.clock()
         emit = self.rt.emit
         if emit:
             emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i]))
         remaining = self.remaining
+        inline: int | None = None
         for j in self.plan.dependents[i]:
             remaining[j] -= 1
             if remaining[j] == 0 and self.statuses[j] is None:
-                self._launch(j)
+                if inline is None:
+                    inline = j
+                else:
+                    self._launch(j)
+        return inline
 
     def _failed(self, i: int, step: Step, exc: Exception) -> None:
         if not isinstance(exc, StepError):
@@ -241,7 +258,7 @@ class RunState:
             exc = err
         self.statuses[i] = StepStatus.FAILED
         self.errors[i] = exc
-        now = self.finished_at[i] = anyio.current_time()
+        now = self.finished_at[i] = self.rt.clock()
         emit = self.rt.emit
         if emit:
             emit(StepFailed(self.run_id, step.name, now, self.attempts[i], exc))
@@ -259,12 +276,12 @@ class RunState:
                 continue
             self.statuses[j] = StepStatus.SKIPPED
             if emit:
-                emit(StepSkipped(self.run_id, steps[j].name, anyio.current_time(), reason))
+                emit(StepSkipped(self.run_id, steps[j].name, self.rt.clock(), reason))
             stack.extend(self.plan.dependents[j])
 
     def _result(self, started: float) -> RunResult:
         plan = self.plan
-        finished = anyio.current_time()
+        finished = self.rt.clock()
         steps: dict[str, StepResult] = {}
         failed = False
         for i, step in enumerate(plan.steps):
