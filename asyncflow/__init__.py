@@ -36,6 +36,7 @@ from ._events import (
     StepSucceeded,
 )
 from ._graph import Context, Flow, Step
+from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 from ._retry import Retry
 
@@ -56,6 +57,7 @@ __all__ = [
     "FlowDefinitionError",
     "InvalidRunIdError",
     "Observer",
+    "ProgressBar",
     "Retry",
     "RunFailedError",
     "RunFinished",

@@ -10,6 +10,7 @@ closes.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import anyio
 
 from ._errors import AsyncflowError, InvalidRunIdError, RunInputError
 from ._events import BatchProgress
+from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ BatchInput = Mapping[str, object] | tuple[str, Mapping[str, object]]
 RATE_WINDOW = 100
 #: The failure rate is not judged before this many runs have finished.
 RATE_MIN_RUNS = 20
+#: Seconds between two BatchProgress events while a batch runs (one more comes at its end).
+PROGRESS_INTERVAL = 0.1
 #: Failed results a summary keeps, so that its memory stays bounded too.
 SUMMARY_FAILURES_KEPT = 100
 
@@ -92,6 +96,7 @@ class Batch:
         max_failure_rate: float | None,
         fail_fast: bool | None,
         name: str | None,
+        progress: bool | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r}: give a whole number of at least 1.")
@@ -115,9 +120,9 @@ class Batch:
         self._max_failure_rate = max_failure_rate
         self._fail_fast = fail_fast
         self.name = name or flow.name
-        send, receive = anyio.create_memory_object_stream[RunResult](concurrency)
-        self._send: MemoryObjectSendStream[RunResult] = send
-        self._receive: MemoryObjectReceiveStream[RunResult] = receive
+        # Made when the batch starts, so that a batch never iterated holds nothing open.
+        self._send: MemoryObjectSendStream[RunResult] | None = None
+        self._receive: MemoryObjectReceiveStream[RunResult] | None = None
         self._started = False
         self._scope: anyio.CancelScope | None = None
         self._error: BaseException | None = None
@@ -131,6 +136,10 @@ class Batch:
         self._stopped: str | None = None
         self._t0 = 0.0
         self._t1: float | None = None
+        self._last_progress = -PROGRESS_INTERVAL
+        if progress is None:
+            progress = sys.stderr.isatty()
+        self._bar = ProgressBar() if progress else None
 
     # -- consuming --------------------------------------------------------------------------
 
@@ -138,10 +147,11 @@ class Batch:
         return self
 
     async def __anext__(self) -> RunResult:
-        self._start()
+        receive = self._start()
         try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
+            return await receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            receive.close()
             if self._error is not None:
                 raise self._error from None
             if not self._completed:
@@ -183,7 +193,8 @@ class Batch:
         """Cancel the runs still in flight and launch no more. Finished checkpoints stay."""
         if self._scope is not None:
             self._scope.cancel()
-        self._receive.close()
+        if self._receive is not None:
+            self._receive.close()
         await anyio.lowlevel.checkpoint()
 
     def statistics(self) -> BatchProgress:
@@ -216,16 +227,19 @@ class Batch:
             return 0 if self._t1 is not None else None
         return None if self._total is None else self._total - self._launched
 
-    def _start(self) -> None:
-        if self._started:
-            return
+    def _start(self) -> MemoryObjectReceiveStream[RunResult]:
+        if self._receive is not None:
+            return self._receive
+        self._send, self._receive = anyio.create_memory_object_stream[RunResult](self._concurrency)
         self._started = True
         self._t0 = anyio.current_time()
         self._engine._spawn(self._drive)
+        return self._receive
 
     async def _drive(self) -> None:
         slots = anyio.Semaphore(self._concurrency)
         send = self._send
+        assert send is not None
         try:
             with send, anyio.CancelScope() as self._scope:
                 async with anyio.create_task_group() as tg:
@@ -255,9 +269,11 @@ class Batch:
             slots.release()
             return False
         run_id, inputs = self._parse(item)
+        if run_id is None and not isinstance(inputs, dict):
+            inputs = dict(inputs)
+        tg.start_soon(self._one, slots, self._launched, run_id, inputs)
         self._launched += 1
         self._in_flight += 1
-        tg.start_soon(self._one, slots, run_id, inputs)
         return True
 
     def _parse(self, item: BatchInput) -> tuple[str | None, Mapping[str, object]]:
@@ -276,7 +292,7 @@ class Batch:
         )
 
     async def _one(
-        self, slots: anyio.Semaphore, run_id: str | None, inputs: Mapping[str, object]
+        self, slots: anyio.Semaphore, index: int, run_id: str | None, inputs: Mapping[str, object]
     ) -> None:
         try:
             try:
@@ -284,18 +300,20 @@ class Batch:
                     self._flow, run_id=run_id, fail_fast=self._fail_fast, **inputs
                 )
             except (RunInputError, InvalidRunIdError) as exc:
-                result = self._not_run(run_id, inputs, exc)
+                result = self._not_run(run_id or f"{self.name}-item-{index}", inputs, exc)
             self._account(result)
-            await self._send.send(result)
+            assert self._send is not None
+            try:
+                await self._send.send(result)
+            except anyio.BrokenResourceError:
+                pass  # the consumer closed the batch: nobody wants this result
         finally:
             slots.release()
 
-    def _not_run(
-        self, run_id: str | None, inputs: Mapping[str, object], exc: BaseException
-    ) -> RunResult:
+    def _not_run(self, run_id: str, inputs: Mapping[str, object], exc: BaseException) -> RunResult:
         now = anyio.current_time()
         return RunResult(
-            run_id=run_id or f"{self.name}-item-{self._launched}",
+            run_id=run_id,
             flow=self._plan.flow,
             status=RunStatus.FAILED,
             outputs={},
@@ -338,5 +356,14 @@ class Batch:
 
     def _progress(self) -> None:
         emit = self._engine._emit
+        if not emit and self._bar is None:
+            return
+        now = anyio.current_time()
+        if self._t1 is None and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        stats = self.statistics()
         if emit:
-            emit(self.statistics())
+            emit(stats)
+        if self._bar is not None:
+            self._bar(stats)

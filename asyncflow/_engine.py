@@ -171,6 +171,7 @@ class Engine:
         max_failure_rate: float | None = None,
         fail_fast: bool | None = None,
         name: str | None = None,
+        progress: bool | None = None,
     ) -> Batch:
         """Run ``flow`` once per input, ``concurrency`` runs at a time; iterate for results.
 
@@ -189,6 +190,8 @@ class Engine:
                 last 100 finished runs failed (judged from 20 finished runs on).
             fail_fast: passed to each run.
             name: the batch's name in progress events; the flow's name by default.
+            progress: draw a live progress bar on standard error; by default, when it is a
+                terminal.
 
         Returns:
             A :class:`Batch`: ``async for result in batch`` or ``await batch.summary()``.
@@ -206,6 +209,7 @@ class Engine:
             max_failure_rate=max_failure_rate,
             fail_fast=fail_fast,
             name=name,
+            progress=progress,
         )
 
 

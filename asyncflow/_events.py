@@ -123,7 +123,7 @@ class BreakerStateChanged:
 
 @dataclass(frozen=True, slots=True)
 class BatchProgress:
-    """Where a batch (:meth:`Engine.map`) stands; sent each time one of its runs finishes.
+    """Where a batch (:meth:`Engine.map`) stands: sent at most every 0.1 s and when it ends.
 
     ``total`` is ``None`` when the inputs have no length. ``rate`` is finished runs per second
     since the batch started; ``eta`` the seconds left at that rate, when ``total`` is known.

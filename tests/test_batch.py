@@ -1,0 +1,227 @@
+"""Engine.map: streaming, bounded, isolated, budgeted batches."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from asyncflow import (
+    BatchProgress,
+    Engine,
+    Event,
+    Flow,
+    ProgressBar,
+    RunInputError,
+    RunStatus,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+pytestmark = pytest.mark.anyio
+
+
+def doubling_flow() -> Flow:
+    flow = Flow("double")
+
+    @flow.step
+    async def double(x: int) -> int:
+        if x < 0:
+            raise ValueError(f"negative: {x}")
+        return x * 2
+
+    return flow
+
+
+async def test_results_stream_in_finishing_order() -> None:
+    """A fast run is yielded before a slow one that started earlier."""
+    flow = Flow("stream")
+    release_slow = anyio.Event()
+
+    @flow.step
+    async def work(name: str) -> str:
+        if name == "slow":
+            await release_slow.wait()
+        return name
+
+    seen: list[str] = []
+    async with Engine(store=None) as engine:
+        with anyio.fail_after(5):
+            async for result in engine.map(flow, [{"name": "slow"}, {"name": "fast"}]):
+                seen.append(str(result.outputs["work"]))
+                release_slow.set()
+    assert seen == ["fast", "slow"]
+
+
+async def test_concurrency_bound_is_never_exceeded() -> None:
+    """At most `concurrency` runs are in flight, and the bound is reached."""
+    flow = Flow("bounded")
+    in_flight = 0
+    peak = 0
+    gate = anyio.Event()
+
+    @flow.step
+    async def work(n: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await gate.wait()
+        in_flight -= 1
+        return n
+
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        batch = engine.map(flow, ({"n": n} for n in range(50)), concurrency=3)
+        summary_box: list[object] = []
+
+        async def consume() -> None:
+            summary_box.append(await batch.summary())
+
+        tg.start_soon(consume)
+        await wait_all_tasks_blocked()
+        assert in_flight == 3
+        gate.set()
+    assert peak == 3
+    assert batch.statistics().succeeded == 50
+
+
+async def test_inputs_are_pulled_lazily() -> None:
+    """A stalled consumer stops the batch from pulling inputs: memory follows concurrency."""
+    flow = doubling_flow()
+    pulled = 0
+
+    def inputs() -> Iterator[dict[str, int]]:
+        nonlocal pulled
+        for x in range(100_000):
+            pulled += 1
+            yield {"x": x}
+
+    async with Engine(store=None) as engine:
+        async with engine.map(flow, inputs(), concurrency=4) as batch:
+            first = await batch.__anext__()
+            await wait_all_tasks_blocked()
+            # 4 runs blocked on a buffer of 4 results, one taken, one slot being refilled.
+            assert pulled <= 2 * 4 + 2
+        assert first.ok
+
+
+async def test_one_failure_does_not_stop_the_others() -> None:
+    """Failed runs are reported; the rest succeed; the summary counts both."""
+    flow = doubling_flow()
+    async with Engine(store=None) as engine:
+        summary = await engine.map(flow, [{"x": x} for x in (1, -1, 2, -2, 3)]).summary()
+    assert (summary.succeeded, summary.failed, summary.total) == (3, 2, 5)
+    assert summary.not_started == 0
+    assert not summary.ok
+    assert sorted(r.inputs["x"] for r in summary.failures) == [-2, -1]  # type: ignore[type-var]
+
+
+async def test_failure_budget_stops_launching() -> None:
+    """Past max_failures no new run starts; the rest are reported as not started."""
+    flow = doubling_flow()
+    async with Engine(store=None) as engine:
+        summary = await engine.map(
+            flow, [{"x": -1 - n} for n in range(100)], concurrency=1, max_failures=2
+        ).summary()
+    assert summary.failed == 3
+    assert summary.not_started == 97
+    assert summary.stopped is not None
+    assert "max_failures=2" in summary.stopped
+
+
+async def test_failure_rate_budget_with_unsized_inputs() -> None:
+    """max_failure_rate stops a batch whose recent runs mostly fail (judged from 20 runs on)."""
+    flow = doubling_flow()
+    launched = 0
+
+    async def inputs() -> AsyncIterator[dict[str, int]]:
+        nonlocal launched
+        for n in range(1_000):
+            launched += 1
+            yield {"x": 1 if n < 30 else -1}
+
+    async with Engine(store=None) as engine:
+        summary = await engine.map(flow, inputs(), concurrency=1, max_failure_rate=0.5).summary()
+    assert summary.stopped is not None
+    assert "max_failure_rate=0.5" in summary.stopped
+    assert summary.succeeded == 30
+    assert summary.not_started is None  # unknown: the generator has no length
+    assert launched < 100
+
+
+async def test_async_generator_inputs_and_explicit_run_ids() -> None:
+    """Inputs may come from an async generator, as (run_id, inputs) pairs."""
+    flow = doubling_flow()
+
+    async def inputs() -> AsyncIterator[tuple[str, dict[str, int]]]:
+        for x in range(10):
+            yield f"doc-{x}", {"x": x}
+
+    async with Engine(store=None) as engine:
+        results = {r.run_id: r.outputs["double"] async for r in engine.map(flow, inputs())}
+    assert results == {f"doc-{x}": 2 * x for x in range(10)}
+
+
+async def test_bad_item_inputs_fail_that_item_only() -> None:
+    """An item with missing inputs is a failed result with a clear error, not a crashed batch."""
+    flow = doubling_flow()
+    async with Engine(store=None) as engine:
+        results = [r async for r in engine.map(flow, [{"x": 1}, {"y": 2}, {"x": 3}])]
+    failed = [r for r in results if r.status is RunStatus.FAILED]
+    assert len(results) == 3
+    assert len(failed) == 1
+    assert isinstance(failed[0].error, RunInputError)
+    assert "missing 'x' (needed by 'double'); unexpected input 'y'" in str(failed[0].error)
+    assert failed[0].run_id == "double-item-1"
+
+
+async def test_malformed_item_raises_after_the_runs_in_flight() -> None:
+    """An item that is neither a mapping nor a pair raises TypeError, naming the item."""
+    flow = doubling_flow()
+    got: list[int] = []
+
+    async def consume(engine: Engine) -> None:
+        async for r in engine.map(flow, [{"x": 1}, 42], concurrency=1):  # type: ignore[list-item]
+            got.append(int(r.outputs["double"]))  # type: ignore[call-overload]
+
+    async with Engine(store=None) as engine:
+        with pytest.raises(TypeError, match=r"item 1 is int 42.*mapping of run inputs"):
+            await consume(engine)
+    assert got == [2]
+
+
+async def test_progress_events_and_bar() -> None:
+    """BatchProgress events count what happened; the bar draws them."""
+    flow = doubling_flow()
+    events: list[Event] = []
+    out = io.StringIO()
+    bar = ProgressBar(out, force=True)
+    async with Engine(store=None, observers=[events.append, bar]) as engine:
+        await engine.map(flow, [{"x": x} for x in (1, 2, -3)], name="nums").summary()
+    last = [e for e in events if isinstance(e, BatchProgress)][-1]
+    assert last.finished
+    assert (last.batch, last.done, last.succeeded, last.failed, last.total) == ("nums", 3, 2, 1, 3)
+    assert last.in_flight == 0
+    assert "3/3" in out.getvalue()
+    assert "failed 1" in out.getvalue()
+
+
+async def test_closing_the_engine_stops_an_abandoned_batch() -> None:
+    """A batch left mid-iteration is cancelled when its engine closes; iterating says so."""
+    flow = Flow("hang")
+    started = anyio.Event()
+
+    @flow.step
+    async def hang(x: int) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with Engine(store=None) as engine:
+        batch = engine.map(flow, [{"x": 1}])
+        batch._start()
+        await started.wait()
+    with pytest.raises(Exception, match="stopped before it finished"):
+        await batch.__anext__()
