@@ -269,8 +269,6 @@ class Batch:
             slots.release()
             return False
         run_id, inputs = self._parse(item)
-        if run_id is None and not isinstance(inputs, dict):
-            inputs = dict(inputs)
         tg.start_soon(self._one, slots, self._launched, run_id, inputs)
         self._launched += 1
         self._in_flight += 1
