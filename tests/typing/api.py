@@ -1,0 +1,40 @@
+"""The public API as users write it: type-checked by mypy, never run."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from asyncflow import Batch, BatchSummary, Context, Engine, Flow, RunResult, StepResult, StepStatus
+
+flow = Flow("documents")
+
+
+@flow.step
+async def ingest(path: str) -> dict[str, str]:
+    return {"path": path}
+
+
+@flow.step(timeout=30.0, concurrency=50)
+async def enrich(ingest: dict[str, str], ctx: Context) -> dict[str, str]:
+    return {**ingest, "run": ctx.run_id}
+
+
+@flow.step(after=[enrich])
+async def notify() -> None: ...
+
+
+async def users_code() -> None:
+    # The decorator keeps the function's own signature: it can still be called directly.
+    assert_type(await ingest("a.txt"), dict[str, str])
+    async with Engine() as engine:
+        result = await engine.run(flow, path="a.txt")
+        assert_type(result, RunResult)
+        assert_type(result.steps["enrich"], StepResult)
+        if result.steps["enrich"].status is StepStatus.SUCCEEDED:
+            result.raise_for_status()
+        batch = engine.map(flow, ({"path": f"{n}.txt"} for n in range(10)), concurrency=5)
+        assert_type(batch, Batch)
+        async for item in batch:
+            assert_type(item, RunResult)
+        assert_type(await engine.map(flow, [("id-1", {"path": "b.txt"})]).summary(), BatchSummary)
+    assert_type(await flow.run(path="c.txt"), RunResult)
