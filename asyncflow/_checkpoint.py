@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -208,6 +209,13 @@ class CheckpointStore(Protocol):
     async def save_manifest(self, manifest: RunManifest, /) -> None:
         """Durably record a run's manifest, replacing the previous one."""
 
+    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
+        """Record a run's manifest without waiting.
+
+        It must be durable no later than the next save of the same run returns, so a step
+        checkpoint is never durable without its run's manifest.
+        """
+
     async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
         """Durably record a step's output, replacing the step's previous checkpoint."""
 
@@ -287,6 +295,7 @@ def _missing(key: str) -> str:
     raise _BadRecord(f"field {key!r} is missing")
 
 
+@functools.lru_cache(maxsize=4096)
 def step_file_name(step: str) -> str:
     """The file name of a step's checkpoint: the name, percent-encoded where unsafe."""
     name = quote(step, safe="")
@@ -563,11 +572,17 @@ class FileStore:
         self._directory = Path(directory)
         self._codec: Codec = codec if codec is not None else JsonCodec()
         self._max_workers = max_workers
-        self._pending_limit = anyio.CapacityLimiter(max_pending)
+        self._max_pending = max_pending
+        self._pending = 0
+        self._room = anyio.Event()
+        self._failed: BaseException | None = None
+        self._loads: list[tuple[str, _Load]] = []
+        self._load_wake = anyio.Event()
         self._segment_bytes = segment_bytes
         self._root: Path | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._sync: _Sync | None = None
+        # Events bind to the loop that first uses them: open() makes them again.
         self._batch = _Batch()
         self._wake = anyio.Event()
         self._closing = False
@@ -612,6 +627,9 @@ class FileStore:
             raise RuntimeError(f"{self!r} is already open; a FileStore is opened by one engine.")
         self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="asyncflow-ckpt")
         self._closing = False
+        self._failed = None
+        self._batch, self._wake = _Batch(), anyio.Event()
+        self._room, self._load_wake = anyio.Event(), anyio.Event()
         try:
             try:
                 self._root = root = await self._run(self._directory.resolve)
@@ -628,6 +646,7 @@ class FileStore:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._committer)
                 tg.start_soon(self._compactor, receive)
+                tg.start_soon(self._loader)
                 try:
                     yield self
                 finally:
@@ -635,6 +654,7 @@ class FileStore:
                     # compactor then compacts it and stops.
                     self._closing = True
                     self._wake.set()
+                    self._load_wake.set()
         finally:
             with anyio.move_on_after(10, shield=True):
                 for journal in list(self._journals):
@@ -670,7 +690,7 @@ class FileStore:
                     await journal.write(b"".join(batch.lines))
                     await _fsync(journal.fileno(), executor=self._executor)
                 except OSError as exc:
-                    batch.error = exc
+                    batch.error = self._failed = exc
                 else:
                     self._journal_size += batch.size
                     segment = self._segment_no
@@ -725,20 +745,40 @@ class FileStore:
                 self._journals.discard(journal)
                 await journal.close()
 
-    async def _append(self, run_id: str, rel: str, text: str) -> None:
+    def _check_usable(self) -> None:
         if self._executor is None or self._closing:
             raise CheckpointError(
                 f"{self!r} is not open: checkpoints are saved while the engine is open."
             )
+        if self._failed is not None:
+            raise CheckpointError(
+                f"{self!r} stopped saving checkpoints after a write to its journal failed "
+                f"({self._failed}); after a failed fsync what reached the disk is unknown. Fix "
+                f"the disk (space, permissions), then open a new engine and resume the runs."
+            ) from self._failed
+
+    def _enqueue(self, run_id: str, rel: str, text: str) -> _Batch:
         body = text.encode("utf-8")
         line = b"%08x %s\n" % (zlib.crc32(body), body)
-        async with self._pending_limit:
-            batch = self._batch
-            batch.lines.append(line)
-            batch.size += len(line)
-            batch.records.append((run_id, rel, text))
-            self._wake.set()
+        batch = self._batch
+        batch.lines.append(line)
+        batch.size += len(line)
+        batch.records.append((run_id, rel, text))
+        self._wake.set()
+        return batch
+
+    async def _append(self, run_id: str, rel: str, text: str) -> None:
+        self._check_usable()
+        while self._pending >= self._max_pending:
+            await self._room.wait()
+        self._pending += 1
+        try:
+            batch = self._enqueue(run_id, rel, text)
             await batch.done.wait()
+        finally:
+            self._pending -= 1
+            if self._pending < self._max_pending:
+                self._room.set()
         if batch.error is not None:
             raise CheckpointError(
                 f"Could not save the checkpoint of run {run_id!r} ({rel}) in "
@@ -747,37 +787,60 @@ class FileStore:
             ) from batch.error
 
     async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
-        """Durably record a step's output; returns once its journal record is fsynced."""
+        """Durably record a step's output; returns once its journal record is fsynced.
+
+        Raises:
+            CheckpointError: the journal cannot be written.
+        """
         await self._append(
             checkpoint.run_id, f"steps/{step_file_name(checkpoint.step)}", _step_record(checkpoint)
         )
 
     async def save_manifest(self, manifest: RunManifest, /) -> None:
-        """Durably record a run's manifest; returns once its journal record is fsynced."""
+        """Durably record a run's manifest; returns once its journal record is fsynced.
+
+        Raises:
+            CheckpointError: the journal cannot be written.
+        """
         await self._append(manifest.run_id, "manifest.json", _manifest_record(manifest))
+
+    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
+        """Queue a run's manifest for the next commit.
+
+        The journal is written in order, so any later save's commit covers it.
+
+        Raises:
+            CheckpointError: the store is not open or has failed.
+        """
+        self._check_usable()
+        self._enqueue(manifest.run_id, "manifest.json", _manifest_record(manifest))
 
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
         """Return a run's manifest and step checkpoints: files, overlaid by journal records.
 
-        Bad files are moved aside to ``<name>.corrupt-<n>`` and reported in ``discarded``.
+        Loads waiting at the same moment share one trip to the store's thread pool. Bad files
+        are moved aside to ``<name>.corrupt-<n>`` and reported in ``discarded``.
 
         Raises:
             InvalidRunIdError: ``run_id`` is not a safe name.
-            CheckpointError: the directory cannot be read.
+            CheckpointError: the store is not open or the directory cannot be read.
         """
         validate_run_id(run_id)
-        root = self._root
-        if root is None:
-            raise CheckpointError(f"{self!r} is not open.")
+        self._check_usable()
         # Snapshot the journal's records first: a compaction finishing during the read below
         # removes them from the index only after they are in the files.
         live = dict(self._index.get(run_id, {}))
-        try:
-            on_disk = await self._run(_read_run, root, run_id)
-        except OSError as exc:
+        load = _Load()
+        self._loads.append((run_id, load))
+        self._load_wake.set()
+        await load.done.wait()
+        if isinstance(load.result, BaseException):
             raise CheckpointError(
-                f"Cannot read the checkpoints of run {run_id!r} in {str(root)!r}: {exc}."
-            ) from exc
+                f"Cannot read the checkpoints of run {run_id!r} in {str(self.directory)!r}: "
+                f"{load.result}."
+            ) from load.result
+        on_disk = load.result
+        assert on_disk is not None
         if not live:
             return on_disk
         manifest = on_disk.manifest
@@ -789,6 +852,38 @@ class FileStore:
             else:
                 steps[rec.step] = rec
         return RunCheckpoints(manifest, steps, on_disk.discarded)
+
+    async def _loader(self) -> None:
+        """Group load: read every waiting run in one call on the executor."""
+        while not self._closing:
+            await self._load_wake.wait()
+            self._load_wake = anyio.Event()
+            loads, self._loads = self._loads, []
+            if not loads:
+                continue
+            assert self._root is not None
+            results = await self._run(_read_runs, self._root, [r for r, _ in loads])
+            for (_, load), result in zip(loads, results, strict=True):
+                load.result = result
+                load.done.set()
+
+
+class _Load:
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: RunCheckpoints | OSError | None = None
+
+
+def _read_runs(root: Path, run_ids: list[str]) -> list[RunCheckpoints | OSError]:
+    results: list[RunCheckpoints | OSError] = []
+    for run_id in run_ids:
+        try:
+            results.append(_read_run(root, run_id))
+        except OSError as exc:
+            results.append(exc)
+    return results
 
 
 _fsync = aiofiles.os.wrap(os.fsync)

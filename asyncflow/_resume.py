@@ -131,7 +131,8 @@ class CheckpointedRun(RunState):
             created_at=old.created_at if old is not None else now,
             updated_at=now,
         )
-        await self._store.save_manifest(manifest)
+        # Not awaited: the store makes it durable before any step checkpoint of this run.
+        self._store.save_manifest_nowait(manifest)
         result = await super().execute()
         await self._store.save_manifest(
             RunManifest(
