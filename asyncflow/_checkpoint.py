@@ -770,6 +770,8 @@ class FileStore:
     async def _append(self, run_id: str, rel: str, text: str) -> None:
         self._check_usable()
         while self._pending >= self._max_pending:
+            if self._room.is_set():
+                self._room = anyio.Event()
             await self._room.wait()
         self._pending += 1
         try:
@@ -855,17 +857,18 @@ class FileStore:
 
     async def _loader(self) -> None:
         """Group load: read every waiting run in one call on the executor."""
-        while not self._closing:
+        while True:
             await self._load_wake.wait()
             self._load_wake = anyio.Event()
             loads, self._loads = self._loads, []
-            if not loads:
-                continue
-            assert self._root is not None
-            results = await self._run(_read_runs, self._root, [r for r, _ in loads])
-            for (_, load), result in zip(loads, results, strict=True):
-                load.result = result
-                load.done.set()
+            if loads:
+                assert self._root is not None
+                results = await self._run(_read_runs, self._root, [r for r, _ in loads])
+                for (_, load), result in zip(loads, results, strict=True):
+                    load.result = result
+                    load.done.set()
+            if self._closing and not self._loads:
+                return
 
 
 class _Load:
