@@ -658,7 +658,10 @@ class FileStore:
         finally:
             with anyio.move_on_after(10, shield=True):
                 for journal in list(self._journals):
-                    await journal.close()
+                    try:
+                        await journal.close()
+                    except OSError:
+                        logger.warning("closing journal %s failed", journal.name, exc_info=True)
             self._journals.clear()
             self._journal = None
             executor, self._executor = self._executor, None
@@ -743,7 +746,10 @@ class FileStore:
                                 del self._index[run_id]
                 # Closing releases the segment's lock.
                 self._journals.discard(journal)
-                await journal.close()
+                try:
+                    await journal.close()
+                except OSError:
+                    logger.warning("closing journal %s failed", path, exc_info=True)
 
     def _check_usable(self) -> None:
         if self._executor is None or self._closing:

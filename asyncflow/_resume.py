@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ._scheduler import StepRuntime
 
 __all__ = ["CheckpointedRun", "decode_inputs", "encode_inputs"]
+
+logger = logging.getLogger("asyncflow")
 
 
 def _digest(text: str) -> str:
@@ -134,17 +137,21 @@ class CheckpointedRun(RunState):
         # Not awaited: the store makes it durable before any step checkpoint of this run.
         self._store.save_manifest_nowait(manifest)
         result = await super().execute()
-        await self._store.save_manifest(
-            RunManifest(
-                run_id=self.run_id,
-                flow=plan.flow,
-                flow_fingerprint=plan.fingerprint,
-                inputs=self._inputs_text,
-                status=result.status.value,
-                created_at=manifest.created_at,
-                updated_at=_now(),
-            )
+        final = RunManifest(
+            run_id=self.run_id,
+            flow=plan.flow,
+            flow_fingerprint=plan.fingerprint,
+            inputs=self._inputs_text,
+            status=result.status.value,
+            created_at=manifest.created_at,
+            updated_at=_now(),
         )
+        try:
+            await self._store.save_manifest(final)
+        except CheckpointError:
+            # Every step's outcome is already saved or in the result; only the run's status
+            # line is lost (a resume recomputes it), so the result is still returned.
+            logger.warning("run %r: could not save its final manifest", self.run_id, exc_info=True)
         return result
 
     def fingerprint(self, i: int) -> str:
