@@ -558,6 +558,8 @@ class FileStore:
             default executor, which DNS lookups share).
         max_pending: the most saves waiting for a commit at once; more wait for room.
         segment_bytes: a journal segment this large is sealed and compacted in the background.
+            Records of segments not yet compacted are also held in memory (for loads), so at
+            most two sealed segments wait for compaction: past that, saves wait for it.
     """
 
     def __init__(
@@ -567,7 +569,7 @@ class FileStore:
         codec: Codec | None = None,
         max_workers: int = 4,
         max_pending: int = 16_384,
-        segment_bytes: int = 32 * 1024 * 1024,
+        segment_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._directory = Path(directory)
         self._codec: Codec = codec if codec is not None else JsonCodec()
@@ -641,7 +643,7 @@ class FileStore:
                     f"Cannot use checkpoint directory {str(self._directory)!r}: {exc}. Check "
                     f"that it is writable, or run without checkpoints: Engine(store=None)."
                 ) from exc
-            send, receive = anyio.create_memory_object_stream[_Sealed](16)
+            send, receive = anyio.create_memory_object_stream[_Sealed](1)
             self._compact_send = send
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._committer)

@@ -167,41 +167,44 @@ class CheckpointedRun(RunState):
         return _digest("\x00".join(parts))
 
     def _launch(self, i: int) -> None:
+        # A worklist, not recursion: a long chain of restored steps must not hit the
+        # recursion limit.
+        ready = [i]
+        remaining = self.remaining
+        dependents = self.plan.dependents
+        while ready:
+            j = ready.pop()
+            if not self._restore(j):
+                super()._launch(j)
+                continue
+            for k in dependents[j]:
+                remaining[k] -= 1
+                if remaining[k] == 0 and self.statuses[k] is None:
+                    ready.append(k)
+
+    def _restore(self, i: int) -> bool:
+        """Restore step ``i`` from a matching checkpoint; False when it has to run."""
         loaded = self._loaded
         step = self.plan.steps[i]
         saved = loaded.steps.get(step.name) if loaded is not None else None
-        if saved is not None and saved.fingerprint == self.fingerprint(i):
-            try:
-                output = self._codec.decode(saved.output)
-            except Exception as exc:
-                # The file is sound but its content cannot be rebuilt (a class was renamed):
-                # run the step, whose new checkpoint replaces this one.
-                if self.rt.emit:
-                    self.rt.emit(
-                        CheckpointDiscarded(
-                            self.run_id,
-                            step.name,
-                            anyio.current_time(),
-                            "",
-                            f"cannot decode the output: {exc}",
-                        )
-                    )
-            else:
-                self._restore(i, step, output, saved.digest)
-                return
-        super()._launch(i)
-
-    def _restore(self, i: int, step: Step, output: object, digest: str) -> None:
+        if saved is None or saved.fingerprint != self.fingerprint(i):
+            return False
+        emit = self.rt.emit
+        try:
+            output = self._codec.decode(saved.output)
+        except Exception as exc:
+            # The file is sound but its content cannot be rebuilt (a class was renamed):
+            # run the step, whose new checkpoint replaces this one.
+            if emit:
+                reason = f"cannot decode the output: {exc}"
+                emit(CheckpointDiscarded(self.run_id, step.name, anyio.current_time(), "", reason))
+            return False
         self.outputs[step.name] = output
-        self._digests[i] = digest
+        self._digests[i] = saved.digest
         self.statuses[i] = StepStatus.RESTORED
-        if self.rt.emit:
-            self.rt.emit(StepRestored(self.run_id, step.name, anyio.current_time()))
-        remaining = self.remaining
-        for j in self.plan.dependents[i]:
-            remaining[j] -= 1
-            if remaining[j] == 0 and self.statuses[j] is None:
-                self._launch(j)
+        if emit:
+            emit(StepRestored(self.run_id, step.name, anyio.current_time()))
+        return True
 
     async def _run_step(self, i: int) -> None:
         # The step runs and releases its concurrency limits first: saving is our work, not the

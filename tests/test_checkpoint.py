@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import enum
+import inspect
 import json
 import os
 import pathlib
@@ -584,3 +585,24 @@ def test_json_codec_never_imports_or_calls_arbitrary_code(text: str, match: str)
     """Decoding only rebuilds dataclasses and enums of modules already imported."""
     with pytest.raises(ValueError, match=match):
         JsonCodec().decode(text)
+
+
+async def test_a_long_chain_of_restored_steps_does_not_recurse(tmp_path: Path) -> None:
+    """Restoring releases dependents iteratively: 3,000 chained steps restore fine."""
+    flow = Flow("chain")
+
+    def link(n: int) -> None:
+        async def fn(**kwargs: int) -> int:
+            return n
+
+        params = [inspect.Parameter(f"s{n - 1}", inspect.Parameter.KEYWORD_ONLY)] if n else []
+        fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        flow.step(name=f"s{n}")(fn)
+
+    for n in range(3000):
+        link(n)
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        first = await engine.run(flow, run_id="r")
+        again = await engine.run(flow, run_id="r")
+    assert first.ok
+    assert set(statuses(again).values()) == {StepStatus.RESTORED}
