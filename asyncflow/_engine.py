@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._checkpoint import CheckpointStore, FileStore, validate_run_id
+from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError
 from ._events import Emitter
+from ._records import validate_run_id
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
 from ._scheduler import RunState, StepRuntime
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._checkpoint import RunCheckpoints, RunManifest, StepCheckpoint
 from ._errors import CheckpointEncodeError, CheckpointError, RunInputError
 from ._events import CheckpointDiscarded, StepRestored
+from ._records import RunCheckpoints, RunManifest, StepCheckpoint
 from ._result import StepStatus
 from ._scheduler import RunState
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 
 from asyncflow import Engine, FileStore, Flow, JsonCodec
-from asyncflow._checkpoint import StepCheckpoint
+from asyncflow._records import StepCheckpoint
 
 flow = Flow("documents")
 

@@ -34,6 +34,7 @@ from asyncflow import (
     StepRestored,
     StepStatus,
 )
+from asyncflow._diskio import Sync, compact_and_remove
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -606,3 +607,15 @@ async def test_a_long_chain_of_restored_steps_does_not_recurse(tmp_path: Path) -
         again = await engine.run(flow, run_id="r")
     assert first.ok
     assert set(statuses(again).values()) == {StepStatus.RESTORED}
+
+
+def test_compaction_without_syncfs_fsyncs_each_file_and_directory(tmp_path: Path) -> None:
+    """Where syncfs is missing, compaction falls back to fsyncing files and directories."""
+    sync = Sync(tmp_path)
+    sync._syncfs = None
+    segment = tmp_path / "seg.log"
+    segment.write_bytes(b"")
+    record = json.dumps(step_record("r", "a/b", {"x": 1}))
+    compact_and_remove(sync, tmp_path, {("r", "steps/a%2Fb.json"): record}, segment)
+    assert json.loads((tmp_path / "r" / "steps" / "a%2Fb.json").read_text())["step"] == "a/b"
+    assert not segment.exists()
