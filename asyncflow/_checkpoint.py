@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
@@ -48,7 +47,15 @@ import aiofiles.os
 import anyio
 
 from ._codec import Codec, JsonCodec
-from ._diskio import JOURNAL_DIR, Sync, compact_and_remove, fsync_dir, read_runs, recover
+from ._diskio import (
+    JOURNAL_DIR,
+    Sync,
+    compact_and_remove,
+    fsync_dir,
+    read_runs,
+    recover,
+    try_lock,
+)
 from ._errors import CheckpointError
 from ._records import (
     RunCheckpoints,
@@ -255,7 +262,7 @@ class FileStore:
         f = await aiofiles.open(path, "ab", buffering=0, executor=self._executor)
         self._journals.add(f)
         # Never blocks: the file is new. Held until the segment is compacted.
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try_lock(f.fileno())
         await _fsync_dir(path.parent, executor=self._executor)
         self._journal, self._journal_path, self._journal_size = f, path, 0
 

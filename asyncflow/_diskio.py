@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import fcntl
 import logging
 import os
 import secrets
@@ -32,11 +31,44 @@ from ._records import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["JOURNAL_DIR", "Sync", "compact_and_remove", "fsync_dir", "read_runs", "recover"]
+__all__ = [
+    "JOURNAL_DIR",
+    "Sync",
+    "compact_and_remove",
+    "fsync_dir",
+    "read_runs",
+    "recover",
+    "try_lock",
+]
 
 logger = logging.getLogger("asyncflow")
 
+try:
+    import fcntl
+
+    flock: Callable[[int, int], None] | None = fcntl.flock
+    LOCK_FLAGS = fcntl.LOCK_EX | fcntl.LOCK_NB
+except ImportError:  # Windows: no flock; one engine per directory there
+    flock, LOCK_FLAGS = None, 0
+
 TMP_MARK = ".tmp-"
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive lock on an open file without waiting; False when another holds it.
+
+    The lock belongs to the open file, so it is released when the file is closed or its
+    process dies (SIGKILL included). Without ``fcntl`` (Windows) there is no lock.
+    """
+    if flock is None:
+        return True
+    try:
+        flock(fd, LOCK_FLAGS)
+    except BlockingIOError:
+        return False
+    return True
+
+
 JOURNAL_DIR = ".journal"
 
 
@@ -231,9 +263,7 @@ def recover(sync: Sync, root: Path) -> None:
             continue
         fd = os.open(path, os.O_RDONLY)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not try_lock(fd):
                 continue  # a live engine is writing it
             lines, dropped = read_segment(path)
             if dropped:

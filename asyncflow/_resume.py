@@ -54,7 +54,7 @@ def encode_inputs(codec: Codec, inputs: Mapping[str, object]) -> dict[str, str]:
     """Encode each run input, by name.
 
     Raises:
-            RunInputError: an input cannot be encoded, so the run could not be resumed.
+        RunInputError: an input cannot be encoded, so the run could not be resumed.
     """
     encoded: dict[str, str] = {}
     for name, value in inputs.items():
