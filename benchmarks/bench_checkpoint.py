@@ -91,6 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--dir", type=Path, default=None, help="parent of the checkpoint dir")
+    parser.add_argument(
+        "--segment-mib", type=int, default=16, help="journal segment size: smaller compacts sooner"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the checkpointed run")
     args = parser.parse_args()
     docs: int = args.docs
@@ -98,7 +101,7 @@ def main() -> None:
     try:
         bare, _, failed = anyio.run(run_all, None, docs, "bare")
         assert not failed
-        store = FileStore(parent / "store")
+        store = FileStore(parent / "store", segment_bytes=args.segment_mib * 1024 * 1024)
         prof = cProfile.Profile() if args.profile else None
         if prof:
             prof.enable()
