@@ -7,6 +7,8 @@ moment its dependencies have finished.
 from __future__ import annotations
 
 from ._batch import Batch, BatchSummary
+from ._checkpoint import CheckpointStore, FileStore
+from ._codec import Codec, JsonCodec
 from ._engine import Engine
 from ._errors import (
     AsyncflowError,
@@ -49,13 +51,17 @@ __all__ = [
     "CheckpointDiscarded",
     "CheckpointEncodeError",
     "CheckpointError",
+    "CheckpointStore",
     "CircuitOpenError",
+    "Codec",
     "Context",
     "Engine",
     "Event",
+    "FileStore",
     "Flow",
     "FlowDefinitionError",
     "InvalidRunIdError",
+    "JsonCodec",
     "Observer",
     "ProgressBar",
     "Retry",

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import os
+import re
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._batch import Batch
-from ._errors import AsyncflowError
+from ._checkpoint import CheckpointStore, FileStore
+from ._codec import JsonCodec
+from ._errors import AsyncflowError, CheckpointError
 from ._events import Emitter
+from ._records import validate_run_id
+from ._resume import CheckpointedRun, decode_inputs, encode_inputs
 from ._scheduler import RunState, StepRuntime
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Sequence
+    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping, Sequence
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -30,6 +35,8 @@ __all__ = ["Engine"]
 
 #: Default bound on steps in flight across every run of one engine.
 DEFAULT_MAX_CONCURRENCY = 10_000
+#: Where ``Engine()`` keeps checkpoints: ``.asyncflow`` in the working directory at open time.
+DEFAULT_CHECKPOINT_DIR = ".asyncflow"
 
 
 class Engine:
@@ -39,6 +46,9 @@ class Engine:
         max_concurrency: the most steps in flight at once, across every run of this engine.
         observers: callables that receive every :mod:`event <asyncflow.events>` of every run.
         fail_fast: the default for :meth:`run`: cancel the rest of a run on its first failure.
+        store: where checkpoints go: a :class:`CheckpointStore`, a directory for a
+            :class:`FileStore`, or ``None`` to run without checkpoints. The default is
+            ``FileStore(".asyncflow")``, relative to the working directory when the engine opens.
 
     Example::
 
@@ -52,7 +62,7 @@ class Engine:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         observers: Sequence[Observer] = (),
         fail_fast: bool = False,
-        store: None = None,
+        store: CheckpointStore | str | os.PathLike[str] | None = DEFAULT_CHECKPOINT_DIR,
     ) -> None:
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(
@@ -64,6 +74,9 @@ class Engine:
         self._step_limiters: dict[tuple[str, str], anyio.CapacityLimiter | None] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
+        self._store: CheckpointStore | None = (
+            FileStore(store) if isinstance(store, str | os.PathLike) else store
+        )
         self._runtime = StepRuntime(
             limiter=self._limiter, step_limiters=self._step_limiter, emit=self._emit
         )
@@ -71,17 +84,21 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self._stack is not None:
             raise RuntimeError("This Engine is already open; an Engine is entered once.")
-        self._stack = stack = AsyncExitStack()
+        stack = AsyncExitStack()
         await stack.__aenter__()
         self._runtime.clock = current_clock()
         try:
+            if self._store is not None:
+                await stack.enter_async_context(self._store.open())
             # Batches run here, so they outlive any one `async for`. On close, whatever is
-            # still running is cancelled: the callback runs before the group's __aexit__.
+            # still running is cancelled (the callback runs before the group's __aexit__),
+            # and only then does the store close.
             self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
         except BaseException:
             await stack.aclose()
             raise
+        self._stack = stack
         return self
 
     async def __aexit__(
@@ -99,6 +116,11 @@ class Engine:
         self._check_open()
         assert self._tg is not None
         self._tg.start_soon(fn)
+
+    @property
+    def store(self) -> CheckpointStore | None:
+        """The checkpoint store, or ``None`` when this engine runs without checkpoints."""
+        return self._store
 
     def add_observer(self, observer: Observer) -> None:
         """Register an observer for every later event of this engine."""
@@ -138,24 +160,82 @@ class Engine:
 
         Args:
             flow: the flow to run.
-            run_id: the run's id; derived from the flow and its inputs when not given.
+            run_id: the run's id; derived from the flow and its inputs when not given, so the
+                same call resumes the same run. With a store, steps of this run that have a
+                valid checkpoint are restored instead of run.
             fail_fast: cancel the rest of the run on its first failure; defaults to the
                 engine's setting.
             **inputs: the run inputs the flow's steps take.
 
         Raises:
             FlowDefinitionError: the flow is not valid.
-            RunInputError: inputs are missing or unexpected.
+            RunInputError: inputs are missing or unexpected, or (with a store) cannot be encoded.
+            InvalidRunIdError: ``run_id`` is not a safe, plain name.
+            CheckpointError: the run id belongs to another flow, or the store failed.
         """
         self._check_open()
         plan = flow.validate()
         plan.check_inputs(inputs)
-        rid = run_id if run_id is not None else derive_run_id(plan, inputs)
-        state = RunState(
+        rid = validate_run_id(run_id) if run_id is not None else derive_run_id(plan, inputs)
+        ff = self._fail_fast if fail_fast is None else fail_fast
+        store = self._store
+        if store is None:
+            return await RunState(plan, inputs, rid, self._runtime, fail_fast=ff).execute()
+        encoded = encode_inputs(store.codec, inputs)
+        state = CheckpointedRun(
+            plan, inputs, rid, self._runtime, store=store, encoded_inputs=encoded, fail_fast=ff
+        )
+        return await state.execute()
+
+    async def resume(
+        self, flow: Flow, run_id: str, /, *, fail_fast: bool | None = None
+    ) -> RunResult:
+        """Resume run ``run_id`` of ``flow`` with the inputs saved in its manifest.
+
+        Steps with a valid checkpoint are restored; the rest run.
+
+        Raises:
+            CheckpointError: the engine has no store, there is no such run, it belongs to
+                another flow, or its saved inputs cannot be decoded.
+            InvalidRunIdError: ``run_id`` is not a safe, plain name.
+        """
+        self._check_open()
+        plan = flow.validate()
+        validate_run_id(run_id)
+        store = self._store
+        if store is None:
+            raise CheckpointError(
+                f"Cannot resume run {run_id!r}: this engine runs without checkpoints "
+                f"(store=None). Open it with a store, e.g. Engine(store=FileStore('.asyncflow'))."
+            )
+        loaded = await store.load_run(run_id)
+        manifest = loaded.manifest
+        if manifest is None:
+            raise CheckpointError(
+                f"There is no run {run_id!r} in {store!r}: nothing to resume. Check the run id "
+                f"and the store's directory, or start it with engine.run(flow, run_id=...)."
+            )
+        if manifest.flow != plan.flow:
+            raise CheckpointError(
+                f"Run {run_id!r} is a run of flow {manifest.flow!r}, not {plan.flow!r}. "
+                f"Resume it with that flow."
+            )
+        try:
+            inputs = decode_inputs(store.codec, manifest.inputs)
+        except Exception as exc:
+            raise CheckpointError(
+                f"Cannot decode the inputs saved for run {run_id!r}: {exc}. Run it again with "
+                f"engine.run(flow, run_id={run_id!r}, **inputs)."
+            ) from exc
+        plan.check_inputs(inputs)
+        state = CheckpointedRun(
             plan,
             inputs,
-            rid,
+            run_id,
             self._runtime,
+            store=store,
+            encoded_inputs=encode_inputs(store.codec, inputs),
+            loaded=loaded,
             fail_fast=self._fail_fast if fail_fast is None else fail_fast,
         )
         return await state.execute()
@@ -221,11 +301,21 @@ def current_clock() -> Callable[[], float]:
         return anyio.current_time
 
 
-def derive_run_id(plan: Plan, inputs: dict[str, object]) -> str:
-    """A stable run id from the flow's name and its inputs."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+=,~-]+")
+_encode_inputs = JsonCodec().encode
+
+
+def derive_run_id(plan: Plan, inputs: Mapping[str, object]) -> str:
+    """A run id from the flow's name and its inputs, the same in every process.
+
+    Inputs are encoded canonically (sorted keys and sets) with :class:`JsonCodec`, so the id does
+    not depend on dict order or hash seeds. Inputs it cannot encode fall back to their ``repr``,
+    which is stable only when the ``repr`` is. The flow name is made safe for a file name.
+    """
     try:
-        text = json.dumps(inputs, sort_keys=True, default=repr, separators=(",", ":"))
-    except (TypeError, ValueError):
+        text = _encode_inputs(dict(inputs))
+    except TypeError:
         text = repr(sorted(inputs.items(), key=lambda kv: kv[0]))
     digest = hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
-    return f"{plan.flow}-{digest}"
+    name = _UNSAFE.sub("_", plan.flow).lstrip(".")[:100] or "run"
+    return validate_run_id(f"{name}-{digest}")

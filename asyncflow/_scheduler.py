@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["RunState", "StepRuntime"]
 
 _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
+#: What _run_acquired returns for a step that failed (None is a valid output).
+_FAILED: Any = object()
 
 
 class StepRuntime:
@@ -81,6 +83,9 @@ class RunState:
         "tg",
     )
 
+    #: Subclasses that persist outputs set this: each success then awaits :meth:`_save`.
+    saves = False
+
     def __init__(
         self,
         plan: Plan,
@@ -116,23 +121,63 @@ class RunState:
         started = self.rt.clock()
         if emit:
             emit(RunStarted(self.run_id, self.plan.flow, started))
-        roots = self.plan.roots
+        roots = list(self.plan.roots)
         if self.plan.is_chain:
             # At most one step is ever ready: run them all in this task, no task group needed.
-            await self._run_step(roots[0])
+            first = self._dispatch(roots)
+            if first is not None:
+                await self._run_step(first)
             return self._result(started)
         async with anyio.create_task_group() as tg:
             self.tg = tg
-            for i in roots[1:]:
-                self._launch(i)
-            # The first root runs in this task: a chain then needs no task of its own.
-            await self._run_step(roots[0])
+            # One ready step runs in this task, the others in tasks of their own.
+            first = self._dispatch(roots)
+            if first is not None:
+                await self._run_step(first)
         self.tg = None
         return self._result(started)
 
     def _launch(self, i: int) -> None:
         assert self.tg is not None
         self.tg.start_soon(self._run_step, i, name=self.plan.steps[i].name)
+
+    def _dispatch(self, ready: list[int]) -> int | None:
+        """Start the steps in ``ready`` (all their dependencies are done).
+
+        Steps that :meth:`_restore` restores count as done at once, and so may make more
+        steps ready (a worklist, not recursion: a long restored chain must not hit the
+        recursion limit). Of the steps that must run, all but one are launched in tasks of
+        their own; that one is returned for the caller to run in its own task.
+        """
+        inline: int | None = None
+        remaining = self.remaining
+        dependents = self.plan.dependents
+        statuses = self.statuses
+        while ready:
+            j = ready.pop()
+            if statuses[j] is not None:
+                continue
+            if self._restore(j):
+                for k in dependents[j]:
+                    remaining[k] -= 1
+                    if remaining[k] == 0:
+                        ready.append(k)
+            elif inline is None:
+                inline = j
+            else:
+                self._launch(j)
+        return inline
+
+    def _restore(self, i: int) -> bool:
+        """Mark step ``i`` done from a saved output instead of running it; see CheckpointedRun."""
+        return False
+
+    async def _save(self, i: int, step: Step, output: object) -> bool:
+        """Persist a step's output before it counts as done (when ``saves`` is set).
+
+        Returns False when the step failed to save (and was marked failed).
+        """
+        return True
 
     def _kwargs(self, i: int) -> dict[str, object]:
         plan = self.plan
@@ -149,6 +194,7 @@ class RunState:
     async def _run_step(self, i: int | None) -> None:
         """Run step ``i``, then go on in this task with a dependent it made ready, if any."""
         limiter = self.rt.limiter
+        saves = self.saves
         while i is not None:
             step = self.plan.steps[i]
             step_limiter = self.rt.step_limiters(self.plan, i)
@@ -164,14 +210,20 @@ class RunState:
                     except anyio.WouldBlock:
                         await step_limiter.acquire()
                 try:
-                    i = await self._run_acquired(i, step)
+                    output = await self._run_acquired(i, step)
                 finally:
                     if step_limiter is not None:
                         step_limiter.release()
             finally:
                 limiter.release()
+            # Saving happens outside the limits: it is our work, not the step's, and must not
+            # hold a slot of an external service's limit. Dependents start after it.
+            if output is _FAILED or (saves and not await self._save(i, step, output)):
+                return
+            i = self._succeeded(i, step, output)
 
-    async def _run_acquired(self, i: int, step: Step) -> int | None:
+    async def _run_acquired(self, i: int, step: Step) -> object:
+        """Run one step under its limits; its output, or ``_FAILED`` (recorded as failed)."""
         emit = self.rt.emit
         kwargs = self._kwargs(i)
         now = self.rt.clock()
@@ -182,13 +234,13 @@ class RunState:
             output = await self._call(i, step, kwargs)
         except Exception as exc:
             self._failed(i, step, exc)
-            return None
+            return _FAILED
         except anyio.get_cancelled_exc_class():
             if self.statuses[i] is None:
                 self.statuses[i] = StepStatus.CANCELLED
                 self.finished_at[i] = self.rt.clock()
             raise
-        return self._succeeded(i, step, output)
+        return output
 
     async def _call(self, i: int, step: Step, kwargs: dict[str, object]) -> object:
         ctx_name = self.plan.context_param[i]
@@ -236,15 +288,12 @@ class RunState:
         if emit:
             emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i]))
         remaining = self.remaining
-        inline: int | None = None
+        ready = []
         for j in self.plan.dependents[i]:
             remaining[j] -= 1
-            if remaining[j] == 0 and self.statuses[j] is None:
-                if inline is None:
-                    inline = j
-                else:
-                    self._launch(j)
-        return inline
+            if remaining[j] == 0:
+                ready.append(j)
+        return self._dispatch(ready) if ready else None
 
     def _failed(self, i: int, step: Step, exc: Exception) -> None:
         if not isinstance(exc, StepError):

@@ -1,0 +1,225 @@
+"""Checkpoint records: run ids, the data a store keeps, and its JSON text format (no I/O).
+
+Every record is one JSON object with ``"format"`` (``"asyncflow.manifest"`` or
+``"asyncflow.step"``) and ``"version"`` (:data:`FORMAT_VERSION`); a record of another format or
+version is refused with a reason, so a store can move it aside.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from ._errors import InvalidRunIdError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BadRecord",
+    "Discarded",
+    "RunCheckpoints",
+    "RunManifest",
+    "StepCheckpoint",
+    "manifest_record",
+    "parse_record",
+    "record_key",
+    "step_file_name",
+    "step_record",
+    "validate_run_id",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_FORMAT = "asyncflow.manifest"
+STEP_FORMAT = "asyncflow.step"
+#: The longest run id: a file name is at most 255 bytes, and ``.corrupt-<n>`` must fit after it.
+MAX_RUN_ID = 200
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+=,~-]*")
+
+
+def validate_run_id(run_id: object) -> str:
+    """Return ``run_id`` when it is a safe, plain name usable as a directory name.
+
+    Raises:
+        InvalidRunIdError: empty, too long, a path (a slash or backslash, ``..``), a leading dot, NUL or
+            other characters outside ``A-Z a-z 0-9 _ . @ + = , ~ -``.
+    """
+    if not isinstance(run_id, str):
+        raise InvalidRunIdError(
+            f"A run id is a string; got {type(run_id).__name__} {run_id!r}.", run_id=str(run_id)
+        )
+    if RUN_ID_PATTERN.fullmatch(run_id) and len(run_id) <= MAX_RUN_ID:
+        return run_id
+    if not run_id:
+        problem = "is empty"
+    elif len(run_id) > MAX_RUN_ID:
+        problem = f"is {len(run_id)} characters long, over the limit of {MAX_RUN_ID}"
+    elif run_id.startswith("."):
+        problem = "starts with a dot (hidden files, '.' and '..' are not run ids)"
+    elif "/" in run_id or "\\" in run_id:
+        problem = "contains a path separator"
+    elif "\x00" in run_id:
+        problem = "contains a NUL byte"
+    else:
+        bad = sorted({c for c in run_id if not RUN_ID_PATTERN.fullmatch("a" + c)})
+        problem = f"contains {', '.join(map(repr, bad))}"
+    raise InvalidRunIdError(
+        f"Run id {run_id[:80]!r} {problem}. A run id names a directory of checkpoints: use up to "
+        f"{MAX_RUN_ID} of A-Z a-z 0-9 _ . @ + = , ~ - and do not start with a dot, "
+        f"e.g. 'doc-42'.",
+        run_id=run_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunManifest:
+    """What a store keeps about a run as a whole.
+
+    Attributes:
+        run_id: the run's id.
+        flow: the flow's name.
+        flow_fingerprint: the flow's structure and code at the time of the run.
+        inputs: the run inputs, as codec text (a JSON object).
+        status: ``"running"``, ``"succeeded"`` or ``"failed"``.
+        created_at: when the run first started, ISO 8601 UTC.
+        updated_at: when this manifest was written, ISO 8601 UTC.
+    """
+
+    run_id: str
+    flow: str
+    flow_fingerprint: str
+    inputs: str
+    status: str
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepCheckpoint:
+    """A succeeded step's output and its identity.
+
+    Attributes:
+        run_id: the run's id.
+        step: the step's name.
+        fingerprint: digest of the step's code and what it received (dependency outputs, the run
+            inputs it takes); a checkpoint is used only when it matches.
+        digest: digest of ``output``; dependents' fingerprints are built from it.
+        output: the output as codec text.
+    """
+
+    run_id: str
+    step: str
+    fingerprint: str
+    digest: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discarded:
+    """A checkpoint that could not be used and was moved aside (or dropped, for a journal line)."""
+
+    step: str | None
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheckpoints:
+    """Everything a store holds for one run."""
+
+    manifest: RunManifest | None = None
+    steps: Mapping[str, StepCheckpoint] = field(default_factory=dict)
+    discarded: tuple[Discarded, ...] = ()
+
+
+js = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def step_record(c: StepCheckpoint) -> str:
+    # The output is codec text already: splice it in rather than parse and encode it again.
+    return (
+        f'{{"format":"{STEP_FORMAT}","version":{FORMAT_VERSION},"run_id":{js(c.run_id)},'
+        f'"step":{js(c.step)},"fingerprint":{js(c.fingerprint)},"digest":{js(c.digest)},'
+        f'"output":{c.output}}}'
+    )
+
+
+def manifest_record(m: RunManifest) -> str:
+    return (
+        f'{{"format":"{MANIFEST_FORMAT}","version":{FORMAT_VERSION},"run_id":{js(m.run_id)},'
+        f'"flow":{js(m.flow)},"flow_fingerprint":{js(m.flow_fingerprint)},'
+        f'"status":{js(m.status)},"created_at":{js(m.created_at)},'
+        f'"updated_at":{js(m.updated_at)},"inputs":{m.inputs}}}'
+    )
+
+
+class BadRecord(ValueError):
+    pass
+
+
+def parse_record(text: str) -> RunManifest | StepCheckpoint:
+    """Parse one record; raise :class:`BadRecord` saying what is wrong with it."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise BadRecord(f"not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("format") not in (MANIFEST_FORMAT, STEP_FORMAT):
+        raise BadRecord("not an asyncflow checkpoint (no asyncflow 'format' field)")
+    if raw.get("version") != FORMAT_VERSION:
+        raise BadRecord(
+            f"format version {raw.get('version')!r}; this asyncflow reads version {FORMAT_VERSION}"
+        )
+    try:
+        if raw["format"] == STEP_FORMAT:
+            return StepCheckpoint(
+                run_id=get_str(raw, "run_id"),
+                step=get_str(raw, "step"),
+                fingerprint=get_str(raw, "fingerprint"),
+                digest=get_str(raw, "digest"),
+                output=js(raw["output"]) if "output" in raw else missing("output"),
+            )
+        inputs = raw.get("inputs")
+        if not isinstance(inputs, dict):
+            raise BadRecord("field 'inputs' is missing or not an object")
+        return RunManifest(
+            run_id=get_str(raw, "run_id"),
+            flow=get_str(raw, "flow"),
+            flow_fingerprint=get_str(raw, "flow_fingerprint"),
+            inputs=js(inputs),
+            status=get_str(raw, "status"),
+            created_at=get_str(raw, "created_at"),
+            updated_at=get_str(raw, "updated_at"),
+        )
+    except KeyError as exc:
+        raise BadRecord(f"field {exc} is missing") from exc
+
+
+def get_str(raw: dict[str, object], key: str) -> str:
+    value = raw[key]
+    if not isinstance(value, str):
+        raise BadRecord(f"field {key!r} is not a string")
+    return value
+
+
+def missing(key: str) -> str:
+    raise BadRecord(f"field {key!r} is missing")
+
+
+@functools.lru_cache(maxsize=4096)
+def step_file_name(step: str) -> str:
+    """The file name of a step's checkpoint: the name, percent-encoded where unsafe."""
+    name = quote(step, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    return f"{name}.json"
+
+
+def record_key(rec: RunManifest | StepCheckpoint) -> tuple[str, str]:
+    if isinstance(rec, StepCheckpoint):
+        return (rec.run_id, f"steps/{step_file_name(rec.step)}")
+    return (rec.run_id, "manifest.json")
