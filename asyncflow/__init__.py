@@ -6,6 +6,7 @@ moment its dependencies have finished.
 
 from __future__ import annotations
 
+from ._breakers import BreakerState, HostPolicy, OnOpen
 from ._engine import Engine
 from ._errors import (
     AsyncflowError,
@@ -35,10 +36,11 @@ from ._events import (
 )
 from ._graph import Context, Flow, Step
 from ._result import RunResult, RunStatus, StepResult, StepStatus
-from ._retry import Retry
+from ._retry import Retry, is_transient
 
 __all__ = [
     "AsyncflowError",
+    "BreakerState",
     "BreakerStateChanged",
     "CheckpointDiscarded",
     "CheckpointEncodeError",
@@ -49,8 +51,10 @@ __all__ = [
     "Event",
     "Flow",
     "FlowDefinitionError",
+    "HostPolicy",
     "InvalidRunIdError",
     "Observer",
+    "OnOpen",
     "Retry",
     "RunFailedError",
     "RunFinished",
@@ -69,5 +73,6 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StepTimeoutError",
+    "is_transient",
 ]
 __version__ = "0.1.0"
