@@ -173,7 +173,8 @@ def resolve_hosts(
                 url = httpx.URL(f"http://{key}")
             except httpx.InvalidURL:
                 url = None
-            if url is None or not url.host or url.port is not None or url.raw_path != b"/":
+            has_port = key.rsplit("]", 1)[-1].count(":") > 0
+            if url is None or not url.host or has_port or url.raw_path != b"/":
                 raise ValueError(
                     f"hosts key {key!r}: give a bare host name ('api.example.com') or "
                     f"'scheme://host:port'."
