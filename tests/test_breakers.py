@@ -320,7 +320,8 @@ async def test_engine_owns_and_closes_its_client() -> None:
     """ctx.http is the engine's client, open inside the engine and closed after it."""
     async with Engine() as engine:
         client = engine.http
-        assert not client.is_closed
+        open_inside = not client.is_closed
+    assert open_inside
     assert client.is_closed
     with pytest.raises(AsyncflowError, match="not open"):
         _ = engine.http
