@@ -60,6 +60,7 @@ __all__ = [
     "HostStatistics",
     "OnOpen",
     "host_key",
+    "is_transport_failure",
 ]
 
 
@@ -181,6 +182,17 @@ def resolve_hosts(
                 )
             bare[url.host] = policy
     return exact, bare
+
+
+def is_transport_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the host or the network failed: an httpx transport error or timeout.
+
+    Not the errors that are our own side's fault: an unsupported URL scheme or a request
+    httpx could not write (``UnsupportedProtocol``, ``LocalProtocolError``).
+    """
+    return isinstance(error, httpx.TransportError) and not isinstance(
+        error, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+    )
 
 
 class _Outcome(enum.Enum):
@@ -498,14 +510,13 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         ticket = await circuit.enter(borrower)
         try:
             response = await self._inner.handle_async_request(request)
-        except httpx.TransportError as exc:
+        except BaseException as exc:
             circuit.gate.release_on_behalf_of(borrower)
-            circuit.record(ticket, _Outcome.FAILURE, type(exc).__name__, exc)
-            raise
-        except BaseException:
-            # Cancellation and anything else: not the host's fault; frees a trial slot.
-            circuit.gate.release_on_behalf_of(borrower)
-            circuit.record(ticket, _Outcome.NEUTRAL, "", None)
+            if is_transport_failure(exc):
+                circuit.record(ticket, _Outcome.FAILURE, type(exc).__name__, exc)
+            else:
+                # Cancellation and anything else: not the host's fault; frees a trial slot.
+                circuit.record(ticket, _Outcome.NEUTRAL, "", None)
             raise
         status = response.status_code
         circuit.record(ticket, _status_outcome(status), f"HTTP {status}", None)

@@ -48,7 +48,7 @@ class Engine:
         max_connections: the size of the HTTP connection pool, all hosts together; also the
             gate size of hosts whose policy leaves ``max_concurrency`` as ``None``.
         http_transport: the transport the breaker layer sends through; defaults to httpx's
-            pooled transport. Pass an ``httpx.MockTransport`` in tests.
+            pooled transport. Pass an ``httpx.MockTransport`` in tests. The engine closes it.
 
     The HTTP client (``ctx.http`` in steps, :attr:`http` here) is created when the engine is
     entered and closed when it exits. It ignores proxy environment variables, as every httpx

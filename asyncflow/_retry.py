@@ -35,6 +35,7 @@ import anyio
 import httpx
 import stamina
 
+from ._breakers import is_transport_failure
 from ._errors import CircuitOpenError, StepTimeoutError
 
 if TYPE_CHECKING:
@@ -55,15 +56,16 @@ def is_transient(error: Exception) -> bool:
     """Whether ``error`` is worth another attempt: the default ``Retry(on=...)``.
 
     True for httpx transport errors and timeouts, ``HTTPStatusError`` with a 5xx or 429 status,
-    and :class:`StepTimeoutError`. False for other 4xx, for :class:`CircuitOpenError` and for
-    everything else.
+    and :class:`StepTimeoutError`. False for other 4xx, for :class:`CircuitOpenError`, for
+    httpx errors that are the caller's fault (``UnsupportedProtocol``, ``LocalProtocolError``)
+    and for everything else.
     """
     if isinstance(error, CircuitOpenError):
         return False
     if isinstance(error, httpx.HTTPStatusError):
         status = error.response.status_code
         return status >= 500 or status == 429
-    return isinstance(error, httpx.TransportError | StepTimeoutError)
+    return isinstance(error, StepTimeoutError) or is_transport_failure(error)
 
 
 def retry_after(error: Exception, *, now: float | None = None) -> float | None:

@@ -40,6 +40,8 @@ def status_error(status: int, headers: dict[str, str] | None = None) -> httpx.HT
     [
         (httpx.ConnectError("refused"), True),
         (httpx.ReadTimeout("slow"), True),
+        (httpx.RemoteProtocolError("server hung up"), True),
+        (httpx.UnsupportedProtocol("ftp://"), False),
         (status_error(500), True),
         (status_error(503), True),
         (status_error(429), True),
