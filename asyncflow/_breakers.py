@@ -244,6 +244,7 @@ class Circuit:
         "last_error",
         "last_failure",
         "policy",
+        "reason",
         "reopen_at",
         "trial_busy",
     )
@@ -259,6 +260,7 @@ class Circuit:
         self.event = anyio.Event()
         self.last_failure = ""
         self.last_error: BaseException | None = None
+        self.reason = ""
         self.breaker = aiobreaker.CircuitBreaker(
             fail_max=policy.fail_max,
             timeout_duration=timedelta(seconds=policy.reset_timeout),
@@ -281,6 +283,10 @@ class Circuit:
         if new_state is BreakerState.OPEN:
             self.reopen_at = now + self.policy.reset_timeout
             self.epoch += 1
+            if old_state is BreakerState.HALF_OPEN:
+                self.reason = "the trial request failed"
+            else:
+                self.reason = f"{self.policy.fail_max} consecutive failure(s)"
         if new_state is not BreakerState.HALF_OPEN:
             self.trial_busy = False
         self._wake()
@@ -363,8 +369,8 @@ class Circuit:
                 why = f"a trial request is allowed in {wait:.2f} s"
             last = f" (last: {self.last_failure})" if self.last_failure else ""
             raise CircuitOpenError(
-                f"The circuit for {self.key} is open after {self.policy.fail_max} consecutive "
-                f"failure(s){last}; the request was not sent and {why}. Resume the run later, "
+                f"The circuit for {self.key} is open: {self.reason}{last}; the request was not "
+                f"sent and {why}. Resume the run later, "
                 f"or use HostPolicy(on_open='wait') to wait for the circuit.",
                 host=self.key,
                 retry_after=wait,
