@@ -24,8 +24,7 @@ demo: $(STAMP)
 	$(PY) examples/hello.py
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_scheduler.py
-	$(PY) benchmarks/bench_checkpoint.py
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .asyncflow .mypy_cache .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ moment its dependencies have finished.
 from __future__ import annotations
 
 from ._batch import Batch, BatchSummary
+from ._breakers import BreakerState, HostPolicy, OnOpen
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import Codec, JsonCodec
 from ._engine import Engine
@@ -40,13 +41,14 @@ from ._events import (
 from ._graph import Context, Flow, Step
 from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
-from ._retry import Retry
+from ._retry import Retry, is_transient
 
 __all__ = [
     "AsyncflowError",
     "Batch",
     "BatchProgress",
     "BatchSummary",
+    "BreakerState",
     "BreakerStateChanged",
     "CheckpointDiscarded",
     "CheckpointEncodeError",
@@ -60,9 +62,11 @@ __all__ = [
     "FileStore",
     "Flow",
     "FlowDefinitionError",
+    "HostPolicy",
     "InvalidRunIdError",
     "JsonCodec",
     "Observer",
+    "OnOpen",
     "ProgressBar",
     "Retry",
     "RunFailedError",
@@ -82,5 +86,6 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StepTimeoutError",
+    "is_transient",
 ]
 __version__ = "0.1.0"

@@ -10,8 +10,10 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx
 
 from ._batch import Batch
+from ._breakers import BreakerTransport, HostPolicy, resolve_hosts
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError
@@ -37,6 +39,8 @@ __all__ = ["Engine"]
 DEFAULT_MAX_CONCURRENCY = 10_000
 #: Where ``Engine()`` keeps checkpoints: ``.asyncflow`` in the working directory at open time.
 DEFAULT_CHECKPOINT_DIR = ".asyncflow"
+#: Default size of the engine's HTTP connection pool (all hosts together).
+DEFAULT_MAX_CONNECTIONS = 100
 
 
 class Engine:
@@ -49,6 +53,21 @@ class Engine:
         store: where checkpoints go: a :class:`CheckpointStore`, a directory for a
             :class:`FileStore`, or ``None`` to run without checkpoints. The default is
             ``FileStore(".asyncflow")``, relative to the working directory when the engine opens.
+        hosts: circuit breaker and concurrency policies by host. A key is a bare host name
+            (``"api.example.com"``: every scheme and port of that host) or an origin
+            (``"https://api.example.com:8443"``, default port when left out: that origin only,
+            which wins over a bare host). Every origin gets its own breaker and gate.
+        host_policy: the policy of every host not in ``hosts``.
+        http_timeout: httpx's timeout for requests through ``ctx.http`` (seconds or an
+            ``httpx.Timeout``); a step's ``timeout=`` still bounds the whole attempt.
+        max_connections: the size of the HTTP connection pool, all hosts together; also the
+            gate size of hosts whose policy leaves ``max_concurrency`` as ``None``.
+        http_transport: the transport the breaker layer sends through; defaults to httpx's
+            pooled transport. Pass an ``httpx.MockTransport`` in tests. The engine closes it.
+
+    The HTTP client (``ctx.http`` in steps, :attr:`http` here) is created when the engine is
+    entered and closed when it exits. It ignores proxy environment variables, as every httpx
+    client given its own transport does; pass a configured ``http_transport`` for a proxy.
 
     Example::
 
@@ -63,11 +82,27 @@ class Engine:
         observers: Sequence[Observer] = (),
         fail_fast: bool = False,
         store: CheckpointStore | str | os.PathLike[str] | None = DEFAULT_CHECKPOINT_DIR,
+        hosts: Mapping[str, HostPolicy] | None = None,
+        host_policy: HostPolicy | None = None,
+        http_timeout: float | httpx.Timeout = 30.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(
                 f"max_concurrency={max_concurrency!r}: give a whole number of at least 1."
             )
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(
+                f"max_connections={max_connections!r}: give a whole number of at least 1."
+            )
+        self._hosts = dict(hosts or {})
+        resolve_hosts(self._hosts)  # fail early on a malformed key
+        self._host_policy = host_policy if host_policy is not None else HostPolicy()
+        self._http_timeout = http_timeout
+        self._max_connections = max_connections
+        self._http_transport = http_transport
+        self._http: httpx.AsyncClient | None = None
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._emit = Emitter(observers)
         self._fail_fast = fail_fast
@@ -90,14 +125,17 @@ class Engine:
         try:
             if self._store is not None:
                 await stack.enter_async_context(self._store.open())
+            self._http = await stack.enter_async_context(self._open_http())
             # Batches run here, so they outlive any one `async for`. On close, whatever is
             # still running is cancelled (the callback runs before the group's __aexit__),
-            # and only then does the store close.
+            # and only then do the HTTP client and the store close.
             self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
         except BaseException:
+            self._http = None
             await stack.aclose()
             raise
+        self._runtime.http = self._http
         self._stack = stack
         return self
 
@@ -109,6 +147,7 @@ class Engine:
     ) -> None:
         stack, self._stack = self._stack, None
         self._tg = None
+        self._runtime.http = self._http = None
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)
 
@@ -121,6 +160,33 @@ class Engine:
     def store(self) -> CheckpointStore | None:
         """The checkpoint store, or ``None`` when this engine runs without checkpoints."""
         return self._store
+
+    def _open_http(self) -> httpx.AsyncClient:
+        inner = self._http_transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_connections,
+            )
+        )
+        transport = BreakerTransport(
+            inner,
+            hosts=self._hosts,
+            default=self._host_policy,
+            default_concurrency=self._max_connections,
+            emit=self._emit,
+        )
+        return httpx.AsyncClient(transport=transport, timeout=self._http_timeout)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The engine's HTTP client, the one steps get as ``ctx.http``.
+
+        Raises:
+            AsyncflowError: the engine is not open.
+        """
+        self._check_open()
+        assert self._http is not None
+        return self._http
 
     def add_observer(self, observer: Observer) -> None:
         """Register an observer for every later event of this engine."""

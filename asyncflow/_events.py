@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ._breakers import BreakerState
     from ._result import RunStatus
 
 logger = logging.getLogger("asyncflow")
@@ -113,11 +114,15 @@ class CheckpointDiscarded:
 
 @dataclass(frozen=True, slots=True)
 class BreakerStateChanged:
-    """A host's circuit breaker changed state (``"closed"``, ``"open"``, ``"half-open"``)."""
+    """A host's circuit breaker changed state.
+
+    ``host`` is the host key ``scheme://host:port``. States are :class:`BreakerState` members,
+    a ``StrEnum``, so they also compare equal to ``"closed"``, ``"open"`` and ``"half-open"``.
+    """
 
     host: str
-    old: str
-    new: str
+    old: BreakerState
+    new: BreakerState
     time: float
 
 

@@ -269,7 +269,9 @@ class RunState:
                 return await step.fn(**kwargs)
             return await self._attempt_with_timeout(step, kwargs, limit, n)
 
-        return await call_with_retry(step.retry, attempt, on_retry=on_retry)
+        return await call_with_retry(
+            step.retry, attempt, on_retry=on_retry, label=f"step {step.name!r}"
+        )
 
     @staticmethod
     async def _attempt_with_timeout(

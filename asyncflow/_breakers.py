@@ -1,0 +1,536 @@
+"""Per-host concurrency gates and circuit breakers, as an httpx transport.
+
+Every request through the engine's client passes, for its host key ``scheme://host:port``:
+
+1. the circuit: while it is open the request fails at once with :class:`CircuitOpenError`
+   (or, with ``HostPolicy(on_open="wait")``, waits for it), and nothing is sent;
+2. a concurrency gate (an :class:`anyio.CapacityLimiter`) in front of httpx's pool, so the pool
+   never holds far more waiting requests than connections (httpx's pool slows down badly when
+   thousands of tasks queue on it), held until the response body is closed;
+3. the circuit once more, now authoritative, after the gate: a request that queued at the gate
+   while the circuit opened is not sent.
+
+Outcomes: a transport error (connect, read, timeouts...) and a 5xx or 429 response are
+failures; other responses, 4xx included, are returned as they are. A 5xx/429 response is still
+returned to the caller (the breaker does not raise for it), so ``raise_for_status`` and the
+retry policy see the real response and its ``Retry-After``. Cancellation and other exceptions
+count for nothing. Other 4xx answers neither trip nor close the circuit.
+
+aiobreaker 1.2.0 is the state machine (consecutive-failure counting, transitions, listeners).
+Its defects are guarded here:
+
+- half-open lets every concurrent caller through: we admit exactly one trial request per
+  half-open period; the others fail (or wait); a cancelled or 4xx-answered trial frees the slot;
+- its reopen-time helpers mix local time and UTC: we keep our own monotonic reopen deadline
+  (``anyio.current_time()``) and never call them for decisions; the open-to-half-open move is
+  ours too;
+- its ``datetime.utcnow()`` DeprecationWarning (Python 3.12+) would, under warnings-as-errors,
+  stop it from ever opening: we ignore that warning category for aiobreaker's modules only, and
+  only around our calls into it;
+- ``sleep_until_open`` is asyncio-only and its Redis storage blocks the loop: neither is used;
+- the ``CircuitBreakerError`` it raises when tripping would replace the real error: the caller
+  always gets the real response or error, and a later :class:`CircuitOpenError` has the error
+  that opened the circuit as its ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+import aiobreaker
+import anyio
+import httpx
+
+from ._errors import CircuitOpenError
+from ._events import BreakerStateChanged
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from ._events import Emitter
+
+__all__ = [
+    "BreakerState",
+    "BreakerTransport",
+    "HostPolicy",
+    "HostStatistics",
+    "OnOpen",
+    "host_key",
+    "is_transport_failure",
+]
+
+
+class BreakerState(enum.StrEnum):
+    """The state of a host's circuit. A ``StrEnum``: members compare equal to their values."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class OnOpen(enum.StrEnum):
+    """What a request does when its host's circuit is open."""
+
+    #: fail at once with :class:`CircuitOpenError` (not retried by default).
+    FAIL = "fail"
+    #: wait until the circuit admits it, bounded by the caller's deadline (the step's attempt
+    #: timeout, itself bounded by its retry timeout), without spending attempts.
+    WAIT = "wait"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPolicy:
+    """How requests to one host are protected.
+
+    Attributes:
+        fail_max: consecutive failures (transport errors, timeouts, 5xx, 429) that open the
+            circuit.
+        reset_timeout: seconds the circuit stays open before one trial request is admitted.
+        max_concurrency: requests to this host in flight at once through the engine's client;
+            ``None`` for the engine's connection pool size.
+        on_open: ``"fail"`` (default) or ``"wait"``; see :class:`OnOpen`.
+    """
+
+    fail_max: int = 5
+    reset_timeout: float = 30.0
+    max_concurrency: int | None = None
+    on_open: OnOpen | Literal["fail", "wait"] = OnOpen.FAIL
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fail_max, int) or self.fail_max < 1:
+            raise ValueError(f"HostPolicy(fail_max={self.fail_max!r}): give a whole number >= 1.")
+        if not (isinstance(self.reset_timeout, int | float) and self.reset_timeout > 0):
+            raise ValueError(
+                f"HostPolicy(reset_timeout={self.reset_timeout!r}): give positive seconds."
+            )
+        if self.max_concurrency is not None and (
+            not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
+        ):
+            raise ValueError(
+                f"HostPolicy(max_concurrency={self.max_concurrency!r}): give a whole number "
+                f">= 1, or None for the engine's connection pool size."
+            )
+        try:
+            on_open = OnOpen(self.on_open)
+        except ValueError:
+            raise ValueError(
+                f"HostPolicy(on_open={self.on_open!r}): give 'fail' or 'wait'."
+            ) from None
+        object.__setattr__(self, "on_open", on_open)
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatistics:
+    """A snapshot of one host's circuit and gate."""
+
+    host: str
+    state: BreakerState
+    fail_counter: int
+    in_flight: int
+    retry_after: float
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def host_key(url: httpx.URL | str) -> str:
+    """The breaker key of a URL: ``scheme://host:port``, the port always written out."""
+    url = httpx.URL(url)
+    port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme, 0)
+    host = url.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{url.scheme}://{host}:{port}"
+
+
+def resolve_hosts(
+    hosts: Mapping[str, HostPolicy],
+) -> tuple[dict[str, HostPolicy], dict[str, HostPolicy]]:
+    """Split ``Engine(hosts=...)`` keys into exact ``scheme://host:port`` keys and bare hosts.
+
+    Raises:
+        ValueError: a key is not a host name or a ``scheme://host[:port]`` URL, or a value is
+            not a :class:`HostPolicy`.
+    """
+    exact: dict[str, HostPolicy] = {}
+    bare: dict[str, HostPolicy] = {}
+    for key, policy in hosts.items():
+        if not isinstance(policy, HostPolicy):
+            raise ValueError(f"hosts[{key!r}] is {policy!r}; give a HostPolicy(...).")
+        if "://" in key:
+            url = httpx.URL(key)
+            if not url.host or url.path not in ("", "/") or url.query:
+                raise ValueError(
+                    f"hosts key {key!r}: give 'scheme://host[:port]' without a path, "
+                    f"or a bare host name."
+                )
+            exact[host_key(url)] = policy
+        else:
+            try:
+                url = httpx.URL(f"http://{key}")
+            except httpx.InvalidURL:
+                url = None
+            has_port = key.rsplit("]", 1)[-1].count(":") > 0
+            if url is None or not url.host or has_port or url.raw_path != b"/":
+                raise ValueError(
+                    f"hosts key {key!r}: give a bare host name ('api.example.com') or "
+                    f"'scheme://host:port'."
+                )
+            bare[url.host] = policy
+    return exact, bare
+
+
+def is_transport_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the host or the network failed: an httpx transport error or timeout.
+
+    Not the errors that are our own side's fault: an unsupported URL scheme or a request
+    httpx could not write (``UnsupportedProtocol``, ``LocalProtocolError``).
+    """
+    return isinstance(error, httpx.TransportError) and not isinstance(
+        error, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+    )
+
+
+class _Outcome(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NEUTRAL = "neutral"
+
+
+_FROM_AIOBREAKER = {
+    aiobreaker.CircuitBreakerState.CLOSED: BreakerState.CLOSED,
+    aiobreaker.CircuitBreakerState.OPEN: BreakerState.OPEN,
+    aiobreaker.CircuitBreakerState.HALF_OPEN: BreakerState.HALF_OPEN,
+}
+
+#: Ticket of the one trial request of a half-open period; closed-state tickets are epochs >= 0.
+_TRIAL = -1
+
+
+class _Fed(Exception):
+    """A private marker fed to aiobreaker as "a failure"; never leaves this module."""
+
+
+def _fail() -> None:
+    raise _Fed
+
+
+def _succeed() -> None:
+    return None
+
+
+class _Listener(aiobreaker.CircuitBreakerListener):  # type: ignore[misc]
+    def __init__(self, circuit: Circuit) -> None:
+        self._circuit = circuit
+
+    def state_change(self, breaker: object, old: object, new: object) -> None:
+        self._circuit.changed(getattr(old, "state", None), getattr(new, "state", None))
+
+
+class Circuit:
+    """One host's gate and breaker. Lives on the event loop thread; no locks needed."""
+
+    __slots__ = (
+        "breaker",
+        "emit",
+        "epoch",
+        "event",
+        "gate",
+        "key",
+        "last_error",
+        "last_failure",
+        "policy",
+        "reason",
+        "reopen_at",
+        "trial_busy",
+    )
+
+    def __init__(self, key: str, policy: HostPolicy, gate_size: int, emit: Emitter | None) -> None:
+        self.key = key
+        self.policy = policy
+        self.emit = emit
+        self.gate = anyio.CapacityLimiter(gate_size)
+        self.epoch = 0
+        self.reopen_at = 0.0
+        self.trial_busy = False
+        self.event = anyio.Event()
+        self.last_failure = ""
+        self.last_error: BaseException | None = None
+        self.reason = ""
+        self.breaker = aiobreaker.CircuitBreaker(
+            fail_max=policy.fail_max,
+            timeout_duration=timedelta(seconds=policy.reset_timeout),
+            listeners=[_Listener(self)],
+            name=key,
+        )
+
+    @property
+    def state(self) -> BreakerState:
+        """The circuit's state as aiobreaker holds it."""
+        return _FROM_AIOBREAKER[self.breaker.current_state]
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def changed(self, old: object, new: object) -> None:
+        """Handle aiobreaker's state change: keep our deadline, wake waiters, emit the event."""
+        new_state = _FROM_AIOBREAKER.get(new, BreakerState.CLOSED)
+        old_state = _FROM_AIOBREAKER.get(old, BreakerState.CLOSED)
+        now = anyio.current_time()
+        if new_state is BreakerState.OPEN:
+            self.reopen_at = now + self.policy.reset_timeout
+            self.epoch += 1
+            if old_state is BreakerState.HALF_OPEN:
+                self.reason = "the trial request failed"
+            else:
+                self.reason = f"{self.policy.fail_max} consecutive failure(s)"
+        if new_state is not BreakerState.HALF_OPEN:
+            self.trial_busy = False
+        self._wake()
+        if self.emit:
+            self.emit(BreakerStateChanged(self.key, old_state, new_state, now))
+
+    def _wake(self) -> None:
+        self.event.set()
+        self.event = anyio.Event()
+
+    def _feed(self, outcome: _Outcome) -> None:
+        """Tell aiobreaker about one counted outcome; it counts, trips, closes and notifies."""
+        with warnings.catch_warnings():
+            # aiobreaker calls datetime.utcnow() when it opens (deprecated in 3.12). We never use
+            # its datetimes; silence exactly that category from exactly that package.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"aiobreaker\b")
+            try:
+                self.breaker.call(_fail if outcome is _Outcome.FAILURE else _succeed)
+            except (_Fed, aiobreaker.CircuitBreakerError):
+                pass  # aiobreaker re-raises our marker, or its own error when it trips
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def admissible(self) -> bool:
+        """Whether :meth:`admit` would admit a request now (no side effects)."""
+        state = self.breaker.current_state
+        if state is aiobreaker.CircuitBreakerState.CLOSED:
+            return True
+        if state is aiobreaker.CircuitBreakerState.OPEN:
+            return anyio.current_time() >= self.reopen_at
+        return not self.trial_busy
+
+    def admit(self) -> int | None:
+        """Admit one request: its ticket, or ``None`` when the circuit refuses it now."""
+        state = self.breaker.current_state
+        if state is aiobreaker.CircuitBreakerState.CLOSED:
+            return self.epoch
+        if state is aiobreaker.CircuitBreakerState.OPEN:
+            if anyio.current_time() < self.reopen_at:
+                return None
+            self.breaker.half_open()  # ours to decide: aiobreaker's own check mixes timezones
+        if self.trial_busy:
+            return None
+        self.trial_busy = True
+        return _TRIAL
+
+    def retry_after(self) -> float:
+        """Seconds until a trial may be admitted (``reset_timeout`` while a trial is out)."""
+        if self.breaker.current_state is aiobreaker.CircuitBreakerState.OPEN:
+            return max(0.0, self.reopen_at - anyio.current_time())
+        if self.trial_busy:
+            return self.policy.reset_timeout
+        return 0.0
+
+    async def enter(self, borrower: object) -> int:
+        """Wait for the gate and the circuit; return the request's ticket.
+
+        Raises:
+            CircuitOpenError: the circuit is open and the policy says ``"fail"``.
+        """
+        gate = self.gate
+        while True:
+            if self.admissible():
+                try:
+                    gate.acquire_on_behalf_of_nowait(borrower)
+                except anyio.WouldBlock:
+                    await gate.acquire_on_behalf_of(borrower)
+                ticket = self.admit()
+                if ticket is not None:
+                    return ticket
+                gate.release_on_behalf_of(borrower)
+            await self._refused()
+
+    async def _refused(self) -> None:
+        if self.policy.on_open is OnOpen.FAIL:
+            wait = self.retry_after()
+            if self.trial_busy:
+                why = "a trial request is in flight"
+            else:
+                why = f"a trial request is allowed in {wait:.2f} s"
+            last = f" (last: {self.last_failure})" if self.last_failure else ""
+            raise CircuitOpenError(
+                f"The circuit for {self.key} is open: {self.reason}{last}; the request was not "
+                f"sent and {why}. Resume the run later, "
+                f"or use HostPolicy(on_open='wait') to wait for the circuit.",
+                host=self.key,
+                retry_after=wait,
+            ) from self.last_error
+        event = self.event
+        if self.trial_busy:
+            await event.wait()  # the trial's outcome (or its cancellation) sets it
+        else:
+            with anyio.move_on_after(self.retry_after()):
+                await event.wait()
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def record(
+        self, ticket: int, outcome: _Outcome, failure: str, error: BaseException | None
+    ) -> None:
+        """Count one finished request. Stale outcomes (admitted before a trip) are ignored."""
+        if outcome is _Outcome.FAILURE:
+            self.last_failure = failure
+            self.last_error = error
+        if ticket == _TRIAL:
+            if self.breaker.current_state is not aiobreaker.CircuitBreakerState.HALF_OPEN:
+                return
+            if outcome is _Outcome.NEUTRAL:
+                self.trial_busy = False  # cancelled or 4xx: the next request is the trial
+                self._wake()
+                return
+            self._feed(outcome)
+            return
+        if (
+            ticket != self.epoch
+            or self.breaker.current_state is not aiobreaker.CircuitBreakerState.CLOSED
+        ):
+            return
+        if outcome is _Outcome.FAILURE:
+            self._feed(outcome)
+        elif outcome is _Outcome.SUCCESS and self.breaker.fail_counter:
+            self._feed(outcome)  # a success resets the consecutive-failure count
+
+    def statistics(self) -> HostStatistics:
+        """A snapshot of this circuit."""
+        return HostStatistics(
+            host=self.key,
+            state=self.state,
+            fail_counter=int(self.breaker.fail_counter),
+            in_flight=int(self.gate.borrowed_tokens),
+            retry_after=self.retry_after(),
+        )
+
+
+class _GatedStream(httpx.AsyncByteStream):
+    """A response body that gives its gate token back when closed."""
+
+    __slots__ = ("_borrower", "_gate", "_stream")
+
+    def __init__(
+        self, stream: httpx.AsyncByteStream, gate: anyio.CapacityLimiter, borrower: object
+    ) -> None:
+        self._stream = stream
+        self._gate: anyio.CapacityLimiter | None = gate
+        self._borrower = borrower
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            gate, self._gate = self._gate, None
+            if gate is not None:
+                gate.release_on_behalf_of(self._borrower)
+
+
+def _status_outcome(status: int) -> _Outcome:
+    if status >= 500 or status == 429:
+        return _Outcome.FAILURE
+    if status >= 400:
+        return _Outcome.NEUTRAL
+    return _Outcome.SUCCESS
+
+
+class BreakerTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that applies each host's gate and circuit before ``inner``.
+
+    Args:
+        inner: the transport that sends requests (httpx's pool).
+        hosts: per-host policies; keys are bare host names (any scheme and port) or
+            ``scheme://host[:port]`` (that one origin; wins over a bare host).
+        default: the policy of every other host.
+        default_concurrency: the gate size when a policy's ``max_concurrency`` is ``None``.
+        emit: receives :class:`BreakerStateChanged` events.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        *,
+        hosts: Mapping[str, HostPolicy] | None = None,
+        default: HostPolicy | None = None,
+        default_concurrency: int = 100,
+        emit: Emitter | None = None,
+    ) -> None:
+        self._inner = inner
+        self._exact, self._bare = resolve_hosts(hosts or {})
+        self._default = default if default is not None else HostPolicy()
+        self._default_concurrency = default_concurrency
+        self._emit = emit
+        self._circuits: dict[tuple[bytes, bytes, int | None], Circuit] = {}
+        self._by_key: dict[str, Circuit] = {}
+
+    def policy_for(self, url: httpx.URL | str) -> HostPolicy:
+        """The policy that applies to ``url``: exact origin, then bare host, then the default."""
+        url = httpx.URL(url)
+        return self._exact.get(host_key(url)) or self._bare.get(url.host) or self._default
+
+    def _circuit(self, url: httpx.URL) -> Circuit:
+        key = host_key(url)
+        circuit = self._by_key.get(key)
+        if circuit is None:
+            policy = self.policy_for(url)
+            size = policy.max_concurrency or self._default_concurrency
+            circuit = self._by_key[key] = Circuit(key, policy, size, self._emit)
+        self._circuits[(url.raw_scheme, url.raw_host, url.port)] = circuit
+        return circuit
+
+    def statistics(self) -> dict[str, HostStatistics]:
+        """A snapshot of every host's circuit seen so far, by host key."""
+        return {key: c.statistics() for key, c in self._by_key.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through its host's circuit and gate.
+
+        Raises:
+            CircuitOpenError: the host's circuit is open (policy ``"fail"``); nothing was sent.
+        """
+        url = request.url
+        circuit = self._circuits.get((url.raw_scheme, url.raw_host, url.port))
+        if circuit is None:
+            circuit = self._circuit(url)
+        borrower = object()
+        ticket = await circuit.enter(borrower)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException as exc:
+            circuit.gate.release_on_behalf_of(borrower)
+            if is_transport_failure(exc):
+                circuit.record(ticket, _Outcome.FAILURE, type(exc).__name__, exc)
+            else:
+                # Cancellation and anything else: not the host's fault; frees a trial slot.
+                circuit.record(ticket, _Outcome.NEUTRAL, "", None)
+            raise
+        status = response.status_code
+        circuit.record(ticket, _status_outcome(status), f"HTTP {status}", None)
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        response.stream = _GatedStream(stream, circuit.gate, borrower)
+        return response
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()

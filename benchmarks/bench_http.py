@@ -1,0 +1,108 @@
+"""The per-host gate + breaker layer against a bare httpx client, on the same local server.
+
+The server (asyncflow.testing's app under uvicorn) runs in its own process so it does not
+share the client's event loop. Each case runs the bare client and the protected client
+(BreakerTransport over the same httpx pool settings) in alternation, several rounds, and keeps
+each side's best round. Cases:
+
+- 1,000 concurrent requests over 100 connections (the issue's case);
+- 5,000 tasks over 20 connections (tasks far outnumber connections: httpx's pool queue);
+- 100 tasks x 20 requests over 100 connections (no queueing: the layer's pure cost).
+
+Run: ``python benchmarks/bench_http.py`` (or ``make bench``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import anyio
+import httpx
+
+from asyncflow._breakers import BreakerTransport, HostPolicy
+
+ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    tasks: int
+    per_task: int
+    connections: int
+
+
+CASES = [
+    Case("1,000 concurrent requests / 100 connections", 1_000, 1, 100),
+    Case("5,000 tasks / 20 connections", 5_000, 1, 20),
+    Case("100 tasks x 20 requests / 100 connections", 100, 20, 100),
+]
+
+
+def bare_client(connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0, pool=None))
+
+
+def protected_client(connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    transport = BreakerTransport(
+        httpx.AsyncHTTPTransport(limits=limits),
+        default=HostPolicy(fail_max=5, reset_timeout=30.0),
+        default_concurrency=connections,
+    )
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(120.0, pool=None))
+
+
+async def load(client: httpx.AsyncClient, url: str, case: Case) -> float:
+    """Requests per second for one round of ``case``."""
+
+    async def worker() -> None:
+        for _ in range(case.per_task):
+            response = await client.get(url)
+            if response.status_code != 200:
+                raise RuntimeError(f"unexpected status {response.status_code}")
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(case.tasks):
+            tg.start_soon(worker)
+    return case.tasks * case.per_task / (time.perf_counter() - start)
+
+
+async def run_case(url: str, case: Case) -> tuple[float, float]:
+    best = {"bare": 0.0, "gated": 0.0}
+    async with bare_client(case.connections) as bare, protected_client(case.connections) as gated:
+        clients = {"bare": bare, "gated": gated}
+        for name, client in clients.items():  # warm up: open the connections
+            await load(client, url, Case(case.name, case.connections, 1, case.connections))
+            best[name] = 0.0
+        for _ in range(ROUNDS):
+            for name, client in clients.items():
+                best[name] = max(best[name], await load(client, url, case))
+    return best["bare"], best["gated"]
+
+
+async def main() -> None:
+    command = [sys.executable, "-m", "asyncflow.testing", "127.0.0.2", "0"]
+    async with await anyio.open_process(command, stderr=None) as server:
+        try:
+            assert server.stdout is not None
+            line = b""
+            with anyio.fail_after(30):
+                while not line.endswith(b"\n"):  # the URL, printed once the server listens
+                    line += await server.stdout.receive()
+            url = line.decode().strip() + "/bench"
+            print(f"server: {url} (own process); best of {ROUNDS} rounds each")
+            print(f"{'case':48} {'bare req/s':>11} {'gated req/s':>12} {'gated/bare':>11}")
+            for case in CASES:
+                bare, gated = await run_case(url, case)
+                print(f"{case.name:48} {bare:11,.0f} {gated:12,.0f} {gated / bare:11.2f}")
+        finally:
+            server.terminate()
+
+
+if __name__ == "__main__":
+    anyio.run(main)

@@ -1,0 +1,346 @@
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+import pytest
+from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint
+
+from asyncflow import (
+    AsyncflowError,
+    BreakerState,
+    BreakerStateChanged,
+    CircuitOpenError,
+    Context,
+    Engine,
+    Event,
+    Flow,
+    HostPolicy,
+    OnOpen,
+    Retry,
+    StepStatus,
+)
+from asyncflow._breakers import BreakerTransport, host_key
+
+if TYPE_CHECKING:
+    from asyncflow.testing import FlakyServer
+
+pytestmark = pytest.mark.anyio
+
+FAST = HostPolicy(fail_max=3, reset_timeout=0.05)
+
+
+def transitions(events: list[Event], host: str | None = None) -> list[tuple[str, str]]:
+    return [
+        (e.old.value, e.new.value)
+        for e in events
+        if isinstance(e, BreakerStateChanged) and (host is None or e.host == host)
+    ]
+
+
+async def trip(engine: Engine, server: FlakyServer, fail_max: int) -> CircuitOpenError:
+    """Open the server's circuit with fail_max 503s; return the error of the next request."""
+    server.outage = True
+    for _ in range(fail_max):
+        response = await engine.http.get(server.url + "/trip")
+        assert response.status_code == 503
+    with pytest.raises(CircuitOpenError) as info:
+        await engine.http.get(server.url + "/refused")
+    return info.value
+
+
+async def wait_for_trial(error: CircuitOpenError) -> None:
+    """Sleep the time the breaker itself says until a trial (its monotonic deadline)."""
+    await anyio.sleep(error.retry_after)
+
+
+async def test_circuit_opens_after_fail_max_and_nothing_is_sent_while_open(
+    host_a: FlakyServer,
+) -> None:
+    """fail_max consecutive 503s open the circuit; then requests fail at once, unsent."""
+    events: list[Event] = []
+    policy = HostPolicy(fail_max=3, reset_timeout=60.0)
+    async with Engine(host_policy=policy, observers=[events.append]) as engine:
+        error = await trip(engine, host_a, 3)
+        for _ in range(20):
+            with pytest.raises(CircuitOpenError):
+                await engine.http.get(host_a.url + "/refused")
+    assert host_a.requests == 3
+    assert host_a.count("/refused") == 0
+    assert error.host == host_key(host_a.url)
+    assert 0 < error.retry_after <= 60.0
+    assert "not sent" in str(error)
+    assert transitions(events) == [("closed", "open")]
+
+
+async def test_healthy_host_keeps_working_while_the_other_is_down(
+    host_a: FlakyServer, host_b: FlakyServer
+) -> None:
+    """An open circuit on 127.0.0.2 does not slow or refuse calls to 127.0.0.3."""
+    statuses: list[int] = []
+    async with Engine(host_policy=FAST) as engine:
+        host_a.hang = True  # also keep a request to the failing host in flight
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: engine.http.get(host_a.url + "/stuck"))
+            await host_a.wait_for_requests(1)
+
+            async def call_b() -> None:
+                statuses.append((await engine.http.get(host_b.url + "/fine")).status_code)
+
+            for _ in range(50):
+                tg.start_soon(call_b)
+            await host_b.wait_for_requests(50)
+            host_a.reset()
+        await trip(engine, host_a, 3)
+        for _ in range(10):
+            statuses.append((await engine.http.get(host_b.url + "/fine")).status_code)
+    assert statuses == [200] * 60
+    assert host_b.requests == 60
+
+
+async def test_exactly_one_trial_with_200_concurrent_callers(host_a: FlakyServer) -> None:
+    """In half-open only one request reaches the still-failing server; 199 are refused."""
+    events: list[Event] = []
+    async with Engine(host_policy=FAST, observers=[events.append]) as engine:
+        await wait_for_trial(await trip(engine, host_a, 3))
+        host_a.hang = True  # hold the trial so every caller arrives while it is in flight
+        refused = 0
+        answers: list[int] = []
+
+        async def call() -> None:
+            nonlocal refused
+            try:
+                answers.append((await engine.http.get(host_a.url + "/trial")).status_code)
+            except CircuitOpenError:
+                refused += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(call)
+            await host_a.wait_for_requests(4)
+            await wait_all_tasks_blocked()
+            assert refused == 199
+            host_a.release()  # the trial gets the outage's 503
+    assert answers == [503]
+    assert host_a.count("/trial") == 1
+    assert transitions(events) == [("closed", "open"), ("open", "half-open"), ("half-open", "open")]
+
+
+async def test_successful_trial_closes_the_circuit(host_a: FlakyServer) -> None:
+    """After reset_timeout one trial goes through; its success closes the circuit."""
+    events: list[Event] = []
+    async with Engine(host_policy=FAST, observers=[events.append]) as engine:
+        await wait_for_trial(await trip(engine, host_a, 3))
+        host_a.reset()
+        for _ in range(5):
+            assert (await engine.http.get(host_a.url + "/ok")).status_code == 200
+    assert host_a.count("/ok") == 5
+    assert transitions(events)[-2:] == [("open", "half-open"), ("half-open", "closed")]
+
+
+async def test_on_open_wait_holds_200_callers_for_one_trial_then_lets_all_through(
+    host_a: FlakyServer,
+) -> None:
+    """With on_open="wait", callers wait for the circuit; one trial, then everyone proceeds."""
+    policy = HostPolicy(fail_max=3, reset_timeout=0.05, on_open="wait")
+    statuses: list[int] = []
+    async with Engine(host_policy=policy) as engine:
+        host_a.outage = True
+        for _ in range(3):
+            await engine.http.get(host_a.url + "/trip")
+        host_a.reset()
+        host_a.hang = True  # hold the trial
+
+        async def call() -> None:
+            statuses.append((await engine.http.get(host_a.url + "/work")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(call)
+            await host_a.wait_for_requests(4)
+            await wait_all_tasks_blocked()
+            assert host_a.count("/work") == 1  # only the trial; 199 wait, none refused
+            host_a.reset()  # the trial succeeds and closes the circuit
+    assert statuses == [200] * 200
+    assert host_a.count("/work") == 200
+
+
+async def test_other_4xx_neither_trip_nor_close(host_a: FlakyServer) -> None:
+    """A 404 is not a failure, and as a trial's answer it does not close the circuit."""
+    events: list[Event] = []
+    policy = HostPolicy(fail_max=2, reset_timeout=0.05)
+    async with Engine(host_policy=policy, observers=[events.append]) as engine:
+        for _ in range(5):
+            assert (await engine.http.get(host_a.url + "/status/404")).status_code == 404
+        assert transitions(events) == []
+        error = await trip(engine, host_a, 2)
+        await wait_for_trial(error)
+        host_a.reset()
+        assert (await engine.http.get(host_a.url + "/status/404")).status_code == 404
+        assert transitions(events)[-1] == ("open", "half-open")
+        assert (await engine.http.get(host_a.url + "/ok")).status_code == 200  # the next trial
+    assert transitions(events)[-1] == ("half-open", "closed")
+
+
+async def test_cancelled_trial_frees_the_slot_and_is_not_a_failure(host_a: FlakyServer) -> None:
+    """Cancelling the trial leaves the circuit half-open with the slot free for the next call."""
+    events: list[Event] = []
+    async with Engine(host_policy=FAST, observers=[events.append]) as engine:
+        await wait_for_trial(await trip(engine, host_a, 3))
+        host_a.reset()
+        host_a.hang = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: engine.http.get(host_a.url + "/cancelled"))
+            await host_a.wait_for_requests(4)
+            with pytest.raises(CircuitOpenError, match="trial request is in flight"):
+                await engine.http.get(host_a.url + "/refused")
+            tg.cancel_scope.cancel()
+        host_a.reset()
+        assert (await engine.http.get(host_a.url + "/ok")).status_code == 200
+    assert transitions(events)[-2:] == [("open", "half-open"), ("half-open", "closed")]
+
+
+async def test_cancellation_never_counts_as_a_failure(host_a: FlakyServer) -> None:
+    """fail_max=1: a cancelled request leaves the circuit closed."""
+    async with Engine(host_policy=HostPolicy(fail_max=1, reset_timeout=60.0)) as engine:
+        host_a.hang = True
+        with anyio.move_on_after(0.1):
+            await engine.http.get(host_a.url + "/slow")
+        host_a.reset()
+        assert (await engine.http.get(host_a.url + "/ok")).status_code == 200
+
+
+async def test_transport_errors_trip_and_the_real_error_is_the_cause() -> None:
+    """Connection refused counts; the CircuitOpenError chains the ConnectError that tripped it."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.3", 0))
+        url = f"http://127.0.0.3:{s.getsockname()[1]}"
+    async with Engine(host_policy=HostPolicy(fail_max=2, reset_timeout=60.0)) as engine:
+        for _ in range(2):
+            with pytest.raises(httpx.ConnectError):
+                await engine.http.get(url)
+        with pytest.raises(CircuitOpenError) as info:
+            await engine.http.get(url)
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert "ConnectError" in str(info.value)
+
+
+async def test_gate_bounds_requests_in_flight_per_host(host_a: FlakyServer) -> None:
+    """max_concurrency=3: ten callers, three requests at the server at a time."""
+    async with Engine(hosts={"127.0.0.2": HostPolicy(max_concurrency=3)}) as engine:
+        host_a.hang = True
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(lambda: engine.http.get(host_a.url + "/gated"))
+            await host_a.wait_for_requests(3)
+            await wait_all_tasks_blocked()
+            assert host_a.requests == 3
+            host_a.reset()
+    assert host_a.requests == 10
+
+
+def flow_calling(path: str) -> Flow:
+    flow = Flow("call")
+
+    @flow.step(retry=Retry(attempts=5, timeout=10.0))
+    async def call(url: str, ctx: Context) -> int:
+        assert ctx.http is not None
+        response = await ctx.http.get(url + path)
+        response.raise_for_status()
+        return response.status_code
+
+    return flow
+
+
+@pytest.mark.parametrize("on_open", [OnOpen.FAIL, OnOpen.WAIT])
+async def test_open_circuit_does_not_spend_attempts(host_a: FlakyServer, on_open: OnOpen) -> None:
+    """fail: the step fails at once, unsent; wait: it waits for the trial and succeeds."""
+    reset = 60.0 if on_open is OnOpen.FAIL else 0.1
+    policy = HostPolicy(fail_max=3, reset_timeout=reset, on_open=on_open)
+    async with Engine(host_policy=policy) as engine:
+        host_a.outage = True
+        for _ in range(3):
+            await engine.http.get(host_a.url + "/trip")
+        host_a.reset()
+        result = await engine.run(flow_calling("/step"), url=host_a.url)
+    step = result.steps["call"]
+    assert step.attempts == 1
+    if on_open is OnOpen.FAIL:
+        assert step.status is StepStatus.FAILED
+        assert isinstance(step.error and step.error.__cause__, CircuitOpenError)
+        assert host_a.count("/step") == 0
+    else:
+        assert step.status is StepStatus.SUCCEEDED
+        assert host_a.count("/step") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.2:8000/x", 1),  # bare host, any port
+        ("https://127.0.0.2/x", 1),
+        ("http://127.0.0.3:9000/x", 2),  # exact origin
+        ("http://127.0.0.3:9001/x", 5),  # other port: the default
+        ("http://api.example.com/x", 3),  # exact origin with its default port written out
+        ("https://api.example.com/x", 5),
+    ],
+)
+def test_host_policy_matching(url: str, expected: int) -> None:
+    """Exact origins win over bare hosts, which win over the default."""
+    transport = BreakerTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200)),
+        hosts={
+            "127.0.0.2": HostPolicy(fail_max=1),
+            "http://127.0.0.3:9000": HostPolicy(fail_max=2),
+            "http://api.example.com:80": HostPolicy(fail_max=3),
+        },
+    )
+    assert transport.policy_for(url).fail_max == expected
+
+
+@pytest.mark.parametrize("key", ["http://h/path", "h:80", "a/b", ""])
+def test_malformed_host_keys_are_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="hosts key"):
+        Engine(hosts={key: HostPolicy()})
+
+
+def test_host_policy_validates() -> None:
+    with pytest.raises(ValueError, match="on_open"):
+        HostPolicy(on_open="later")  # type: ignore[arg-type]
+    assert HostPolicy(on_open="wait").on_open is OnOpen.WAIT
+    assert str(BreakerState.HALF_OPEN) == "half-open"
+
+
+async def test_engine_owns_and_closes_its_client() -> None:
+    """ctx.http is the engine's client, open inside the engine and closed after it."""
+    async with Engine() as engine:
+        client = engine.http
+        open_inside = not client.is_closed
+    assert open_inside
+    assert client.is_closed
+    with pytest.raises(AsyncflowError, match="not open"):
+        _ = engine.http
+
+
+async def test_mock_transport_passes_through_the_breakers() -> None:
+    """A user-supplied transport is wrapped: 5xx from a MockTransport trips the circuit."""
+    transport = httpx.MockTransport(lambda r: httpx.Response(503))
+    async with Engine(http_transport=transport, host_policy=HostPolicy(fail_max=2)) as engine:
+        for _ in range(2):
+            await engine.http.get("http://mock.test/")
+        with pytest.raises(CircuitOpenError, match=r"http://mock\.test:80"):
+            await engine.http.get("http://mock.test/")
+    await checkpoint()
+
+
+def test_timezone_is_the_one_requested() -> None:
+    """Run by test_breakers_env.py with TZ set: proves the subprocess really had that zone."""
+    expected = os.environ.get("ASYNCFLOW_EXPECT_UTC_OFFSET")
+    if expected is None:
+        pytest.skip("only meaningful when test_breakers_env.py runs this module under a TZ")
+    assert time.localtime().tm_gmtoff == int(expected)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+import pytest
+
+from asyncflow.testing import MAX_BODY, enrich, serve_flaky
+
+if TYPE_CHECKING:
+    from asyncflow.testing import FlakyServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_two_servers_are_two_hosts_with_their_own_counters(
+    host_a: FlakyServer, host_b: FlakyServer
+) -> None:
+    """127.0.0.2 and 127.0.0.3 serve separately; each counts its own requests, by path."""
+    assert host_a.url.startswith("http://127.0.0.2:")
+    assert host_b.url.startswith("http://127.0.0.3:")
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):
+            await client.get(host_a.url + "/one")
+        await client.get(host_a.url + "/two")
+        await client.get(host_b.url + "/one")
+    assert (host_a.requests, host_a.count("/one"), host_a.count("/two")) == (4, 3, 1)
+    assert (host_b.requests, host_b.count("/one")) == (1, 1)
+
+
+async def test_faults_are_dialled_at_runtime(host_a: FlakyServer) -> None:
+    """fail_next, outage and /status/{code} answer as asked, Retry-After included."""
+    async with httpx.AsyncClient(base_url=host_a.url) as client:
+        host_a.fail_next(2, status=429, retry_after=7)
+        first = await client.get("/x")
+        assert (first.status_code, first.headers["retry-after"]) == (429, "7")
+        assert (await client.get("/x")).status_code == 429
+        assert (await client.get("/x")).status_code == 200
+        host_a.outage = True
+        assert (await client.get("/x")).status_code == 503
+        host_a.reset()
+        assert (await client.get("/status/418")).status_code == 418
+
+
+async def test_error_rate_is_seeded_and_repeatable() -> None:
+    """The same seed gives the same sequence of failures."""
+    runs = []
+    for _ in range(2):
+        async with serve_flaky(host="127.0.0.2", seed=42) as server:
+            server.error_rate = 0.5
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                runs.append([(await client.get("/r")).status_code for _ in range(20)])
+    assert runs[0] == runs[1]
+    assert 0 < runs[0].count(503) < 20
+
+
+async def test_hang_holds_requests_until_released(host_a: FlakyServer) -> None:
+    """A hung request is counted on arrival and answered after release()."""
+    host_a.hang = True
+    statuses: list[int] = []
+    async with httpx.AsyncClient(base_url=host_a.url) as client:
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                statuses.append((await client.get("/held")).status_code)
+
+            tg.start_soon(call)
+            await host_a.wait_for_requests(1)
+            assert statuses == []
+            host_a.reset()
+    assert statuses == [200]
+
+
+async def test_enrich_endpoint(host_a: FlakyServer) -> None:
+    """POST /enrich takes a JSON document and returns its enrichment."""
+    async with httpx.AsyncClient(base_url=host_a.url) as client:
+        response = await client.post("/enrich", json={"id": 7, "text": "Reliable async flows"})
+        assert response.json() == enrich({"id": 7, "text": "Reliable async flows"})
+        assert response.json()["words"] == 3
+        assert (await client.get("/enrich")).status_code == 405
+        assert (await client.post("/enrich", content=b"{not json")).status_code == 400
+        assert (await client.post("/enrich", content=b"x" * (MAX_BODY + 1))).status_code == 413
+
+
+async def test_missing_uvicorn_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    with pytest.raises(ImportError, match=r"asyncflow\[testing\]"):
+        async with serve_flaky():
+            pass
