@@ -21,7 +21,7 @@ test: lint
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) examples/hello.py
+	$(PY) examples/documents/demo.py
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

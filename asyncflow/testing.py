@@ -280,11 +280,17 @@ def _import_uvicorn() -> Any:
 
 @asynccontextmanager
 async def serve_flaky(
-    host: str = "127.0.0.2", port: int = 0, *, seed: int = 0, backlog: int = 4096
+    host: str = "127.0.0.2",
+    port: int = 0,
+    *,
+    seed: int = 0,
+    backlog: int = 4096,
+    app: FlakyServer | None = None,
 ) -> AsyncIterator[FlakyServer]:
     """Serve a :class:`FlakyServer` on ``host:port`` for the duration of the block.
 
-    ``port=0`` picks a free port; the URL is ``server.url``. The server is listening when the
+    ``port=0`` picks a free port; the URL is ``server.url``. Pass ``app`` to serve a
+    :class:`FlakyServer` of your own (a subclass with more endpoints); ``seed`` is then unused. The server is listening when the
     block starts. On exit, held requests are released, connections are closed and the server
     stops (within about a second, even with requests in flight).
 
@@ -293,7 +299,8 @@ async def serve_flaky(
         OSError: the address cannot be bound.
     """
     uvicorn = _import_uvicorn()
-    app = FlakyServer(seed=seed)
+    if app is None:
+        app = FlakyServer(seed=seed)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
     # socket says TCP; without it every response pays Nagle + delayed ACK (40 ms).
