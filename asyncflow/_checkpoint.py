@@ -1,29 +1,44 @@
 """Checkpoint stores: the CheckpointStore protocol and FileStore, a crash-safe directory.
 
-FileStore keeps, under its directory::
+FileStore keeps, directly in its directory::
 
-    <dir>/<run_id>/manifest.json        flow name and fingerprint, run inputs, status, times
-    <dir>/<run_id>/steps/<step>.json    run id, step, fingerprint of inputs and code, output
-    <dir>/.journal/<segment>.log        records not yet compacted into the files above
+    <dir>/<run_id>.json          one run: its manifest (flow name and fingerprint, inputs, status,
+                                 times) and each succeeded step's fingerprint, digest and output
+    <dir>/.journal/<segment>.log records not yet compacted into the run files
 
-Every file is one JSON record with ``"format"`` (``"asyncflow.manifest"`` or
-``"asyncflow.step"``) and ``"version"`` (:data:`FORMAT_VERSION`).
+A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
+(:data:`~asyncflow._records.FORMAT_VERSION`); see :mod:`asyncflow._records`. One file per run, in
+one directory, because creating files is far cheaper in an existing directory than in new ones.
+Run ids are validated (:func:`~asyncflow._records.validate_run_id`), so ``<run_id>.json`` never
+leaves the directory nor collides with the store's own names: ``.journal``, temp files
+``<run_id>.json.<hex>.tmp``, and files moved aside, ``<run_id>.json.corrupt-<n>``.
 
 Durability by group commit. A save appends its record to the engine's journal segment and
 returns once a ``write`` + ``fsync`` covering it has finished; every save waiting at that moment
 shares the one fsync, so throughput is bounded by records per fsync rather than fsyncs per
-second. Each journal line is ``<crc32 hex> <record>`` and a newline: on recovery a line whose checksum does
-not match, or a last line with no newline (a torn tail, from a crash mid-write), is dropped.
+second. Each journal line is ``<crc32 hex> <record>`` and a newline: on recovery a line whose
+checksum does not match, or a last line with no newline (a torn tail, from a crash mid-write),
+is dropped.
 
 Compaction turns a sealed segment (full, or the engine closing, or left by a dead process) into
-the per-run files: each temp file is written beside its target, then one ``syncfs`` makes all
-of them durable at once (standing in for one fsync per file), then each is moved by ``os.replace``
-onto its target, then a second ``syncfs`` makes the renames durable (standing in for the
-directory fsyncs), and only then is the segment deleted. A crash at any point leaves the segment
-in place, so the next open compacts it again; temp files left behind are removed then. Readers
-of the files see the old version or the new one, never half. Where ``syncfs`` is not available,
-each file and directory is fsynced instead.
+run files: for each run with records in the segment, the run file (if any) is read, the records
+merged in (a manifest replaces the manifest, a step's checkpoint replaces that step's), and the
+result written to a temp file beside it; then one ``syncfs`` makes all of them durable at once
+(standing in for one fsync per file), then each is moved by ``os.replace`` onto its target, then
+a second ``syncfs`` makes the renames durable (standing in for the directory fsync), and only
+then is the segment deleted. A crash at any point leaves the segment in place, so the next open
+compacts it again (merging is idempotent); temp files left behind are removed then. Readers of a
+run file see the old version or the new one, never half. Where ``syncfs`` is not available, each
+file and the directory are fsynced instead.
 
+Bad run files. A file that cannot be used as a whole (not UTF-8 or JSON, another format, version
+or run) is moved aside to ``<run_id>.json.corrupt-<n>`` and the run has no checkpoints. A sound
+file with a malformed manifest or step entry loses just that entry: the file's bytes are first
+kept in ``<run_id>.json.corrupt-<n>``, then the file is rewritten without it. Either way it is
+reported in :attr:`RunCheckpoints.discarded`, never raised, never deleted.
+
+Read, merge and replace must not interleave, so every writer of run files (compaction, the
+repairs above, temp file cleanup) holds the directory's lock: a ``flock`` on ``.journal``.
 A segment is locked (``flock``) by the engine writing it; an engine opening the directory
 compacts every segment whose lock it can take, which means its writer is gone. So several
 engines, in one process or many, may share a directory; a run should be resumed by one engine at
@@ -49,6 +64,7 @@ import anyio
 from ._codec import Codec, JsonCodec
 from ._diskio import (
     JOURNAL_DIR,
+    Records,
     Sync,
     compact_and_remove,
     fsync_dir,
@@ -62,8 +78,7 @@ from ._records import (
     RunManifest,
     StepCheckpoint,
     manifest_record,
-    parse_record,
-    step_file_name,
+    record_key,
     step_record,
     validate_run_id,
 )
@@ -122,7 +137,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
-        self.records: list[tuple[str, str, str]] = []
+        self.records: list[RunManifest | StepCheckpoint] = []
         self.size = 0
         self.done = anyio.Event()
         self.error: BaseException | None = None
@@ -178,8 +193,9 @@ class FileStore:
         self._segment_no = 0
         #: every journal file still open (the current one, sealed ones awaiting compaction).
         self._journals: set[AsyncFileIO] = set()
-        #: records in segments not yet compacted: run id -> file -> (segment, record text).
-        self._index: dict[str, dict[str, tuple[int, str]]] = {}
+        #: records in segments not yet compacted: run id -> step name (None: the manifest) ->
+        #: (segment, record).
+        self._index: dict[str, dict[str | None, tuple[int, RunManifest | StepCheckpoint]]] = {}
         self._compact_send: ObjectSendStream[_Sealed] | None = None
 
     def __repr__(self) -> str:
@@ -284,11 +300,11 @@ class FileStore:
                     self._journal_size += batch.size
                     segment = self._segment_no
                     index = self._index
-                    for run_id, rel, text in batch.records:
-                        files = index.get(run_id)
-                        if files is None:
-                            files = index[run_id] = {}
-                        files[rel] = (segment, text)
+                    for rec in batch.records:
+                        keys = index.get(rec.run_id)
+                        if keys is None:
+                            keys = index[rec.run_id] = {}
+                        keys[record_key(rec)] = (segment, rec)
                 batch.done.set()
             if self._closing and not self._batch.lines:
                 await self._seal()
@@ -310,12 +326,11 @@ class FileStore:
     async def _compactor(self, receive: ObjectReceiveStream[_Sealed]) -> None:
         async with receive:
             async for segment, path, journal in receive:
-                records = {
-                    (run_id, rel): text
-                    for run_id, files in self._index.items()
-                    for rel, (seg, text) in files.items()
-                    if seg == segment
-                }
+                records: Records = {}
+                for run_id, keys in self._index.items():
+                    recs = {key: rec for key, (seg, rec) in keys.items() if seg == segment}
+                    if recs:
+                        records[run_id] = recs
                 try:
                     assert self._sync is not None
                     assert self._root is not None
@@ -324,12 +339,13 @@ class FileStore:
                     # The segment stays; the next open compacts it.
                     logger.exception("compacting journal %s failed; it is kept for recovery", path)
                 else:
-                    for run_id, rel in records:
-                        files = self._index[run_id]
-                        if files.get(rel, (0, ""))[0] == segment:
-                            del files[rel]
-                            if not files:
-                                del self._index[run_id]
+                    for run_id, recs in records.items():
+                        keys = self._index[run_id]
+                        for key in recs:
+                            if keys[key][0] == segment:
+                                del keys[key]
+                        if not keys:
+                            del self._index[run_id]
                 # Closing releases the segment's lock.
                 self._journals.discard(journal)
                 try:
@@ -349,17 +365,17 @@ class FileStore:
                 f"the disk (space, permissions), then open a new engine and resume the runs."
             ) from self._failed
 
-    def _enqueue(self, run_id: str, rel: str, text: str) -> _Batch:
+    def _enqueue(self, rec: RunManifest | StepCheckpoint, text: str) -> _Batch:
         body = text.encode("utf-8")
         line = b"%08x %s\n" % (zlib.crc32(body), body)
         batch = self._batch
         batch.lines.append(line)
         batch.size += len(line)
-        batch.records.append((run_id, rel, text))
+        batch.records.append(rec)
         self._wake.set()
         return batch
 
-    async def _append(self, run_id: str, rel: str, text: str) -> None:
+    async def _append(self, rec: RunManifest | StepCheckpoint, text: str) -> None:
         self._check_usable()
         while self._pending >= self._max_pending:
             if self._room.is_set():
@@ -367,15 +383,16 @@ class FileStore:
             await self._room.wait()
         self._pending += 1
         try:
-            batch = self._enqueue(run_id, rel, text)
+            batch = self._enqueue(rec, text)
             await batch.done.wait()
         finally:
             self._pending -= 1
             if self._pending < self._max_pending:
                 self._room.set()
         if batch.error is not None:
+            what = f"step {rec.step!r}" if isinstance(rec, StepCheckpoint) else "manifest"
             raise CheckpointError(
-                f"Could not save the checkpoint of run {run_id!r} ({rel}) in "
+                f"Could not save the checkpoint of run {rec.run_id!r} ({what}) in "
                 f"{str(self.directory)!r}: {batch.error}. Free disk space or fix permissions, "
                 f"then resume the run."
             ) from batch.error
@@ -386,9 +403,7 @@ class FileStore:
         Raises:
             CheckpointError: the journal cannot be written.
         """
-        await self._append(
-            checkpoint.run_id, f"steps/{step_file_name(checkpoint.step)}", step_record(checkpoint)
-        )
+        await self._append(checkpoint, step_record(checkpoint))
 
     async def save_manifest(self, manifest: RunManifest, /) -> None:
         """Durably record a run's manifest; returns once its journal record is fsynced.
@@ -396,7 +411,7 @@ class FileStore:
         Raises:
             CheckpointError: the journal cannot be written.
         """
-        await self._append(manifest.run_id, "manifest.json", manifest_record(manifest))
+        await self._append(manifest, manifest_record(manifest))
 
     def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
         """Queue a run's manifest for the next commit.
@@ -407,13 +422,14 @@ class FileStore:
             CheckpointError: the store is not open or has failed.
         """
         self._check_usable()
-        self._enqueue(manifest.run_id, "manifest.json", manifest_record(manifest))
+        self._enqueue(manifest, manifest_record(manifest))
 
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
-        """Return a run's manifest and step checkpoints: files, overlaid by journal records.
+        """Return a run's manifest and step checkpoints: its run file, overlaid by journal records.
 
-        Loads waiting at the same moment share one trip to the store's thread pool. Bad files
-        are moved aside to ``<name>.corrupt-<n>`` and reported in ``discarded``.
+        Loads waiting at the same moment share one trip to the store's thread pool. A bad file
+        is moved aside to ``<run_id>.json.corrupt-<n>``, a bad entry dropped from it after the
+        file is kept there (see the module docstring); both are reported in ``discarded``.
 
         Raises:
             InvalidRunIdError: ``run_id`` is not a safe name.
@@ -439,8 +455,7 @@ class FileStore:
             return on_disk
         manifest = on_disk.manifest
         steps = dict(on_disk.steps)
-        for _, text in live.values():
-            rec = parse_record(text)
+        for _, rec in live.values():
             if isinstance(rec, RunManifest):
                 manifest = rec
             else:
@@ -454,8 +469,10 @@ class FileStore:
             self._load_wake = anyio.Event()
             loads, self._loads = self._loads, []
             if loads:
+                assert self._sync is not None
                 assert self._root is not None
-                results = await self._run(read_runs, self._root, [r for r, _ in loads])
+                ids = [r for r, _ in loads]
+                results = await self._run(read_runs, self._sync, self._root, ids)
                 for (_, load), result in zip(loads, results, strict=True):
                     load.result = result
                     load.done.set()

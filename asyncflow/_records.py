@@ -1,18 +1,42 @@
-"""Checkpoint records: run ids, the data a store keeps, and its JSON text format (no I/O).
+"""Checkpoint records: run ids, the data a store keeps, and its JSON text formats (no I/O).
 
-Every record is one JSON object with ``"format"`` (``"asyncflow.manifest"`` or
-``"asyncflow.step"``) and ``"version"`` (:data:`FORMAT_VERSION`); a record of another format or
-version is refused with a reason, so a store can move it aside.
+Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSION`):
+
+- a journal record is one line, a manifest (``"asyncflow.manifest"``) or a step checkpoint
+  (``"asyncflow.step"``);
+- a run file (``"asyncflow.run"``) holds everything kept for one run, indented for people::
+
+    {
+      "format": "asyncflow.run",
+      "version": 1,
+      "run_id": "doc-42",
+      "manifest": {
+        "flow": "docs",
+        ...
+        "inputs": {"path":"a.txt"}
+      },
+      "steps": {
+        "enrich": {
+          "fingerprint": "...",
+          "digest": "...",
+          "output": {"lang":"en","words":4}
+        }
+      }
+    }
+
+  Outputs and inputs are the codec's JSON text, spliced in as JSON values (never re-encoded
+  as strings). ``"manifest"`` is ``null`` when none is kept.
+
+A record or run file of another format or version is refused with a reason, so a store can move
+it aside; in a sound run file, a malformed manifest or step entry is reported on its own.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from ._errors import InvalidRunIdError
 
@@ -24,12 +48,14 @@ __all__ = [
     "BadRecord",
     "Discarded",
     "RunCheckpoints",
+    "RunFile",
     "RunManifest",
     "StepCheckpoint",
     "manifest_record",
     "parse_record",
+    "parse_run_file",
     "record_key",
-    "step_file_name",
+    "run_file_text",
     "step_record",
     "validate_run_id",
 ]
@@ -37,13 +63,17 @@ __all__ = [
 FORMAT_VERSION = 1
 MANIFEST_FORMAT = "asyncflow.manifest"
 STEP_FORMAT = "asyncflow.step"
+RUN_FORMAT = "asyncflow.run"
 #: The longest run id: a file name is at most 255 bytes, and ``.corrupt-<n>`` must fit after it.
 MAX_RUN_ID = 200
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+=,~-]*")
 
 
 def validate_run_id(run_id: object) -> str:
-    """Return ``run_id`` when it is a safe, plain name usable as a directory name.
+    """Return ``run_id`` when it is a safe, plain name: ``<run_id>.json`` names its run file.
+
+    Every run file name ends in ``.json``, while the store's own names start with a dot
+    (``.journal``) or end otherwise (``.tmp``, ``.corrupt-<n>``), so no valid id collides with them.
 
     Raises:
         InvalidRunIdError: empty, too long, a path (a slash or backslash, ``..``), a leading dot, NUL or
@@ -69,7 +99,7 @@ def validate_run_id(run_id: object) -> str:
         bad = sorted({c for c in run_id if not RUN_ID_PATTERN.fullmatch("a" + c)})
         problem = f"contains {', '.join(map(repr, bad))}"
     raise InvalidRunIdError(
-        f"Run id {run_id[:80]!r} {problem}. A run id names a directory of checkpoints: use up to "
+        f"Run id {run_id[:80]!r} {problem}. A run id names a file of checkpoints: use up to "
         f"{MAX_RUN_ID} of A-Z a-z 0-9 _ . @ + = , ~ - and do not start with a dot, "
         f"e.g. 'doc-42'.",
         run_id=run_id,
@@ -174,33 +204,41 @@ def parse_record(text: str) -> RunManifest | StepCheckpoint:
         raise BadRecord(
             f"format version {raw.get('version')!r}; this asyncflow reads version {FORMAT_VERSION}"
         )
-    try:
-        if raw["format"] == STEP_FORMAT:
-            return StepCheckpoint(
-                run_id=get_str(raw, "run_id"),
-                step=get_str(raw, "step"),
-                fingerprint=get_str(raw, "fingerprint"),
-                digest=get_str(raw, "digest"),
-                output=js(raw["output"]) if "output" in raw else missing("output"),
-            )
-        inputs = raw.get("inputs")
-        if not isinstance(inputs, dict):
-            raise BadRecord("field 'inputs' is missing or not an object")
-        return RunManifest(
-            run_id=get_str(raw, "run_id"),
-            flow=get_str(raw, "flow"),
-            flow_fingerprint=get_str(raw, "flow_fingerprint"),
-            inputs=js(inputs),
-            status=get_str(raw, "status"),
-            created_at=get_str(raw, "created_at"),
-            updated_at=get_str(raw, "updated_at"),
-        )
-    except KeyError as exc:
-        raise BadRecord(f"field {exc} is missing") from exc
+    run_id = get_str(raw, "run_id")
+    if raw["format"] == STEP_FORMAT:
+        return step_from(raw, run_id, get_str(raw, "step"))
+    return manifest_from(raw, run_id)
+
+
+def step_from(raw: dict[str, object], run_id: str, step: str) -> StepCheckpoint:
+    return StepCheckpoint(
+        run_id=run_id,
+        step=step,
+        fingerprint=get_str(raw, "fingerprint"),
+        digest=get_str(raw, "digest"),
+        output=js(raw["output"]) if "output" in raw else missing("output"),
+    )
+
+
+def manifest_from(raw: dict[str, object], run_id: str) -> RunManifest:
+    inputs = raw.get("inputs")
+    if not isinstance(inputs, dict):
+        raise BadRecord("field 'inputs' is missing or not an object")
+    return RunManifest(
+        run_id=run_id,
+        flow=get_str(raw, "flow"),
+        flow_fingerprint=get_str(raw, "flow_fingerprint"),
+        inputs=js(inputs),
+        status=get_str(raw, "status"),
+        created_at=get_str(raw, "created_at"),
+        updated_at=get_str(raw, "updated_at"),
+    )
 
 
 def get_str(raw: dict[str, object], key: str) -> str:
-    value = raw[key]
+    value = raw.get(key)
+    if value is None:
+        missing(key)
     if not isinstance(value, str):
         raise BadRecord(f"field {key!r} is not a string")
     return value
@@ -210,16 +248,88 @@ def missing(key: str) -> str:
     raise BadRecord(f"field {key!r} is missing")
 
 
-@functools.lru_cache(maxsize=4096)
-def step_file_name(step: str) -> str:
-    """The file name of a step's checkpoint: the name, percent-encoded where unsafe."""
-    name = quote(step, safe="")
-    if name.startswith("."):
-        name = "%2E" + name[1:]
-    return f"{name}.json"
+def record_key(rec: RunManifest | StepCheckpoint) -> str | None:
+    """What a record replaces within its run: a step's name, or ``None`` for the manifest."""
+    return rec.step if isinstance(rec, StepCheckpoint) else None
 
 
-def record_key(rec: RunManifest | StepCheckpoint) -> tuple[str, str]:
-    if isinstance(rec, StepCheckpoint):
-        return (rec.run_id, f"steps/{step_file_name(rec.step)}")
-    return (rec.run_id, "manifest.json")
+@dataclass(frozen=True, slots=True)
+class RunFile:
+    """A parsed run file: what is sound in it, and why each unsound entry is not."""
+
+    manifest: RunManifest | None
+    steps: dict[str, StepCheckpoint]
+    #: (step name, or None for the manifest; reason) for each entry left out.
+    bad: list[tuple[str | None, str]]
+
+
+def run_file_text(
+    run_id: str, manifest: RunManifest | None, steps: Mapping[str, StepCheckpoint]
+) -> str:
+    """The text of a run file: indented JSON, steps sorted by name, outputs spliced in."""
+    parts = [
+        f'{{\n  "format": "{RUN_FORMAT}",\n  "version": {FORMAT_VERSION},\n'
+        f'  "run_id": {js(run_id)},\n'
+    ]
+    if manifest is None:
+        parts.append('  "manifest": null,\n')
+    else:
+        m = manifest
+        parts.append(
+            f'  "manifest": {{\n    "flow": {js(m.flow)},\n'
+            f'    "flow_fingerprint": {js(m.flow_fingerprint)},\n'
+            f'    "status": {js(m.status)},\n    "created_at": {js(m.created_at)},\n'
+            f'    "updated_at": {js(m.updated_at)},\n    "inputs": {m.inputs}\n  }},\n'
+        )
+    entries = [
+        f'    {js(name)}: {{\n      "fingerprint": {js(c.fingerprint)},\n'
+        f'      "digest": {js(c.digest)},\n      "output": {c.output}\n    }}'
+        for name, c in sorted(steps.items())
+    ]
+    parts.append(
+        '  "steps": {\n' + ",\n".join(entries) + "\n  }\n}\n" if entries else '  "steps": {}\n}\n'
+    )
+    return "".join(parts)
+
+
+def parse_run_file(text: str, run_id: str) -> RunFile:
+    """Parse a run file of ``run_id``; unsound entries are listed in ``bad``, not raised.
+
+    Raises:
+        BadRecord: the file as a whole cannot be used (not JSON, another format, version or run).
+    """
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise BadRecord(f"not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
+        raise BadRecord("not an asyncflow run file (no 'format': 'asyncflow.run')")
+    if raw.get("version") != FORMAT_VERSION:
+        raise BadRecord(
+            f"format version {raw.get('version')!r}; this asyncflow reads version {FORMAT_VERSION}"
+        )
+    if raw.get("run_id") != run_id:
+        raise BadRecord(f"belongs to run {raw.get('run_id')!r}, not {run_id!r}")
+    raw_steps = raw.get("steps")
+    if not isinstance(raw_steps, dict):
+        raise BadRecord("field 'steps' is missing or not an object")
+    bad: list[tuple[str | None, str]] = []
+    manifest: RunManifest | None = None
+    raw_manifest = raw.get("manifest")
+    if isinstance(raw_manifest, dict):
+        try:
+            manifest = manifest_from(raw_manifest, run_id)
+        except BadRecord as exc:
+            bad.append((None, f"manifest: {exc}"))
+    elif raw_manifest is not None:
+        bad.append((None, "manifest: not an object"))
+    steps: dict[str, StepCheckpoint] = {}
+    for name, entry in raw_steps.items():
+        if not isinstance(entry, dict):
+            bad.append((name, f"step {name!r}: not an object"))
+            continue
+        try:
+            steps[name] = step_from(entry, run_id, name)
+        except BadRecord as exc:
+            bad.append((name, f"step {name!r}: {exc}"))
+    return RunFile(manifest, steps, bad)

@@ -16,7 +16,7 @@ import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,11 +34,14 @@ from asyncflow import (
     StepRestored,
     StepStatus,
 )
-from asyncflow._diskio import Sync, compact_and_remove
+from asyncflow._diskio import Records, Sync, compact_and_remove
+from asyncflow._records import StepCheckpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from asyncflow import RunResult
 
 pytestmark = pytest.mark.anyio
 
@@ -136,7 +139,7 @@ async def test_resume_takes_the_inputs_from_the_manifest(tmp_path: Path) -> None
     assert resumed.outputs["publish"] == "published b.md:2:FR"
     assert resumed.steps["publish"].status is StepStatus.SUCCEEDED
     assert resumed.inputs == {"path": "b.md", "lang": "fr"}
-    manifest = json.loads((tmp_path / "doc-2" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "doc-2.json").read_text())["manifest"]
     assert manifest["status"] == "succeeded"
     assert manifest["inputs"] == {"lang": "fr", "path": "b.md"}
 
@@ -250,62 +253,162 @@ async def test_a_changed_step_body_makes_its_checkpoint_stale(tmp_path: Path) ->
     assert result.steps["ingest"].status is StepStatus.RESTORED
 
 
-def step_file(root: Path, run_id: str, step: str) -> Path:
-    return root / run_id / "steps" / f"{step}.json"
+def run_file(root: Path, run_id: str) -> Path:
+    return root / f"{run_id}.json"
+
+
+def run_file_json(root: Path, run_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(run_file(root, run_id).read_text())
+    return data
 
 
 BAD_FILES: dict[str, Callable[[bytes], bytes]] = {
     "corrupt JSON": lambda b: b"{not json" + b[20:],
     "truncated": lambda b: b[: len(b) // 2],
     "foreign": lambda b: b'{"hello": "world"}\n',
-    "wrong version": lambda b: b.replace(b'"version":1', b'"version":99'),
+    "another format": lambda b: b.replace(b'"asyncflow.run"', b'"asyncflow.step"'),
+    "wrong version": lambda b: b.replace(b'"version": 1', b'"version": 99'),
     "not UTF-8": lambda b: b"\xff\xfe" + b,
-    "another run's file": lambda b: b.replace(b'"run_id":"doc-4"', b'"run_id":"doc-5"'),
+    "another run's file": lambda b: b.replace(b'"run_id": "doc-4"', b'"run_id": "doc-5"'),
     "empty": lambda b: b"",
+    "steps not an object": lambda b: b.replace(b'"steps": {', b'"steps": [], "x": {'),
 }
 
 
+def damage_entry(data: bytes, step: str, change: Callable[[dict[str, Any]], object]) -> bytes:
+    """A run file whose entry for ``step`` is replaced by ``change(entry)``; the rest is sound."""
+    raw = json.loads(data)
+    raw["steps"][step] = change(raw["steps"][step])
+    return json.dumps(raw, indent=2).encode()
+
+
+BAD_ENTRIES: dict[str, Callable[[dict[str, Any]], object]] = {
+    "not an object": lambda e: "garbage",
+    "no output": lambda e: {k: v for k, v in e.items() if k != "output"},
+    "fingerprint not a string": lambda e: {**e, "fingerprint": 7},
+}
+
+
+async def run_with_events(root: Path, flow: Flow, run_id: str) -> tuple[RunResult, list[Event]]:
+    events: list[Event] = []
+    async with Engine(store=FileStore(root), observers=[events.append]) as engine:
+        result = await engine.run(flow, run_id=run_id, path="a.txt")
+    return result, events
+
+
 @pytest.mark.parametrize("damage", list(BAD_FILES), ids=list(BAD_FILES))
-async def test_a_bad_checkpoint_file_is_reported_moved_aside_and_rerun(
+async def test_a_bad_run_file_is_reported_moved_aside_and_rerun(
     tmp_path: Path, damage: str
 ) -> None:
-    """Corrupt, truncated, foreign or wrong-version files never fail the run."""
+    """Corrupt, truncated, foreign or wrong-version run files never fail the run."""
     calls: list[str] = []
     flow = document_flow(calls)
     async with Engine(store=FileStore(tmp_path)) as engine:
         first = await engine.run(flow, run_id="doc-4", path="a.txt")
-    target = step_file(tmp_path, "doc-4", "enrich")
-    original = target.read_bytes()
-    target.write_bytes(BAD_FILES[damage](original))
+    target = run_file(tmp_path, "doc-4")
+    damaged = BAD_FILES[damage](target.read_bytes())
+    target.write_bytes(damaged)
     calls.clear()
-    events: list[Event] = []
-    async with Engine(store=FileStore(tmp_path), observers=[events.append]) as engine:
-        result = await engine.run(flow, run_id="doc-4", path="a.txt")
+    result, events = await run_with_events(tmp_path, flow, "doc-4")
+    assert result.ok
+    assert result.outputs == first.outputs
+    assert sorted(calls) == sorted(flow.steps)
+    (discarded,) = [e for e in events if isinstance(e, CheckpointDiscarded)]
+    assert discarded.step is None
+    assert discarded.path.endswith("doc-4.json.corrupt-1")
+    assert discarded.reason
+    assert (tmp_path / "doc-4.json.corrupt-1").read_bytes() == damaged
+    rewritten = run_file_json(tmp_path, "doc-4")
+    assert sorted(rewritten["steps"]) == sorted(flow.steps)
+    assert rewritten["manifest"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("entry", list(BAD_ENTRIES), ids=list(BAD_ENTRIES))
+async def test_a_bad_step_entry_discards_only_that_step(tmp_path: Path, entry: str) -> None:
+    """In an otherwise sound run file, a malformed step entry is dropped; the rest restore.
+
+    The file as it was is kept aside, never lost.
+    """
+    calls: list[str] = []
+    flow = document_flow(calls)
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        first = await engine.run(flow, run_id="doc-4", path="a.txt")
+    target = run_file(tmp_path, "doc-4")
+    damaged = damage_entry(target.read_bytes(), "enrich", BAD_ENTRIES[entry])
+    target.write_bytes(damaged)
+    calls.clear()
+    result, events = await run_with_events(tmp_path, flow, "doc-4")
     assert result.ok
     assert result.outputs == first.outputs
     assert calls == ["enrich"]
+    assert result.steps["summarize"].status is StepStatus.RESTORED
     (discarded,) = [e for e in events if isinstance(e, CheckpointDiscarded)]
-    assert discarded.path.endswith("enrich.json.corrupt-1")
-    assert discarded.reason
-    assert (tmp_path / "doc-4" / "steps" / "enrich.json.corrupt-1").read_bytes() == (
-        BAD_FILES[damage](original)
-    )
-    assert json.loads(target.read_text())["step"] == "enrich"
+    assert discarded.step == "enrich"
+    assert "enrich" in discarded.reason
+    assert discarded.path.endswith("doc-4.json.corrupt-1")
+    assert (tmp_path / "doc-4.json.corrupt-1").read_bytes() == damaged
+    rewritten = run_file_json(tmp_path, "doc-4")
+    assert sorted(rewritten["steps"]) == sorted(flow.steps)
+    assert rewritten["steps"]["enrich"]["output"]["n"] == 2
 
 
-async def test_a_bad_manifest_is_moved_aside_and_the_run_goes_on(tmp_path: Path) -> None:
-    """A damaged manifest is discarded like any other file; step checkpoints still restore."""
+async def test_a_bad_manifest_entry_is_dropped_and_the_steps_still_restore(
+    tmp_path: Path,
+) -> None:
+    """A damaged manifest is discarded like a step entry; step checkpoints still restore."""
     calls: list[str] = []
     flow = document_flow(calls)
     async with Engine(store=FileStore(tmp_path)) as engine:
         await engine.run(flow, run_id="doc-6", path="a.txt")
-    (tmp_path / "doc-6" / "manifest.json").write_bytes(b'{"format": "asyncflow.manif')
-    events: list[Event] = []
-    async with Engine(store=FileStore(tmp_path), observers=[events.append]) as engine:
-        result = await engine.run(flow, run_id="doc-6", path="a.txt")
+    raw = run_file_json(tmp_path, "doc-6")
+    raw["manifest"]["inputs"] = "not an object"
+    run_file(tmp_path, "doc-6").write_text(json.dumps(raw, indent=2))
+    result, events = await run_with_events(tmp_path, flow, "doc-6")
     assert set(statuses(result).values()) == {StepStatus.RESTORED}
-    assert [type(e).__name__ for e in events].count("CheckpointDiscarded") == 1
-    assert (tmp_path / "doc-6" / "manifest.json.corrupt-1").exists()
+    (discarded,) = [e for e in events if isinstance(e, CheckpointDiscarded)]
+    assert discarded.step is None
+    assert "manifest" in discarded.reason
+    assert (tmp_path / "doc-6.json.corrupt-1").exists()
+    assert run_file_json(tmp_path, "doc-6")["manifest"]["inputs"] == {"path": "a.txt"}
+
+
+def step(run_id: str, name: str, output: str) -> StepCheckpoint:
+    return StepCheckpoint(run_id, name, fingerprint="f", digest="d", output=output)
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["bad file", "bad entry"])
+async def test_compaction_keeps_a_bad_run_file_aside_before_replacing_it(
+    tmp_path: Path, whole: bool
+) -> None:
+    """Compaction merges records into the run file; a damaged file's bytes are kept aside."""
+    store = FileStore(tmp_path)
+    async with store.open():
+        await store.save_step(step("r", "a", "1"))
+        await store.save_step(step("r", "c", "3"))
+    if whole:
+        damaged = b"{torn"
+    else:
+        damaged = damage_entry(run_file(tmp_path, "r").read_bytes(), "c", lambda e: [])
+    run_file(tmp_path, "r").write_bytes(damaged)
+    async with store.open():
+        await store.save_step(step("r", "b", "2"))
+    assert (tmp_path / "r.json.corrupt-1").read_bytes() == damaged
+    kept = ["b"] if whole else ["a", "b"]
+    assert sorted(run_file_json(tmp_path, "r")["steps"]) == kept
+
+
+async def test_records_of_a_run_in_several_segments_merge_into_one_file(tmp_path: Path) -> None:
+    """Each compaction merges into the run file: later records replace earlier ones."""
+    store = FileStore(tmp_path, segment_bytes=1)  # every commit seals and compacts a segment
+    async with store.open():
+        await store.save_step(step("r", "a", "1"))
+        await store.save_step(step("r", "b", '{"x":[1,2]}'))
+        await store.save_step(step("r", "a", '"again"'))
+    raw = run_file_json(tmp_path, "r")
+    assert raw["steps"]["a"]["output"] == "again"
+    assert raw["steps"]["b"]["output"] == {"x": [1, 2]}
+    assert raw["manifest"] is None
+    assert names(tmp_path) == [".journal", "r.json"]
 
 
 HOSTILE_IDS = [
@@ -319,6 +422,7 @@ HOSTILE_IDS = [
     ".",
     "..",
     ".hidden",
+    ".journal",
     "a" * 201,
     "with space",
     "new\nline",
@@ -340,6 +444,32 @@ async def test_hostile_run_ids_are_refused_with_a_clear_error(tmp_path: Path, ru
     assert "e.g. 'doc-42'" in str(info.value)
     assert names(tmp_path) == ["store"]
     assert names(store_dir) == [".journal"]
+
+
+LOOKALIKE_IDS = [
+    "r.json",
+    "r.json.0123abcd.tmp",
+    "r.json.tmp-deadbeef",
+    "r.json.corrupt-1",
+    "r.tmp",
+]
+
+
+async def test_run_ids_that_look_like_the_stores_own_names_cannot_collide(
+    tmp_path: Path,
+) -> None:
+    """Run files end in .json, temp and moved-aside files never do: recovery keeps every run."""
+    flow = document_flow([])
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        await engine.run(flow, run_id="r", path="a.txt")
+        for run_id in LOOKALIKE_IDS:
+            await engine.run(flow, run_id=run_id, path="a.txt")
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        for run_id in ["r", *LOOKALIKE_IDS]:
+            again = await engine.run(flow, run_id=run_id, path="a.txt")
+            assert set(statuses(again).values()) == {StepStatus.RESTORED}, run_id
+    expected = sorted([".journal", "r.json", *(f"{i}.json" for i in LOOKALIKE_IDS)])
+    assert names(tmp_path) == expected
 
 
 async def test_an_output_that_cannot_be_encoded_fails_that_step_clearly(tmp_path: Path) -> None:
@@ -407,7 +537,7 @@ async def test_without_a_store_nothing_is_written(tmp_path: Path) -> None:
     assert not (tmp_path / ".asyncflow").exists()
     async with Engine() as engine:
         await engine.run(flow, run_id="default", path="a")
-    assert (tmp_path / ".asyncflow" / "default" / "steps" / "ingest.json").exists()
+    assert "ingest" in run_file_json(tmp_path / ".asyncflow", "default")["steps"]
 
 
 def journal_line(record: dict[str, object]) -> bytes:
@@ -439,8 +569,7 @@ async def test_recovery_compacts_a_dead_engines_journal_and_drops_a_torn_tail(
     torn = journal_line(step_record("r1", "c", "y"))[:-7]
     (journal / "999-dead.log").write_bytes(good + bytes(corrupt) + torn)
     # A compaction that died left a temp file beside its target.
-    (tmp_path / "r1" / "steps").mkdir(parents=True)
-    leftover = tmp_path / "r1" / "steps" / "a.json.tmp-deadbeef"
+    leftover = tmp_path / "r1.json.0123abcd.tmp"
     leftover.write_bytes(b"half")
     store = FileStore(tmp_path)
     async with store.open():
@@ -448,7 +577,7 @@ async def test_recovery_compacts_a_dead_engines_journal_and_drops_a_torn_tail(
     assert sorted(loaded.steps) == ["a"]
     assert JsonCodec().decode(loaded.steps["a"].output) == [1, 2]
     assert not leftover.exists()
-    assert names(tmp_path / "r1" / "steps") == ["a.json"]
+    assert names(tmp_path) == [".journal", "r1.json"]
     assert names(journal) == []
 
 
@@ -462,7 +591,11 @@ async def test_records_are_readable_before_and_after_compaction(tmp_path: Path) 
             await engine.run(flow, run_id=f"r{i}", path=f"{i}.txt")
         again = await engine.run(flow, run_id="r0", path="0.txt")
     assert set(statuses(again).values()) == {StepStatus.RESTORED}
-    assert names(tmp_path) == [".journal", "r0", "r1", "r2", "r3", "r4"]
+    assert names(tmp_path) == [".journal", "r0.json", "r1.json", "r2.json", "r3.json", "r4.json"]
+    for i in range(5):
+        raw = run_file_json(tmp_path, f"r{i}")
+        assert sorted(raw["steps"]) == sorted(flow.steps)
+        assert raw["manifest"]["status"] == "succeeded"
     assert names(tmp_path / ".journal") == []
 
 
@@ -615,7 +748,8 @@ def test_compaction_without_syncfs_fsyncs_each_file_and_directory(tmp_path: Path
     sync._syncfs = None
     segment = tmp_path / "seg.log"
     segment.write_bytes(b"")
-    record = json.dumps(step_record("r", "a/b", {"x": 1}))
-    compact_and_remove(sync, tmp_path, {("r", "steps/a%2Fb.json"): record}, segment)
-    assert json.loads((tmp_path / "r" / "steps" / "a%2Fb.json").read_text())["step"] == "a/b"
+    (tmp_path / ".journal").mkdir()
+    records: Records = {"r": {"a/b": step("r", "a/b", '{"x":1}')}}
+    compact_and_remove(sync, tmp_path, records, segment)
+    assert run_file_json(tmp_path, "r")["steps"]["a/b"]["output"] == {"x": 1}
     assert not segment.exists()
