@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import AsyncflowError, InvalidRunIdError, RunInputError
+from ._errors import AsyncflowError
 from ._events import BatchProgress
 from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
@@ -297,7 +297,9 @@ class Batch:
                 result = await self._engine.run(
                     self._flow, run_id=run_id, fail_fast=self._fail_fast, **inputs
                 )
-            except (RunInputError, InvalidRunIdError) as exc:
+            except Exception as exc:
+                # Bad inputs, a hostile run id, a run id of another flow, a failed store: this
+                # item did not run. It is reported as such; the batch and the engine go on.
                 result = self._not_run(run_id or f"{self.name}-item-{index}", inputs, exc)
             self._account(result)
             assert self._send is not None

@@ -126,11 +126,11 @@ class Engine:
             if self._store is not None:
                 await stack.enter_async_context(self._store.open())
             self._http = await stack.enter_async_context(self._open_http())
-            # Batches run here, so they outlive any one `async for`. On close, whatever is
-            # still running is cancelled (the callback runs before the group's __aexit__),
-            # and only then do the HTTP client and the store close.
-            self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)
+            # Batches run in this group, so they outlive any one `async for`. It is entered
+            # last and left first, by hand (see __aexit__).
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
+            self._tg = tg
         except BaseException:
             self._http = None
             await stack.aclose()
@@ -146,10 +146,18 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         stack, self._stack = self._stack, None
-        self._tg = None
-        self._runtime.http = self._http = None
-        if stack is not None:
-            await stack.__aexit__(exc_type, exc, tb)
+        tg, self._tg = self._tg, None
+        try:
+            if tg is not None:
+                # Whatever batch is still running is abandoned: cancel it.
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            self._runtime.http = self._http = None
+            if stack is not None:
+                # Left without the body's exception: the store's task groups would hand it
+                # back wrapped in an ExceptionGroup. It propagates as it is, after this.
+                await stack.__aexit__(None, None, None)
 
     def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._check_open()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import inspect
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -333,6 +334,59 @@ class Flow:
             )
         return tuple(params)
 
+    def draw(self, format: str = "text") -> str:
+        """A picture of the flow: its steps, what each takes and what it waits for.
+
+        Args:
+            format: ``"text"`` (one line per step, in a topological order), ``"mermaid"``
+                (a flowchart for Markdown renderers) or ``"dot"`` (Graphviz).
+
+        Raises:
+            FlowDefinitionError: the flow is not valid.
+            ValueError: an unknown format.
+        """
+        plan = self.validate()
+        steps = plan.steps
+        data = {(src, j) for j, deps in enumerate(plan.data_deps) for _, src in deps}
+        edges = [
+            (steps[i].name, steps[j].name, (i, j) in data)
+            for i, deps in enumerate(plan.dependents)
+            for j in deps
+        ]
+        if format == "mermaid":
+            lines = ["flowchart LR"]
+            lines += [f"    {s.name}[{s.name}]" for s in steps]
+            lines += [f"    {a} {'-->' if data else '-.->'} {b}" for a, b, data in edges]
+            return "\n".join(lines)
+        if format == "dot":
+            lines = [f"digraph {json.dumps(self.name)} {{", "    rankdir=LR;"]
+            lines += [
+                f"    {json.dumps(a)} -> {json.dumps(b)}{'' if data else ' [style=dashed]'};"
+                for a, b, data in edges
+            ]
+            lines += [f"    {json.dumps(s.name)};" for s in steps]
+            lines.append("}")
+            return "\n".join(lines)
+        if format != "text":
+            raise ValueError(f"format={format!r}: give 'text', 'mermaid' or 'dot'.")
+        lines = [f"flow {self.name!r}: {len(steps)} steps"]
+        for i in _topological(plan):
+            s = steps[i]
+            takes = [n for n, _ in plan.data_deps[i]] + list(plan.step_inputs[i])
+            after = [a for a in s.after if a not in takes]
+            policy = [
+                f"{k}={v}"
+                for k, v in (("timeout", s.timeout), ("concurrency", s.concurrency))
+                if v is not None
+            ] + (["retry"] if s.retry is not None else [])
+            line = f"  {s.name}({', '.join(takes)})"
+            if after:
+                line += f" after {', '.join(after)}"
+            if policy:
+                line += f"  [{', '.join(policy)}]"
+            lines.append(line)
+        return "\n".join(lines)
+
     def validate(self) -> Plan:
         """Check the flow and compile it for the scheduler.
 
@@ -468,3 +522,18 @@ class Flow:
 
         async with Engine() as engine:
             return await engine.run(self, **inputs)
+
+
+def _topological(plan: Plan) -> list[int]:
+    """Step indices in an order where every step comes after what it waits for."""
+    remaining = list(plan.n_deps)
+    ready = list(reversed(plan.roots))
+    order: list[int] = []
+    while ready:
+        i = ready.pop()
+        order.append(i)
+        for j in plan.dependents[i]:
+            remaining[j] -= 1
+            if remaining[j] == 0:
+                ready.append(j)
+    return order

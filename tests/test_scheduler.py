@@ -16,6 +16,7 @@ from asyncflow import (
     Flow,
     RunFailedError,
     RunFinished,
+    RunInputError,
     RunStarted,
     RunStatus,
     StepError,
@@ -406,3 +407,20 @@ async def test_engine_must_be_open() -> None:
 
     with pytest.raises(Exception, match=r"async with Engine\(\) as engine"):
         await Engine(store=None).run(flow)
+
+
+@pytest.mark.parametrize("store", [None, "checkpoints"])
+async def test_errors_in_the_engine_block_propagate_unwrapped(store: str | None) -> None:
+    """An error raised inside `async with Engine()` comes out as itself, not in an ExceptionGroup."""
+    flow = Flow("plain-errors")
+
+    @flow.step
+    async def a(x: int) -> int:
+        return x
+
+    with pytest.raises(RunInputError, match="missing 'x'"):
+        async with Engine(store=store) as engine:
+            await engine.run(flow)
+    with pytest.raises(KeyError):
+        async with Engine(store=store) as engine:
+            raise KeyError("mine")
