@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import json
 import os
 import re
 from contextlib import AsyncExitStack
@@ -375,6 +377,7 @@ def current_clock() -> Callable[[], float]:
         return anyio.current_time
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+=,~-]+")
 _encode_inputs = JsonCodec().encode
 
@@ -386,10 +389,24 @@ def derive_run_id(plan: Plan, inputs: Mapping[str, object]) -> str:
     not depend on dict order or hash seeds. Inputs it cannot encode fall back to their ``repr``,
     which is stable only when the ``repr`` is. The flow name is made safe for a file name.
     """
-    try:
-        text = _encode_inputs(dict(inputs))
-    except TypeError:
-        text = repr(sorted(inputs.items(), key=lambda kv: kv[0]))
+    text: str | None = None
+    if all(type(v) in _PLAIN for v in inputs.values()):
+        # The common case, fast: for plain values this is the very text JsonCodec makes.
+        try:
+            text = json.dumps(
+                inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
+        except ValueError:  # NaN or infinity: the codec's own encoding decides
+            text = None
+    if text is None:
+        try:
+            text = _encode_inputs(dict(inputs))
+        except TypeError:
+            text = repr(sorted(inputs.items(), key=lambda kv: kv[0]))
     digest = hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
-    name = _UNSAFE.sub("_", plan.flow).lstrip(".")[:100] or "run"
-    return validate_run_id(f"{name}-{digest}")
+    return validate_run_id(f"{_safe_name(plan.flow)}-{digest}")
+
+
+@functools.lru_cache(maxsize=256)
+def _safe_name(flow: str) -> str:
+    return _UNSAFE.sub("_", flow).lstrip(".")[:100] or "run"

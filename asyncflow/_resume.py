@@ -112,8 +112,8 @@ class CheckpointedRun(RunState):
         loaded = self._loaded
         if loaded is None:
             loaded = self._loaded = await self._store.load_run(self.run_id)
-        emit = self.rt.emit
-        if emit:
+        emit = self.emit
+        if emit is not None:
             for d in loaded.discarded:
                 emit(
                     CheckpointDiscarded(self.run_id, d.step, anyio.current_time(), d.path, d.reason)
@@ -173,20 +173,20 @@ class CheckpointedRun(RunState):
         saved = loaded.steps.get(step.name) if loaded is not None else None
         if saved is None or saved.fingerprint != self.fingerprint(i):
             return False
-        emit = self.rt.emit
+        emit = self.emit
         try:
             output = self._codec.decode(saved.output)
         except Exception as exc:
             # The file is sound but its content cannot be rebuilt (a class was renamed):
             # run the step, whose new checkpoint replaces this one.
-            if emit:
+            if emit is not None:
                 reason = f"cannot decode the output: {exc}"
                 emit(CheckpointDiscarded(self.run_id, step.name, anyio.current_time(), "", reason))
             return False
         self.outputs[step.name] = output
         self._digests[i] = saved.digest
         self.statuses[i] = StepStatus.RESTORED
-        if emit:
+        if emit is not None:
             emit(StepRestored(self.run_id, step.name, anyio.current_time()))
         return True
 

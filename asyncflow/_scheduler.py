@@ -68,6 +68,7 @@ class RunState:
 
     __slots__ = (
         "attempts",
+        "emit",
         "ended",
         "errors",
         "fail_fast",
@@ -100,6 +101,9 @@ class RunState:
         self.inputs = inputs
         self.run_id = run_id
         self.rt = rt
+        # Observers are read once per run: one added mid-run sees that run's events from the
+        # next run on. None when nobody listens, so no event is built.
+        self.emit: Emitter | None = rt.emit if rt.emit else None
         self.fail_fast = fail_fast
         self.outputs: dict[str, object] = {}
         self.remaining = list(plan.n_deps)
@@ -117,9 +121,9 @@ class RunState:
         Cancelling the caller cancels every running step and propagates; cancellation is not
         recorded as a failure.
         """
-        emit = self.rt.emit
+        emit = self.emit
         started = self.rt.clock()
-        if emit:
+        if emit is not None:
             emit(RunStarted(self.run_id, self.plan.flow, started))
         roots = list(self.plan.roots)
         if self.plan.is_chain:
@@ -224,11 +228,11 @@ class RunState:
 
     async def _run_acquired(self, i: int, step: Step) -> object:
         """Run one step under its limits; its output, or ``_FAILED`` (recorded as failed)."""
-        emit = self.rt.emit
+        emit = self.emit
         kwargs = self._kwargs(i)
         now = self.rt.clock()
         self.started_at[i] = now
-        if emit:
+        if emit is not None:
             emit(StepStarted(self.run_id, step.name, now))
         try:
             output = await self._call(i, step, kwargs)
@@ -253,8 +257,8 @@ class RunState:
             return await self._attempt_with_timeout(step, kwargs, step.timeout, 1)
 
         def on_retry(attempt: int, error: Exception, wait: float) -> None:
-            if self.rt.emit:
-                self.rt.emit(
+            if self.emit is not None:
+                self.emit(
                     StepRetrying(self.run_id, step.name, self.rt.clock(), attempt, wait, error)
                 )
 
@@ -286,8 +290,8 @@ class RunState:
         self.outputs[step.name] = output
         self.statuses[i] = StepStatus.SUCCEEDED
         now = self.finished_at[i] = self.rt.clock()
-        emit = self.rt.emit
-        if emit:
+        emit = self.emit
+        if emit is not None:
             emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i]))
         remaining = self.remaining
         ready = []
@@ -310,8 +314,8 @@ class RunState:
         self.statuses[i] = StepStatus.FAILED
         self.errors[i] = exc
         now = self.finished_at[i] = self.rt.clock()
-        emit = self.rt.emit
-        if emit:
+        emit = self.emit
+        if emit is not None:
             emit(StepFailed(self.run_id, step.name, now, self.attempts[i], exc))
         self._skip_dependents(i, f"step {step.name!r} failed")
         if self.fail_fast and self.tg is not None:
@@ -319,14 +323,14 @@ class RunState:
 
     def _skip_dependents(self, i: int, reason: str) -> None:
         stack = list(self.plan.dependents[i])
-        emit = self.rt.emit
+        emit = self.emit
         steps = self.plan.steps
         while stack:
             j = stack.pop()
             if self.statuses[j] is not None:
                 continue
             self.statuses[j] = StepStatus.SKIPPED
-            if emit:
+            if emit is not None:
                 emit(StepSkipped(self.run_id, steps[j].name, self.rt.clock(), reason))
             stack.extend(self.plan.dependents[j])
 
@@ -350,8 +354,8 @@ class RunState:
                 finished_at=self.finished_at[i],
             )
         run_status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
-        if self.rt.emit:
-            self.rt.emit(RunFinished(self.run_id, plan.flow, run_status, finished))
+        if self.emit is not None:
+            self.emit(RunFinished(self.run_id, plan.flow, run_status, finished))
         return RunResult(
             run_id=self.run_id,
             flow=plan.flow,

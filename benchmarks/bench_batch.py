@@ -1,7 +1,7 @@
 """Batch throughput: the document pipeline through Engine.map against a hand-written anyio baseline.
 
 The pipeline: ingest, enrich (awaits 10 ms, like an API call; at most 100 in flight),
-summarize. The ideal wall time is documents / 100 x 10 ms. Prints each run's time as a ratio
+summarize. The ideal wall time is documents / 100 x 10 ms. Prints each side's best of five runs as a ratio
 to the ideal, and asyncflow's ratio to the baseline. Without checkpoints (store=None).
 
 Also measures peak RSS for 10,000 and 100,000 inputs from a generator, each in a fresh
@@ -13,14 +13,20 @@ Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_batch.py``.
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import subprocess
 import sys
 import time
+from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
 
 from asyncflow import Engine, Flow
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 ENRICH_SECONDS = 0.010
 IN_FLIGHT = 100
@@ -86,7 +92,18 @@ async def ours(engine: Engine, flow: Flow, n: int) -> int:
     return summary.succeeded
 
 
-async def throughput(sizes: list[int]) -> None:
+async def best_of(repeat: int, fn: Callable[[], Awaitable[object]]) -> float:
+    """The fastest of ``repeat`` timed calls: this shared 2-core machine is noisy."""
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        await fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+async def throughput(sizes: list[int], repeat: int) -> None:
     flow = make_flow()
     print(
         f"{'documents':>10}{'ideal s':>9}{'baseline s':>12}{'x ideal':>9}{'asyncflow s':>13}{'x ideal':>9}{'vs base':>9}"
@@ -95,12 +112,8 @@ async def throughput(sizes: list[int]) -> None:
         await ours(engine, flow, 500)  # warm up
         for n in sizes:
             ideal = n / IN_FLIGHT * ENRICH_SECONDS
-            t0 = time.perf_counter()
-            await baseline(n)
-            t_base = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            await ours(engine, flow, n)
-            t_ours = time.perf_counter() - t0
+            t_base = await best_of(repeat, partial(baseline, n))
+            t_ours = await best_of(repeat, partial(ours, engine, flow, n))
             print(
                 f"{n:>10}{ideal:>9.2f}{t_base:>12.2f}{t_base / ideal:>8.2f}x"
                 f"{t_ours:>13.2f}{t_ours / ideal:>8.2f}x{t_ours / t_base:>8.2f}x"
@@ -133,10 +146,11 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000])
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-rss", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--repeat", type=int, default=5, help="best of this many runs each")
     args = parser.parse_args()
     if args.rss_child:
         anyio.run(rss_child, args.rss_child)
     else:
-        anyio.run(throughput, args.sizes)
+        anyio.run(throughput, args.sizes, args.repeat)
         if not args.no_rss:
             rss()
