@@ -13,20 +13,15 @@ Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_batch.py``.
 from __future__ import annotations
 
 import argparse
-import gc
 import resource
 import subprocess
 import sys
-import time
 from functools import partial
-from typing import TYPE_CHECKING
 
 import anyio
+from _common import best_of  # benchmarks/ is on sys.path when a benchmark runs
 
 from asyncflow import Engine, Flow
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
 
 ENRICH_SECONDS = 0.010
 IN_FLIGHT = 100
@@ -90,17 +85,6 @@ async def ours(engine: Engine, flow: Flow, n: int) -> int:
     ).summary()
     assert summary.succeeded == n, summary
     return summary.succeeded
-
-
-async def best_of(repeat: int, fn: Callable[[], Awaitable[object]]) -> float:
-    """The fastest of ``repeat`` timed calls: this shared 2-core machine is noisy."""
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        await fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 async def throughput(sizes: list[int], repeat: int) -> None:

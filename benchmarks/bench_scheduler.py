@@ -11,11 +11,10 @@ Prints microseconds per step for both and the ratio. Run: ``make bench`` or
 from __future__ import annotations
 
 import argparse
-import gc
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from _common import best_of  # benchmarks/ is on sys.path when a benchmark runs
 
 from asyncflow import Engine, Flow
 
@@ -106,16 +105,6 @@ async def baseline_chain_awaits(n: int) -> int:
     return x
 
 
-async def timed(fn: Callable[[], Awaitable[object]], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        await fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 async def main(repeat: int) -> None:
     print(
         f"{'workload':<24}{'steps':>7}{'baseline us/step':>18}{'asyncflow us/step':>19}{'ratio':>8}"
@@ -138,8 +127,8 @@ async def main(repeat: int) -> None:
 
             await ours()  # warm up
             await base()
-            t_base = await timed(base, repeat)
-            t_ours = await timed(ours, repeat)
+            t_base = await best_of(repeat, base)
+            t_ours = await best_of(repeat, ours)
             us_base = t_base / steps * 1e6
             us_ours = t_ours / steps * 1e6
             print(f"{label:<24}{n:>7}{us_base:>18.2f}{us_ours:>19.2f}{us_ours / us_base:>7.2f}x")
