@@ -161,7 +161,9 @@ def main(argv: list[str]) -> int:
     # A document whose enrichment was checkpointed in run 1 must get no request in run 2.
     resent = sorted(d for d in stats["enrich_restored"] if after.get(d, 0) != before.get(d, 0))
     results = len(list((out / "results").glob("*.json")))
-    opened_run1 = events1.read_text(encoding="utf-8").count('"breaker": "open"')
+    story1 = events1.read_text(encoding="utf-8")
+    opened_run1 = story1.count('"breaker": "open"')
+    retries_run1 = story1.count('"retry": ')
     report = [
         "Report",
         f"  documents             {stats['documents']}",
@@ -173,7 +175,7 @@ def main(argv: list[str]) -> int:
         f"  API requests          {stats_after['requests']} in all: "
         f"{stats_before['requests']} in run 1, "
         f"{stats_after['requests'] - stats_before['requests']} in run 2",
-        f"  retries (run 2)       {stats['retries']}",
+        f"  retries               run 1: {retries_run1}, run 2: {stats['retries']}",
         f"  breaker opened        run 1: {opened_run1} time(s) (each failed trial call reopens "
         f"it), run 2: {stats['breaker_opened']}",
         f"  time taken            {time.monotonic() - t0:.1f} s",
@@ -192,6 +194,8 @@ def main(argv: list[str]) -> int:
         "requests_while_open": after_wait - at_open,
         "restored_enrichments_resent": resent,
         "results": results,
+        "retries_run1": retries_run1,
+        "breaker_opened_run1": opened_run1,
     }
     (out / "report.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
     print("\n" + text, flush=True)

@@ -139,11 +139,16 @@ async def run(
     observers: list[object] = [tally]
     log = events.open("a", encoding="utf-8", buffering=1) if events else None
 
-    def log_breaker(event: Event) -> None:
-        if log is not None and isinstance(event, BreakerStateChanged):
+    def log_event(event: Event) -> None:
+        # A line per breaker change and per retry, so a killed run's story survives it.
+        if log is None:
+            return
+        if isinstance(event, BreakerStateChanged):
             log.write(json.dumps({"breaker": event.new, "host": event.host}) + "\n")
+        elif isinstance(event, StepRetrying):
+            log.write(json.dumps({"retry": event.step, "run": event.run_id}) + "\n")
 
-    observers.append(log_breaker)
+    observers.append(log_event)
     host = httpx.URL(api_url).host
     started = anyio.current_time()
     async with Engine(
@@ -205,7 +210,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--api", required=True, help="the enrichment API's base URL")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
-        "--events", type=Path, help="append breaker state changes here (JSON lines)"
+        "--events", type=Path, help="append breaker changes and retries here (JSON lines)"
     )
     parser.add_argument("--demo-scale", action="store_true", help="seconds instead of minutes")
     args = parser.parse_args(argv)
