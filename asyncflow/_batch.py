@@ -262,13 +262,13 @@ class Batch:
             self._progress()
 
     async def _launch(self, tg: TaskGroup, slots: anyio.Semaphore, item: BatchInput) -> bool:
+        run_id, inputs = self._parse(item)
         if self._over_budget():
             return False
         await slots.acquire()
         if self._over_budget():
             slots.release()
             return False
-        run_id, inputs = self._parse(item)
         tg.start_soon(self._one, slots, self._launched, run_id, inputs)
         self._launched += 1
         self._in_flight += 1
