@@ -139,7 +139,7 @@ class _Batch:
         self.lines: list[bytes] = []
         self.records: list[RunManifest | StepCheckpoint] = []
         self.size = 0
-        self.done = anyio.Event()
+        self.done = asyncio.Event()
         self.error: BaseException | None = None
 
 
@@ -175,17 +175,19 @@ class FileStore:
         self._max_workers = max_workers
         self._max_pending = max_pending
         self._pending = 0
-        self._room = anyio.Event()
+        self._room = asyncio.Event()
         self._failed: BaseException | None = None
         self._loads: list[tuple[str, _Load]] = []
-        self._load_wake = anyio.Event()
+        self._load_wake = asyncio.Event()
         self._segment_bytes = segment_bytes
         self._root: Path | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._sync: Sync | None = None
-        # Events bind to the loop that first uses them: open() makes them again.
+        # Events bind to the loop that first uses them: open() makes them again. They are
+        # asyncio's own (the store is asyncio-only, like aiofiles): every save waits on one, and
+        # anyio's wrapper would add a layer to each wait.
         self._batch = _Batch()
-        self._wake = anyio.Event()
+        self._wake = asyncio.Event()
         self._closing = False
         self._journal: AsyncFileIO | None = None
         self._journal_path: Path | None = None
@@ -230,8 +232,8 @@ class FileStore:
         self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="asyncflow-ckpt")
         self._closing = False
         self._failed = None
-        self._batch, self._wake = _Batch(), anyio.Event()
-        self._room, self._load_wake = anyio.Event(), anyio.Event()
+        self._batch, self._wake = _Batch(), asyncio.Event()
+        self._room, self._load_wake = asyncio.Event(), asyncio.Event()
         try:
             try:
                 self._root = root = await self._run(self._directory.resolve)
@@ -286,7 +288,7 @@ class FileStore:
         """Group commit: write and fsync every pending record together, then wake their savers."""
         while True:
             await self._wake.wait()
-            self._wake = anyio.Event()
+            self._wake = asyncio.Event()
             batch, self._batch = self._batch, _Batch()
             if batch.lines:
                 journal = self._journal
@@ -379,7 +381,7 @@ class FileStore:
         self._check_usable()
         while self._pending >= self._max_pending:
             if self._room.is_set():
-                self._room = anyio.Event()
+                self._room = asyncio.Event()
             await self._room.wait()
         self._pending += 1
         try:
@@ -387,7 +389,7 @@ class FileStore:
             await batch.done.wait()
         finally:
             self._pending -= 1
-            if self._pending < self._max_pending:
+            if self._pending < self._max_pending and not self._room.is_set():
                 self._room.set()
         if batch.error is not None:
             what = f"step {rec.step!r}" if isinstance(rec, StepCheckpoint) else "manifest"
@@ -466,7 +468,7 @@ class FileStore:
         """Group load: read every waiting run in one call on the executor."""
         while True:
             await self._load_wake.wait()
-            self._load_wake = anyio.Event()
+            self._load_wake = asyncio.Event()
             loads, self._loads = self._loads, []
             if loads:
                 assert self._sync is not None
@@ -484,7 +486,7 @@ class _Load:
     __slots__ = ("done", "result")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = asyncio.Event()
         self.result: RunCheckpoints | OSError | None = None
 
 

@@ -61,7 +61,7 @@ class Codec(Protocol):
         """Return the value ``text`` encodes; raise :class:`ValueError` for text it cannot read."""
 
 
-_NATIVE = (str, int, bool, type(None))
+_NATIVE = frozenset({str, int, bool, type(None)})
 _dumps = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 ).encode
@@ -122,14 +122,22 @@ class JsonCodec:
         if t is float:
             f: float = obj  # type: ignore[assignment]
             return f if math.isfinite(f) else {"$float": repr(f)}
+        # Leaves of a native type are taken as they are: most outputs are dicts and lists of
+        # them, and building each one's location (for error messages) would cost more.
         if t is list or t is tuple:
             seq = cast("list[object]", obj)
-            items = [self._to_json(v, f"{where}[{i}]") for i, v in enumerate(seq)]
+            items = [
+                v if type(v) in _NATIVE else self._to_json(v, f"{where}[{i}]")
+                for i, v in enumerate(seq)
+            ]
             return items if t is list else {"$tuple": items}
         if t is dict:
             d: dict[object, object] = obj  # type: ignore[assignment]
             if all(type(k) is str and not k.startswith("$") for k in d):
-                return {k: self._to_json(v, f"{where}[{k!r}]") for k, v in d.items()}
+                return {
+                    k: v if type(v) in _NATIVE else self._to_json(v, f"{where}[{k!r}]")
+                    for k, v in d.items()
+                }
             pairs = [
                 [self._to_json(k, f"{where} key {k!r}"), self._to_json(v, f"{where}[{k!r}]")]
                 for k, v in d.items()
