@@ -69,7 +69,6 @@ class RunState:
     __slots__ = (
         "attempts",
         "emit",
-        "ended",
         "errors",
         "fail_fast",
         "finished_at",
@@ -112,7 +111,6 @@ class RunState:
         self.errors: list[BaseException | None] = [None] * n
         self.started_at: list[float | None] = [None] * n
         self.finished_at: list[float | None] = [None] * n
-        self.ended = False
         self.tg: TaskGroup | None = None
 
     async def execute(self) -> RunResult:
