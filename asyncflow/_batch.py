@@ -110,7 +110,7 @@ class Batch:
         self._flow = flow
         self._plan: Plan = flow.validate()
         self._inputs = inputs
-        self._total: int | None = None
+        self._total: int | None
         try:
             self._total = len(inputs)  # type: ignore[arg-type]
         except TypeError:
@@ -123,7 +123,6 @@ class Batch:
         # Made when the batch starts, so that a batch never iterated holds nothing open.
         self._send: MemoryObjectSendStream[RunResult] | None = None
         self._receive: MemoryObjectReceiveStream[RunResult] | None = None
-        self._started = False
         self._scope: anyio.CancelScope | None = None
         self._error: BaseException | None = None
         self._completed = False
@@ -168,7 +167,7 @@ class Batch:
             if result.status is RunStatus.FAILED and len(failures) < SUMMARY_FAILURES_KEPT:
                 failures.append(result)
         return BatchSummary(
-            total=None if self._total is None else self._total,
+            total=self._total,
             succeeded=self._succeeded,
             restored=self._restored,
             failed=self._failed,
@@ -201,7 +200,7 @@ class Batch:
         """Where the batch stands now."""
         now = anyio.current_time()
         done = self._succeeded + self._failed
-        elapsed = now - self._t0 if self._started else 0.0
+        elapsed = now - self._t0 if self._receive is not None else 0.0
         rate = done / elapsed if elapsed > 0 else 0.0
         eta: float | None = None
         if self._total is not None and rate > 0:
@@ -231,7 +230,6 @@ class Batch:
         if self._receive is not None:
             return self._receive
         self._send, self._receive = anyio.create_memory_object_stream[RunResult](self._concurrency)
-        self._started = True
         self._t0 = anyio.current_time()
         self._engine._spawn(self._drive)
         return self._receive

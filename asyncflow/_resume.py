@@ -128,9 +128,7 @@ class CheckpointedRun(RunState):
         emit = self.emit
         if emit is not None:
             for d in loaded.discarded:
-                emit(
-                    CheckpointDiscarded(self.run_id, d.step, anyio.current_time(), d.path, d.reason)
-                )
+                emit(CheckpointDiscarded(self.run_id, d.step, self.rt.clock(), d.path, d.reason))
         old = loaded.manifest
         if old is not None and old.flow != plan.flow:
             raise CheckpointError(
@@ -194,13 +192,13 @@ class CheckpointedRun(RunState):
             # run the step, whose new checkpoint replaces this one.
             if emit is not None:
                 reason = f"cannot decode the output: {exc}"
-                emit(CheckpointDiscarded(self.run_id, step.name, anyio.current_time(), "", reason))
+                emit(CheckpointDiscarded(self.run_id, step.name, self.rt.clock(), "", reason))
             return False
         self.outputs[step.name] = output
         self._digests[i] = saved.digest
         self.statuses[i] = StepStatus.RESTORED
         if emit is not None:
-            emit(StepRestored(self.run_id, step.name, anyio.current_time()))
+            emit(StepRestored(self.run_id, step.name, self.rt.clock()))
         return True
 
     saves = True
@@ -236,7 +234,7 @@ class CheckpointedRun(RunState):
             return False
         except anyio.get_cancelled_exc_class():
             self.statuses[i] = StepStatus.CANCELLED
-            self.finished_at[i] = anyio.current_time()
+            self.finished_at[i] = self.rt.clock()
             raise
         self._digests[i] = digest
         return True
