@@ -7,7 +7,7 @@ moment its dependencies have finished.
 from __future__ import annotations
 
 from ._batch import Batch, BatchSummary
-from ._breakers import BreakerState, HostPolicy, OnOpen
+from ._breakers import BreakerState, HostPolicy, HostStatistics, OnOpen
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import Codec, JsonCodec
 from ._engine import Engine
@@ -63,6 +63,7 @@ __all__ = [
     "Flow",
     "FlowDefinitionError",
     "HostPolicy",
+    "HostStatistics",
     "InvalidRunIdError",
     "JsonCodec",
     "Observer",

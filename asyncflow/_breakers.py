@@ -130,7 +130,10 @@ class HostStatistics:
     host: str
     state: BreakerState
     fail_counter: int
+    #: requests holding a gate slot (sent, or reading their response)
     in_flight: int
+    #: requests waiting for the circuit (``on_open="wait"``) or for a gate slot
+    waiting: int
     retry_after: float
 
 
@@ -247,6 +250,7 @@ class Circuit:
         "reason",
         "reopen_at",
         "trial_busy",
+        "waiting",
     )
 
     def __init__(self, key: str, policy: HostPolicy, gate_size: int, emit: Emitter | None) -> None:
@@ -257,6 +261,7 @@ class Circuit:
         self.epoch = 0
         self.reopen_at = 0.0
         self.trial_busy = False
+        self.waiting = 0
         self.event = anyio.Event()
         self.last_failure = ""
         self.last_error: BaseException | None = None
@@ -353,7 +358,11 @@ class Circuit:
                 try:
                     gate.acquire_on_behalf_of_nowait(borrower)
                 except anyio.WouldBlock:
-                    await gate.acquire_on_behalf_of(borrower)
+                    self.waiting += 1
+                    try:
+                        await gate.acquire_on_behalf_of(borrower)
+                    finally:
+                        self.waiting -= 1
                 ticket = self.admit()
                 if ticket is not None:
                     return ticket
@@ -376,11 +385,15 @@ class Circuit:
                 retry_after=wait,
             ) from self.last_error
         event = self.event
-        if self.trial_busy:
-            await event.wait()  # the trial's outcome (or its cancellation) sets it
-        else:
-            with anyio.move_on_after(self.retry_after()):
-                await event.wait()
+        self.waiting += 1
+        try:
+            if self.trial_busy:
+                await event.wait()  # the trial's outcome (or its cancellation) sets it
+            else:
+                with anyio.move_on_after(self.retry_after()):
+                    await event.wait()
+        finally:
+            self.waiting -= 1
 
     # -- outcomes -----------------------------------------------------------------------------
 
@@ -417,6 +430,7 @@ class Circuit:
             state=self.state,
             fail_counter=int(self.breaker.fail_counter),
             in_flight=int(self.gate.borrowed_tokens),
+            waiting=self.waiting,
             retry_after=self.retry_after(),
         )
 

@@ -15,7 +15,7 @@ import anyio
 import httpx
 
 from ._batch import Batch
-from ._breakers import BreakerTransport, HostPolicy, resolve_hosts
+from ._breakers import BreakerTransport, HostPolicy, HostStatistics, resolve_hosts
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError
@@ -105,6 +105,7 @@ class Engine:
         self._max_connections = max_connections
         self._http_transport = http_transport
         self._http: httpx.AsyncClient | None = None
+        self._breakers: BreakerTransport | None = None
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._emit = Emitter(observers)
         self._fail_fast = fail_fast
@@ -178,7 +179,7 @@ class Engine:
                 max_keepalive_connections=self._max_connections,
             )
         )
-        transport = BreakerTransport(
+        transport = self._breakers = BreakerTransport(
             inner,
             hosts=self._hosts,
             default=self._host_policy,
@@ -197,6 +198,19 @@ class Engine:
         self._check_open()
         assert self._http is not None
         return self._http
+
+    def host_statistics(self) -> dict[str, HostStatistics]:
+        """A snapshot of every host ``ctx.http`` has called, by key (``scheme://host:port``).
+
+        Each entry has the circuit's state and consecutive failures, the requests in flight
+        and waiting, and the seconds until a trial is allowed.
+
+        Raises:
+            AsyncflowError: the engine is not open.
+        """
+        self._check_open()
+        assert self._breakers is not None
+        return self._breakers.statistics()
 
     def add_observer(self, observer: Observer) -> None:
         """Register an observer for every later event of this engine."""

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 import pytest
-from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from asyncflow import (
@@ -28,11 +27,26 @@ from asyncflow import (
 from asyncflow._breakers import BreakerTransport, host_key
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
 
 FAST = HostPolicy(fail_max=3, reset_timeout=0.05)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (a state check, not a timing assertion).
+
+    Not ``anyio.wait_all_tasks_blocked``: it re-checks every 0.1 s, as often as uvicorn's
+    server loop ticks in the same event loop, and once the two timers fire in the same loop
+    iteration (ours first) it sees the server task awake on every check and never returns.
+    The conditions polled here (a circuit's waiters) have no event to wait on.
+    """
+    with anyio.fail_after(30):
+        while not condition():  # noqa: ASYNC110 - polled state has no event
+            await anyio.sleep(0.002)
 
 
 def transitions(events: list[Event], host: str | None = None) -> list[tuple[str, str]]:
@@ -123,8 +137,8 @@ async def test_exactly_one_trial_with_200_concurrent_callers(host_a: FlakyServer
             for _ in range(200):
                 tg.start_soon(call)
             await host_a.wait_for_requests(4)
-            await wait_all_tasks_blocked()
-            assert refused == 199
+            await until(lambda: refused == 199)
+            assert host_a.count("/trial") == 1
             host_a.release()  # the trial gets the outage's 503
     assert answers == [503]
     assert host_a.count("/trial") == 1
@@ -163,7 +177,7 @@ async def test_on_open_wait_holds_200_callers_for_one_trial_then_lets_all_throug
             for _ in range(200):
                 tg.start_soon(call)
             await host_a.wait_for_requests(4)
-            await wait_all_tasks_blocked()
+            await until(lambda: engine.host_statistics()[host_key(host_a.url)].waiting == 199)
             assert host_a.count("/work") == 1  # only the trial; 199 wait, none refused
             host_a.reset()  # the trial succeeds and closes the circuit
     assert statuses == [200] * 200
@@ -238,8 +252,10 @@ async def test_gate_bounds_requests_in_flight_per_host(host_a: FlakyServer) -> N
             for _ in range(10):
                 tg.start_soon(lambda: engine.http.get(host_a.url + "/gated"))
             await host_a.wait_for_requests(3)
-            await wait_all_tasks_blocked()
+            stats = engine.host_statistics
+            await until(lambda: stats()[host_key(host_a.url)].waiting == 7)
             assert host_a.requests == 3
+            assert stats()[host_key(host_a.url)].in_flight == 3
             host_a.reset()
     assert host_a.requests == 10
 
