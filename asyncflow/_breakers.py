@@ -39,6 +39,7 @@ import enum
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import aiobreaker
@@ -47,9 +48,10 @@ import httpx
 
 from ._errors import CircuitOpenError
 from ._events import BreakerStateChanged
+from ._pool import ClosingStream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import Mapping
 
     from ._events import Emitter
 
@@ -435,31 +437,6 @@ class Circuit:
         )
 
 
-class _GatedStream(httpx.AsyncByteStream):
-    """A response body that gives its gate token back when closed."""
-
-    __slots__ = ("_borrower", "_gate", "_stream")
-
-    def __init__(
-        self, stream: httpx.AsyncByteStream, gate: anyio.CapacityLimiter, borrower: object
-    ) -> None:
-        self._stream = stream
-        self._gate: anyio.CapacityLimiter | None = gate
-        self._borrower = borrower
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            gate, self._gate = self._gate, None
-            if gate is not None:
-                gate.release_on_behalf_of(self._borrower)
-
-
 def _status_outcome(status: int) -> _Outcome:
     if status >= 500 or status == 429:
         return _Outcome.FAILURE
@@ -542,7 +519,9 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         circuit.record(ticket, _status_outcome(status), f"HTTP {status}", None)
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = _GatedStream(stream, circuit.gate, borrower)
+        response.stream = ClosingStream(
+            stream, partial(circuit.gate.release_on_behalf_of, borrower)
+        )
         return response
 
     async def aclose(self) -> None:

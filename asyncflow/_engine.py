@@ -20,6 +20,7 @@ from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError
 from ._events import Emitter
+from ._pool import ShardedTransport
 from ._records import validate_run_id
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
 from ._scheduler import RunState, StepRuntime
@@ -65,7 +66,8 @@ class Engine:
         max_connections: the size of the HTTP connection pool, all hosts together; also the
             gate size of hosts whose policy leaves ``max_concurrency`` as ``None``.
         http_transport: the transport the breaker layer sends through; defaults to httpx's
-            pooled transport. Pass an ``httpx.MockTransport`` in tests. The engine closes it.
+            pooled transport, split into pools of at most 8 connections (httpx's pool costs
+            CPU per request in proportion to its connections squared). Pass an ``httpx.MockTransport`` in tests. The engine closes it.
 
     The HTTP client (``ctx.http`` in steps, :attr:`http` here) is created when the engine is
     entered and closed when it exits. It ignores proxy environment variables, as every httpx
@@ -173,12 +175,7 @@ class Engine:
         return self._store
 
     def _open_http(self) -> httpx.AsyncClient:
-        inner = self._http_transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=self._max_connections,
-            )
-        )
+        inner = self._http_transport or ShardedTransport(self._max_connections)
         transport = self._breakers = BreakerTransport(
             inner,
             hosts=self._hosts,

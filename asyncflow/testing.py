@@ -65,6 +65,7 @@ class FlakyServer:
         url: ``http://host:port`` once served by :func:`serve_flaky`.
         requests: how many requests reached the server, faulty ones included.
         paths: the same count by path.
+        peers: the client address (host, port) of every connection requests came on.
         outage: answer every request with 503.
         latency: seconds added before answering.
         hang: hold every request until :meth:`release` (or shutdown).
@@ -78,6 +79,7 @@ class FlakyServer:
         self.url = ""
         self.requests = 0
         self.paths: collections.Counter[str] = collections.Counter()
+        self.peers: set[tuple[str, int]] = set()
         self.outage = False
         self.latency = 0.0
         self.hang = False
@@ -141,6 +143,9 @@ class FlakyServer:
         path: str = scope["path"]
         self.requests += 1
         self.paths[path] += 1
+        client = scope.get("client")
+        if client is not None:
+            self.peers.add((client[0], client[1]))
         if self._waiters:
             still = []
             for n, event in self._waiters:

@@ -1,9 +1,15 @@
 """The per-host gate + breaker layer against a bare httpx client, on the same local server.
 
 The server (asyncflow.testing's app under uvicorn) runs in its own process so it does not
-share the client's event loop. Each case runs the bare client and the protected client
-(BreakerTransport over the same httpx pool settings) in alternation, several rounds, and keeps
-each side's best round. Cases:
+share the client's event loop. Each case runs three clients in alternation, several rounds,
+and keeps each side's best round:
+
+- bare: ``httpx.AsyncClient`` with the case's connection limit;
+- gated: the breaker layer (BreakerTransport) over one httpx pool of the same size;
+- engine: what ``Engine`` builds, the breaker layer over ShardedTransport (the same number of
+  connections split into pools of at most 8).
+
+Cases:
 
 - 1,000 concurrent requests over 100 connections (the issue's case);
 - 5,000 tasks over 20 connections (tasks far outnumber connections: httpx's pool queue);
@@ -22,8 +28,10 @@ import anyio
 import httpx
 
 from asyncflow._breakers import BreakerTransport, HostPolicy
+from asyncflow._pool import ShardedTransport
 
 ROUNDS = 2
+SIDES = ("bare", "gated", "engine")
 
 
 @dataclass(frozen=True)
@@ -46,10 +54,11 @@ def bare_client(connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0, pool=None))
 
 
-def protected_client(connections: int) -> httpx.AsyncClient:
+def protected_client(connections: int, *, sharded: bool) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    inner = ShardedTransport(connections) if sharded else httpx.AsyncHTTPTransport(limits=limits)
     transport = BreakerTransport(
-        httpx.AsyncHTTPTransport(limits=limits),
+        inner,
         default=HostPolicy(fail_max=5, reset_timeout=30.0),
         default_concurrency=connections,
     )
@@ -72,17 +81,21 @@ async def load(client: httpx.AsyncClient, url: str, case: Case) -> float:
     return case.tasks * case.per_task / (time.perf_counter() - start)
 
 
-async def run_case(url: str, case: Case) -> tuple[float, float]:
-    best = {"bare": 0.0, "gated": 0.0}
-    async with bare_client(case.connections) as bare, protected_client(case.connections) as gated:
-        clients = {"bare": bare, "gated": gated}
+async def run_case(url: str, case: Case) -> dict[str, float]:
+    best = dict.fromkeys(SIDES, 0.0)
+    async with (
+        bare_client(case.connections) as bare,
+        protected_client(case.connections, sharded=False) as gated,
+        protected_client(case.connections, sharded=True) as engine,
+    ):
+        clients = {"bare": bare, "gated": gated, "engine": engine}
         for name, client in clients.items():  # warm up: open the connections
             await load(client, url, Case(case.name, case.connections, 1, case.connections))
             best[name] = 0.0
         for _ in range(ROUNDS):
             for name, client in clients.items():
                 best[name] = max(best[name], await load(client, url, case))
-    return best["bare"], best["gated"]
+    return best
 
 
 async def main() -> None:
@@ -96,10 +109,14 @@ async def main() -> None:
                     line += await server.stdout.receive()
             url = line.decode().strip() + "/bench"
             print(f"server: {url} (own process); best of {ROUNDS} rounds each")
-            print(f"{'case':48} {'bare req/s':>11} {'gated req/s':>12} {'gated/bare':>11}")
+            print("req/s, and the speed of each against the bare client (higher is faster):")
+            print(f"{'case':48} {'bare':>7} {'gated':>7} {'engine':>7} {'gated':>6} {'engine':>7}")
             for case in CASES:
-                bare, gated = await run_case(url, case)
-                print(f"{case.name:48} {bare:11,.0f} {gated:12,.0f} {gated / bare:11.2f}")
+                r = await run_case(url, case)
+                print(
+                    f"{case.name:48} {r['bare']:7,.0f} {r['gated']:7,.0f} {r['engine']:7,.0f}"
+                    f" {r['gated'] / r['bare']:5.2f}x {r['engine'] / r['bare']:6.2f}x"
+                )
         finally:
             server.terminate()
 

@@ -1,0 +1,100 @@
+"""ShardedTransport: httpx's pool split into small shards, against a real server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+import pytest
+
+from asyncflow import Engine
+from asyncflow._pool import ShardedTransport
+
+if TYPE_CHECKING:
+    from asyncflow.testing import FlakyServer
+
+pytestmark = pytest.mark.anyio
+
+
+def test_connections_are_split_evenly_and_bad_sizes_are_refused() -> None:
+    assert ShardedTransport(100).sizes == (8,) * 9 + (7,) * 4
+    assert ShardedTransport(20, shard_size=8).sizes == (7, 7, 6)
+    assert ShardedTransport(5).sizes == (5,)
+    with pytest.raises(ValueError, match="at least 1"):
+        ShardedTransport(0)
+    with pytest.raises(ValueError, match="at least 1"):
+        ShardedTransport(10, shard_size=0)
+
+
+async def test_a_light_load_keeps_reusing_one_warm_connection(host_a: FlakyServer) -> None:
+    """One request at a time: the first shard, and the same connection, every time."""
+    transport = ShardedTransport(40, shard_size=8)
+    async with httpx.AsyncClient(transport=transport) as client:
+        for _ in range(10):
+            assert (await client.get(host_a.url + "/one")).status_code == 200
+        assert transport.loads == (0, 0, 0, 0, 0)
+    assert len(host_a.peers) == 1
+
+
+async def test_the_total_connection_limit_holds_across_shards(host_a: FlakyServer) -> None:
+    """50 held requests over 20 connections in 3 shards: 20 reach the server, then all finish."""
+    transport = ShardedTransport(20, shard_size=8)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+        host_a.hang = True
+
+        async def call() -> None:
+            statuses.append((await client.get(host_a.url + "/held")).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(call)
+            await host_a.wait_for_requests(20)
+            assert sum(transport.loads) == 50
+            # every shard full, the 30 others queued over the least loaded ones
+            assert transport.loads == (17, 17, 16)
+            assert host_a.requests == 20
+            host_a.reset()
+        assert transport.loads == (0, 0, 0)
+    assert statuses == [200] * 50
+    assert len(host_a.peers) <= 20
+
+
+async def test_a_cancelled_or_failed_request_gives_its_slot_back(host_a: FlakyServer) -> None:
+    transport = ShardedTransport(4, shard_size=2)
+    async with httpx.AsyncClient(transport=transport) as client:
+        host_a.hang = True
+        with anyio.move_on_after(0.2):
+            await client.get(host_a.url + "/cancelled")
+        assert transport.loads == (0, 0)
+        host_a.reset()
+        with pytest.raises(httpx.ConnectError):
+            await client.get("http://127.0.0.2:1/refused")
+        assert transport.loads == (0, 0)
+        async with client.stream("GET", host_a.url + "/streamed") as response:
+            assert transport.loads == (1, 0)  # held while the body is open
+            await response.aread()
+        assert transport.loads == (0, 0)
+
+
+async def test_the_engine_sends_through_shards_within_max_connections(
+    host_a: FlakyServer,
+) -> None:
+    """Engine's client: breaker layer over ShardedTransport; max_connections bounds it all."""
+    async with Engine(store=None, max_connections=40) as engine:
+        inner = engine._breakers._inner if engine._breakers else None
+        assert isinstance(inner, ShardedTransport)
+        assert inner.sizes == (8, 8, 8, 8, 8)
+        host_a.hang = True
+        async with anyio.create_task_group() as tg:
+            for _ in range(60):
+                tg.start_soon(engine.http.get, host_a.url + "/held")
+            await host_a.wait_for_requests(40)
+            stats = engine.host_statistics()[host_a.url]
+            assert (stats.in_flight, host_a.requests) == (40, 40)
+            assert inner.loads == (8, 8, 8, 8, 8)  # the gate queues the rest, not the pools
+            host_a.reset()
+        assert inner.loads == (0,) * 5
+    assert host_a.requests == 60
+    assert len(host_a.peers) <= 40
