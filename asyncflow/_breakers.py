@@ -139,6 +139,9 @@ class HostStatistics:
     retry_after: float
 
 
+#: circuits kept before forgettable ones are dropped (see BreakerTransport's ``max_hosts``)
+MAX_HOSTS = 10_000
+
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -425,6 +428,15 @@ class Circuit:
         elif outcome is _Outcome.SUCCESS and self.breaker.fail_counter:
             self._feed(outcome)  # a success resets the consecutive-failure count
 
+    def forgettable(self) -> bool:
+        """Closed, no failure counted, nothing in flight or waiting: a new circuit is the same."""
+        return (
+            self.breaker.current_state is aiobreaker.CircuitBreakerState.CLOSED
+            and not self.breaker.fail_counter
+            and not self.gate.borrowed_tokens
+            and not self.waiting
+        )
+
     def statistics(self) -> HostStatistics:
         """A snapshot of this circuit."""
         return HostStatistics(
@@ -455,6 +467,10 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         default: the policy of every other host.
         default_concurrency: the gate size when a policy's ``max_concurrency`` is ``None``.
         emit: receives :class:`BreakerStateChanged` events.
+        max_hosts: how many hosts' circuits are kept before the forgettable ones are dropped:
+            closed, no failure counted, nothing in flight or waiting (a new circuit for that
+            host is the same). Open or failing circuits are always kept, so a crawl over
+            millions of hosts holds memory for the troubled ones only.
     """
 
     def __init__(
@@ -465,8 +481,10 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         default: HostPolicy | None = None,
         default_concurrency: int = 100,
         emit: Emitter | None = None,
+        max_hosts: int = MAX_HOSTS,
     ) -> None:
         self._inner = inner
+        self._max_hosts = self._sweep_at = max_hosts
         self._exact, self._bare = resolve_hosts(hosts or {})
         self._default = default if default is not None else HostPolicy()
         self._default_concurrency = default_concurrency
@@ -483,14 +501,23 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         key = host_key(url)
         circuit = self._by_key.get(key)
         if circuit is None:
+            if len(self._by_key) >= self._sweep_at:
+                self._sweep()
             policy = self.policy_for(url)
             size = policy.max_concurrency or self._default_concurrency
             circuit = self._by_key[key] = Circuit(key, policy, size, self._emit)
         self._circuits[(url.raw_scheme, url.raw_host, url.port)] = circuit
         return circuit
 
+    def _sweep(self) -> None:
+        """Drop forgettable circuits; sweep again once twice as many are kept (amortised O(1))."""
+        kept = {key: c for key, c in self._by_key.items() if not c.forgettable()}
+        self._by_key = kept
+        self._circuits = {raw: c for raw, c in self._circuits.items() if kept.get(c.key) is c}
+        self._sweep_at = max(self._max_hosts, 2 * len(kept))
+
     def statistics(self) -> dict[str, HostStatistics]:
-        """A snapshot of every host's circuit seen so far, by host key."""
+        """A snapshot of every host's circuit kept now, by host key."""
         return {key: c.statistics() for key, c in self._by_key.items()}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

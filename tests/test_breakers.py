@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -25,6 +26,7 @@ from asyncflow import (
     StepStatus,
 )
 from asyncflow._breakers import BreakerTransport, host_key
+from asyncflow.testing import serve_flaky
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -352,6 +354,31 @@ async def test_mock_transport_passes_through_the_breakers() -> None:
         with pytest.raises(CircuitOpenError, match=r"http://mock\.test:80"):
             await engine.http.get("http://mock.test/")
     await checkpoint()
+
+
+async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None:
+    """max_hosts=3 over six hosts: the open circuit survives every sweep and still refuses."""
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(serve_flaky()) for _ in range(6)]
+        down = servers[0]
+        down.outage = True
+        transport = BreakerTransport(
+            httpx.AsyncHTTPTransport(), default=HostPolicy(fail_max=2), max_hosts=3
+        )
+        async with httpx.AsyncClient(transport=transport) as client:
+            for _ in range(2):
+                await client.get(down.url + "/down")
+            for server in servers[1:]:
+                assert (await client.get(server.url + "/ok")).status_code == 200
+                assert len(transport.statistics()) <= 4  # a sweep keeps it near max_hosts
+            kept = transport.statistics()
+            assert kept[host_key(down.url)].state is BreakerState.OPEN
+            assert host_key(servers[-1].url) in kept
+            assert host_key(servers[1].url) not in kept  # healthy and idle: forgotten
+            with pytest.raises(CircuitOpenError):
+                await client.get(down.url + "/still-refused")
+            assert (await client.get(servers[1].url + "/again")).status_code == 200
+    assert down.requests == 2
 
 
 def test_timezone_is_the_one_requested() -> None:
