@@ -14,7 +14,11 @@ Outcomes: a transport error (connect, read, timeouts...) and a 5xx or 429 respon
 failures; other responses, 4xx included, are returned as they are. A 5xx/429 response is still
 returned to the caller (the breaker does not raise for it), so ``raise_for_status`` and the
 retry policy see the real response and its ``Retry-After``. Cancellation and other exceptions
-count for nothing. Other 4xx answers neither trip nor close the circuit.
+count for nothing. Other 4xx answers neither trip nor close the circuit. A response that is not
+a failure by its status is judged when its body closes: a transport error while reading the body
+(the host stalled or dropped the connection mid-answer) is a failure; a body closed before its
+end (the caller stopped reading) counts for nothing; otherwise the status decides. So a trial
+request closes the circuit only once its whole answer has arrived.
 
 aiobreaker 1.2.0 is the state machine (consecutive-failure counting, transitions, listeners).
 Its defects are guarded here:
@@ -51,7 +55,7 @@ from ._events import BreakerStateChanged
 from ._pool import ClosingStream
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
 
     from ._events import Emitter
 
@@ -449,6 +453,49 @@ class Circuit:
         )
 
 
+class _JudgedBody(ClosingStream):
+    """A body whose request is judged when it closes, so a host failing mid-body is counted.
+
+    Read to its end: the status's outcome. A transport error while reading: a failure. Closed
+    before its end (the caller stopped reading): neutral, as a cancellation is.
+    """
+
+    __slots__ = ("_borrower", "_circuit", "_error", "_if_complete", "_outcome", "_ticket")
+
+    def __init__(
+        self,
+        stream: httpx.AsyncByteStream,
+        circuit: Circuit,
+        borrower: object,
+        ticket: int,
+        outcome: _Outcome,
+    ) -> None:
+        super().__init__(stream, self._judge)
+        self._circuit = circuit
+        self._borrower = borrower
+        self._ticket = ticket
+        self._outcome = _Outcome.NEUTRAL
+        self._error: BaseException | None = None
+        self._if_complete = outcome
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except BaseException as exc:
+            if is_transport_failure(exc):
+                self._outcome, self._error = _Outcome.FAILURE, exc
+            raise
+        self._outcome = self._if_complete
+
+    def _judge(self) -> None:
+        circuit = self._circuit
+        circuit.gate.release_on_behalf_of(self._borrower)
+        error = self._error
+        failure = "" if error is None else f"{type(error).__name__} in the body"
+        circuit.record(self._ticket, self._outcome, failure, error)
+
+
 def _status_outcome(status: int) -> _Outcome:
     if status >= 500 or status == 429:
         return _Outcome.FAILURE
@@ -543,12 +590,15 @@ class BreakerTransport(httpx.AsyncBaseTransport):
                 circuit.record(ticket, _Outcome.NEUTRAL, "", None)
             raise
         status = response.status_code
-        circuit.record(ticket, _status_outcome(status), f"HTTP {status}", None)
+        outcome = _status_outcome(status)
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = ClosingStream(
-            stream, partial(circuit.gate.release_on_behalf_of, borrower)
-        )
+        if outcome is _Outcome.FAILURE:
+            circuit.record(ticket, outcome, f"HTTP {status}", None)
+            release = partial(circuit.gate.release_on_behalf_of, borrower)
+            response.stream = ClosingStream(stream, release)
+        else:
+            response.stream = _JudgedBody(stream, circuit, borrower, ticket, outcome)
         return response
 
     async def aclose(self) -> None:

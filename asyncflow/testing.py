@@ -24,7 +24,8 @@ Endpoints (every method, after the faults below):
 - anything else: 200 with a JSON echo of method, path and the request's number.
 
 Faults, checked in this order for each request (counted first, always):
-``hang`` (wait until :meth:`~FlakyServer.release` or shutdown), ``latency`` (added seconds),
+``hang`` (wait until :meth:`~FlakyServer.release` or shutdown), ``stall_body`` (the answer
+stops halfway through its body until then), ``latency`` (added seconds),
 forced statuses from :meth:`~FlakyServer.fail_next`, ``outage`` (every request gets 503), and
 ``error_rate`` (a seeded share of requests gets ``error_status``). ``retry_after`` is sent as
 ``Retry-After`` on every fault answer when set.
@@ -69,6 +70,8 @@ class FlakyServer:
         outage: answer every request with 503.
         latency: seconds added before answering.
         hang: hold every request until :meth:`release` (or shutdown).
+        stall_body: send each answer's headers and the first half of its body, then hold the
+            rest until :meth:`release` (or shutdown): a host that fails mid-body.
         error_rate: the share of requests answered with ``error_status``, drawn from a
             ``random.Random(seed)`` so a run is repeatable.
         error_status: the status of ``error_rate`` answers.
@@ -83,6 +86,7 @@ class FlakyServer:
         self.outage = False
         self.latency = 0.0
         self.hang = False
+        self.stall_body = False
         self.error_rate = 0.0
         self.error_status = 503
         self.retry_after: str | None = None
@@ -106,6 +110,7 @@ class FlakyServer:
         self.outage = False
         self.latency = 0.0
         self.hang = False
+        self.stall_body = False
         self.error_rate = 0.0
         self.retry_after = None
         self._forced.clear()
@@ -159,9 +164,9 @@ class FlakyServer:
             await _respond(send, 413, {"error": f"body over {MAX_BODY} bytes"})
             return
         if self.hang and not self._closed:
-            if self._release is None:
-                self._release = anyio.Event()
-            await self._release.wait()
+            await self._held()
+        if self.stall_body:
+            send = self._stalling(send)
         if self.latency > 0:
             await anyio.sleep(self.latency)
         fault = self._fault()
@@ -171,6 +176,27 @@ class FlakyServer:
             await _respond(send, status, {"error": "injected fault", "status": status}, headers)
             return
         await self._route(scope, path, body, send)
+
+    async def _held(self) -> None:
+        if self._release is None:
+            self._release = anyio.Event()
+        await self._release.wait()
+
+    def _stalling(
+        self, send: Callable[[Message], Awaitable[None]]
+    ) -> Callable[[Message], Awaitable[None]]:
+        async def stalled(message: Message) -> None:
+            if message["type"] != "http.response.body" or self._closed:
+                await send(message)
+                return
+            body: bytes = message.get("body", b"")
+            half = len(body) // 2
+            await send({"type": "http.response.body", "body": body[:half], "more_body": True})
+            if not self._closed:
+                await self._held()
+            await send({**message, "body": body[half:]})
+
+        return stalled
 
     def _fault(self) -> tuple[int, str | None] | None:
         if self._forced:

@@ -356,6 +356,47 @@ async def test_mock_transport_passes_through_the_breakers() -> None:
     await checkpoint()
 
 
+async def test_a_host_failing_mid_body_trips_the_circuit(host_a: FlakyServer) -> None:
+    """200 headers then a stalled body: each read timeout counts, as a failed connect would."""
+    read_fast = httpx.Timeout(10.0, read=0.2)
+    policy = HostPolicy(fail_max=2, reset_timeout=60.0)
+    async with Engine(host_policy=policy, http_timeout=read_fast) as engine:
+        assert (await engine.http.get(host_a.url + "/fine")).status_code == 200
+        host_a.stall_body = True
+        for _ in range(2):
+            with pytest.raises(httpx.ReadTimeout):
+                await engine.http.get(host_a.url + "/stalls")
+        with pytest.raises(CircuitOpenError, match="ReadTimeout in the body") as info:
+            await engine.http.get(host_a.url + "/refused")
+        assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+        assert engine.host_statistics()[host_key(host_a.url)].in_flight == 0
+    assert host_a.requests == 3
+
+
+async def test_a_trial_is_judged_by_its_whole_body(host_a: FlakyServer) -> None:
+    """A trial whose body stalls reopens the circuit; one closed unread leaves the slot free."""
+    events: list[Event] = []
+    read_fast = httpx.Timeout(10.0, read=0.2)
+    async with Engine(
+        host_policy=FAST, http_timeout=read_fast, observers=[events.append]
+    ) as engine:
+        await wait_for_trial(await trip(engine, host_a, 3))
+        host_a.reset()
+        host_a.stall_body = True
+        with pytest.raises(httpx.ReadTimeout):
+            await engine.http.get(host_a.url + "/trial-stalls")
+        assert transitions(events)[-2:] == [("open", "half-open"), ("half-open", "open")]
+        host_a.reset()
+        with pytest.raises(CircuitOpenError) as info:
+            await engine.http.get(host_a.url + "/refused")
+        await wait_for_trial(info.value)
+        async with engine.http.stream("GET", host_a.url + "/unread"):
+            pass  # the trial's body is never read: no verdict either way
+        assert transitions(events)[-1] == ("open", "half-open")
+        assert (await engine.http.get(host_a.url + "/ok")).status_code == 200  # the next trial
+    assert transitions(events)[-1] == ("half-open", "closed")
+
+
 async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None:
     """max_hosts=3 over six hosts: the open circuit survives every sweep and still refuses."""
     async with contextlib.AsyncExitStack() as stack:

@@ -89,3 +89,20 @@ async def test_missing_uvicorn_says_how_to_install_it(monkeypatch: pytest.Monkey
     with pytest.raises(ImportError, match=r"asyncflow\[testing\]"):
         async with serve_flaky():
             pass
+
+
+async def test_stall_body_holds_the_second_half_until_release(host_a: FlakyServer) -> None:
+    """Headers and half the body arrive; the rest waits for release()."""
+    host_a.stall_body = True
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=0.2)) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(host_a.url + "/stalled")
+        async with client.stream("GET", host_a.url + "/released") as response:
+            assert response.status_code == 200
+            chunks = response.aiter_raw()
+            first = await chunks.__anext__()
+            host_a.release()
+            rest = b"".join([chunk async for chunk in chunks])
+        assert b'"path": "/released"' in first + rest
+        assert first
+        assert rest
