@@ -16,9 +16,10 @@ returned to the caller (the breaker does not raise for it), so ``raise_for_statu
 retry policy see the real response and its ``Retry-After``. Cancellation and other exceptions
 count for nothing. Other 4xx answers neither trip nor close the circuit. A response that is not
 a failure by its status is judged when its body closes: a transport error while reading the body
-(the host stalled or dropped the connection mid-answer) is a failure; a body closed before its
-end (the caller stopped reading) counts for nothing; otherwise the status decides. So a trial
-request closes the circuit only once its whole answer has arrived.
+(the host stalled or dropped the connection mid-answer) is a failure, a cancellation while
+reading counts for nothing, and otherwise the status decides. So a trial request closes the
+circuit only once its body is closed; a streamed response must be closed (``async with
+client.stream(...)``, as httpx asks anyway), or its host's trial stays in flight.
 
 aiobreaker 1.2.0 is the state machine (consecutive-failure counting, transitions, listeners).
 Its defects are guarded here:
@@ -199,11 +200,12 @@ def resolve_hosts(
 def is_transport_failure(error: BaseException) -> bool:
     """Whether ``error`` says the host or the network failed: an httpx transport error or timeout.
 
-    Not the errors that are our own side's fault: an unsupported URL scheme or a request
-    httpx could not write (``UnsupportedProtocol``, ``LocalProtocolError``).
+    Not the errors that are our own side's fault: an unsupported URL scheme, a request httpx
+    could not write, or no free connection in our own pool (``UnsupportedProtocol``,
+    ``LocalProtocolError``, ``PoolTimeout``).
     """
     return isinstance(error, httpx.TransportError) and not isinstance(
-        error, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+        error, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.PoolTimeout
     )
 
 
@@ -456,11 +458,11 @@ class Circuit:
 class _JudgedBody(ClosingStream):
     """A body whose request is judged when it closes, so a host failing mid-body is counted.
 
-    Read to its end: the status's outcome. A transport error while reading: a failure. Closed
-    before its end (the caller stopped reading): neutral, as a cancellation is.
+    A transport error while reading: a failure. Cancelled while reading: neutral. Otherwise,
+    read to its end or closed early, the status decides (the host did answer).
     """
 
-    __slots__ = ("_borrower", "_circuit", "_error", "_if_complete", "_outcome", "_ticket")
+    __slots__ = ("_borrower", "_circuit", "_error", "_outcome", "_ticket")
 
     def __init__(
         self,
@@ -474,9 +476,8 @@ class _JudgedBody(ClosingStream):
         self._circuit = circuit
         self._borrower = borrower
         self._ticket = ticket
-        self._outcome = _Outcome.NEUTRAL
+        self._outcome = outcome
         self._error: BaseException | None = None
-        self._if_complete = outcome
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -485,8 +486,9 @@ class _JudgedBody(ClosingStream):
         except BaseException as exc:
             if is_transport_failure(exc):
                 self._outcome, self._error = _Outcome.FAILURE, exc
+            elif not isinstance(exc, GeneratorExit):  # GeneratorExit: the caller stopped reading
+                self._outcome = _Outcome.NEUTRAL
             raise
-        self._outcome = self._if_complete
 
     def _judge(self) -> None:
         circuit = self._circuit

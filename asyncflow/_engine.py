@@ -197,7 +197,9 @@ class Engine:
         return self._http
 
     def host_statistics(self) -> dict[str, HostStatistics]:
-        """A snapshot of every host ``ctx.http`` has called, by key (``scheme://host:port``).
+        """A snapshot of the hosts ``ctx.http`` keeps circuits for, by ``scheme://host:port``.
+
+        Every host called is there, except healthy idle ones forgotten past 10,000 hosts.
 
         Each entry has the circuit's state and consecutive failures, the requests in flight
         and waiting, and the seconds until a trial is allowed.

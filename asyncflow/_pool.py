@@ -8,16 +8,22 @@ machine at 100 in flight, against 0.9 ms in shards of 8 and 1.8 ms in shards of 
 connections, each event touches one small shard only. Smaller shards would save a little
 more CPU but reuse connections worse when several hosts share the pool.
 
-A request goes to the first shard with a free connection slot (so a light load keeps reusing
-the first shard's warm connections), or, when every shard is full, to the least loaded one.
-The total number of connections stays ``max_connections``.
+A request goes to its origin's home shard (a hash of scheme, host and port), or when that is
+full to the next shard round with a free connection, so a host keeps reusing warm connections
+and many hosts spread over the shards. No request ever queues inside a shard: when all
+``max_connections`` are busy, requests wait in one first-come, first-served queue for the next
+free connection, bounded by httpx's pool timeout as in httpx's own pool. The total number of
+connections stays ``max_connections``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from functools import partial
 from typing import TYPE_CHECKING
 
+import anyio
 import httpx
 
 if TYPE_CHECKING:
@@ -80,6 +86,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         base, extra = divmod(max_connections, count)
         self._sizes = [base + (i < extra) for i in range(count)]
         self._load = [0] * count
+        # A request waits here (first come, first served), never inside a shard: queued in
+        # one shard it could wait for that shard's connections while another shard frees up.
+        self._slots = anyio.Semaphore(max_connections)
         context = httpx.create_ssl_context(verify=verify, trust_env=trust_env)
         self._shards = [
             httpx.AsyncHTTPTransport(
@@ -102,33 +111,64 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     @property
     def loads(self) -> tuple[int, ...]:
-        """Requests each shard holds now: sent, queued in it, or with a body still open."""
+        """Requests each shard holds now: being sent, or with a body still open."""
         return tuple(self._load)
 
-    def _pick(self) -> int:
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a free connection (every one of ``max_connections`` busy)."""
+        return self._slots.statistics().tasks_waiting
+
+    def _pick(self, request: httpx.Request) -> int:
+        """The origin's home shard if it has a free slot, else the next one round that has."""
+        url = request.url
         load = self._load
         sizes = self._sizes
-        for i, n in enumerate(load):
-            if n < sizes[i]:
+        count = len(load)
+        home = hash((url.raw_scheme, url.raw_host, url.port)) % count
+        for k in range(count):
+            i = (home + k) % count
+            if load[i] < sizes[i]:
                 return i
-        return load.index(min(load))
+        raise AssertionError("a slot was acquired, so some shard has room")  # pragma: no cover
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` through the chosen shard; its slot is held until the body closes."""
-        i = self._pick()
-        self._load[i] += 1
+        """Send ``request`` through a shard with a free connection; held until the body closes.
+
+        Raises:
+            httpx.PoolTimeout: no connection was free within the request's pool timeout.
+        """
+        slots = self._slots
         try:
-            response = await self._shards[i].handle_async_request(request)
+            slots.acquire_nowait()
+        except anyio.WouldBlock:
+            timeout = request.extensions.get("timeout", {}).get("pool")
+            with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                await slots.acquire()
+            if scope.cancelled_caught:
+                raise httpx.PoolTimeout(
+                    f"No connection of the {sum(self._sizes)} was free within the pool timeout "
+                    f"({timeout} s); raise Engine(max_connections=) or the pool timeout."
+                ) from None
+        try:
+            i = self._pick(request)
+            self._load[i] += 1
+            try:
+                response = await self._shards[i].handle_async_request(request)
+            except BaseException:
+                self._load[i] -= 1
+                raise
         except BaseException:
-            self._load[i] -= 1
+            slots.release()
             raise
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = ClosingStream(stream, lambda: self._release(i))
+        response.stream = ClosingStream(stream, partial(self._release, i))
         return response
 
     def _release(self, i: int) -> None:
         self._load[i] -= 1
+        self._slots.release()
 
     async def aclose(self) -> None:
         """Close every shard's connections (all of them, even when one fails to close)."""

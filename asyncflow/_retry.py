@@ -55,13 +55,15 @@ RetryOn: TypeAlias = (
 def is_transient(error: Exception) -> bool:
     """Whether ``error`` is worth another attempt: the default ``Retry(on=...)``.
 
-    True for httpx transport errors and timeouts, ``HTTPStatusError`` with a 5xx or 429 status,
-    and :class:`StepTimeoutError`. False for other 4xx, for :class:`CircuitOpenError`, for
-    httpx errors that are the caller's fault (``UnsupportedProtocol``, ``LocalProtocolError``)
-    and for everything else.
+    True for httpx transport errors and timeouts (``PoolTimeout``, our own pool being busy,
+    included), ``HTTPStatusError`` with a 5xx or 429 status, and :class:`StepTimeoutError`.
+    False for other 4xx, for :class:`CircuitOpenError`, for httpx errors that are the caller's
+    fault (``UnsupportedProtocol``, ``LocalProtocolError``) and for everything else.
     """
     if isinstance(error, CircuitOpenError):
         return False
+    if isinstance(error, httpx.PoolTimeout):
+        return True
     if isinstance(error, httpx.HTTPStatusError):
         status = error.response.status_code
         return status >= 500 or status == 429

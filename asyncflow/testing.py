@@ -117,7 +117,7 @@ class FlakyServer:
         self.release()
 
     def release(self) -> None:
-        """Let every request held by ``hang`` go on."""
+        """Let every request held by ``hang`` or ``stall_body`` go on."""
         if self._release is not None:
             self._release.set()
             self._release = None

@@ -27,28 +27,14 @@ from asyncflow import (
 )
 from asyncflow._breakers import BreakerTransport, host_key
 from asyncflow.testing import serve_flaky
+from tests.waiting import until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
 
 FAST = HostPolicy(fail_max=3, reset_timeout=0.05)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait until ``condition()`` holds (a state check, not a timing assertion).
-
-    Not ``anyio.wait_all_tasks_blocked``: it re-checks every 0.1 s, as often as uvicorn's
-    server loop ticks in the same event loop, and once the two timers fire in the same loop
-    iteration (ours first) it sees the server task awake on every check and never returns.
-    The conditions polled here (a circuit's waiters) have no event to wait on.
-    """
-    with anyio.fail_after(30):
-        while not condition():  # noqa: ASYNC110 - polled state has no event
-            await anyio.sleep(0.002)
 
 
 def transitions(events: list[Event], host: str | None = None) -> list[tuple[str, str]]:
@@ -358,7 +344,7 @@ async def test_mock_transport_passes_through_the_breakers() -> None:
 
 async def test_a_host_failing_mid_body_trips_the_circuit(host_a: FlakyServer) -> None:
     """200 headers then a stalled body: each read timeout counts, as a failed connect would."""
-    read_fast = httpx.Timeout(10.0, read=0.2)
+    read_fast = httpx.Timeout(10.0, read=1.0)
     policy = HostPolicy(fail_max=2, reset_timeout=60.0)
     async with Engine(host_policy=policy, http_timeout=read_fast) as engine:
         assert (await engine.http.get(host_a.url + "/fine")).status_code == 200
@@ -374,11 +360,12 @@ async def test_a_host_failing_mid_body_trips_the_circuit(host_a: FlakyServer) ->
 
 
 async def test_a_trial_is_judged_by_its_whole_body(host_a: FlakyServer) -> None:
-    """A trial whose body stalls reopens the circuit; one closed unread leaves the slot free."""
+    """A trial whose body stalls reopens the circuit; a 200 closed unread still closes it."""
     events: list[Event] = []
-    read_fast = httpx.Timeout(10.0, read=0.2)
+    read_fast = httpx.Timeout(10.0, read=1.0)
+    policy = HostPolicy(fail_max=3, reset_timeout=0.5)
     async with Engine(
-        host_policy=FAST, http_timeout=read_fast, observers=[events.append]
+        host_policy=policy, http_timeout=read_fast, observers=[events.append]
     ) as engine:
         await wait_for_trial(await trip(engine, host_a, 3))
         host_a.reset()
@@ -387,14 +374,22 @@ async def test_a_trial_is_judged_by_its_whole_body(host_a: FlakyServer) -> None:
             await engine.http.get(host_a.url + "/trial-stalls")
         assert transitions(events)[-2:] == [("open", "half-open"), ("half-open", "open")]
         host_a.reset()
-        with pytest.raises(CircuitOpenError) as info:
-            await engine.http.get(host_a.url + "/refused")
-        await wait_for_trial(info.value)
+        await anyio.sleep(engine.host_statistics()[host_key(host_a.url)].retry_after)
         async with engine.http.stream("GET", host_a.url + "/unread"):
-            pass  # the trial's body is never read: no verdict either way
-        assert transitions(events)[-1] == ("open", "half-open")
-        assert (await engine.http.get(host_a.url + "/ok")).status_code == 200  # the next trial
+            pass  # the host answered 200; the caller did not want the body
     assert transitions(events)[-1] == ("half-open", "closed")
+
+
+async def test_unread_successes_still_break_a_run_of_failures(host_a: FlakyServer) -> None:
+    """fail_max=3: 503, 200 closed unread, 503, 200, 503: never three in a row, never open."""
+    async with Engine(host_policy=HostPolicy(fail_max=3, reset_timeout=60.0)) as engine:
+        for _ in range(3):
+            host_a.fail_next(1)
+            assert (await engine.http.get(host_a.url + "/fails")).status_code == 503
+            async with engine.http.stream("GET", host_a.url + "/unread") as response:
+                assert response.status_code == 200
+        stats = engine.host_statistics()[host_key(host_a.url)]
+        assert (stats.state, stats.fail_counter) == (BreakerState.CLOSED, 0)
 
 
 async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None:

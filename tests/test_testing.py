@@ -94,7 +94,7 @@ async def test_missing_uvicorn_says_how_to_install_it(monkeypatch: pytest.Monkey
 async def test_stall_body_holds_the_second_half_until_release(host_a: FlakyServer) -> None:
     """Headers and half the body arrive; the rest waits for release()."""
     host_a.stall_body = True
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=0.2)) as client:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=1.0)) as client:
         with pytest.raises(httpx.ReadTimeout):
             await client.get(host_a.url + "/stalled")
         async with client.stream("GET", host_a.url + "/released") as response:
