@@ -100,11 +100,6 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         ]
 
     @property
-    def shards(self) -> int:
-        """How many pools the connections are split into."""
-        return len(self._shards)
-
-    @property
     def sizes(self) -> tuple[int, ...]:
         """Each shard's connection limit."""
         return tuple(self._sizes)
@@ -150,16 +145,12 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                     f"No connection of the {sum(self._sizes)} was free within the pool timeout "
                     f"({timeout} s); raise Engine(max_connections=) or the pool timeout."
                 ) from None
+        i = self._pick(request)
+        self._load[i] += 1
         try:
-            i = self._pick(request)
-            self._load[i] += 1
-            try:
-                response = await self._shards[i].handle_async_request(request)
-            except BaseException:
-                self._load[i] -= 1
-                raise
+            response = await self._shards[i].handle_async_request(request)
         except BaseException:
-            slots.release()
+            self._release(i)
             raise
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
