@@ -51,8 +51,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
-import zlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -63,14 +62,17 @@ import anyio
 
 from ._codec import Codec, JsonCodec
 from ._diskio import (
-    JOURNAL_DIR,
+    SEGMENT_MAGIC,
+    OnDisk,
     Records,
     Sync,
+    append_durably,
     compact_and_remove,
-    fsync_dir,
+    create_segment,
+    frame,
     read_runs,
     recover,
-    try_lock,
+    truncate,
 )
 from ._errors import CheckpointError
 from ._records import (
@@ -87,7 +89,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from contextlib import AbstractAsyncContextManager
 
-    from aiofiles.threadpool.binary import AsyncFileIO
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 T = TypeVar("T")
@@ -132,18 +133,22 @@ class CheckpointStore(Protocol):
         """Durably record a step's output, replacing the step's previous checkpoint."""
 
 
-class _Batch:
-    __slots__ = ("done", "error", "lines", "records", "size")
+class _CommitGroup:
+    """The saves that one write and fsync of the journal will make durable together."""
+
+    __slots__ = ("bodies", "done", "error", "records", "size")
 
     def __init__(self) -> None:
-        self.lines: list[bytes] = []
+        self.bodies: list[bytes] = []
         self.records: list[RunManifest | StepCheckpoint] = []
         self.size = 0
         self.done = asyncio.Event()
         self.error: BaseException | None = None
 
 
-_Sealed = tuple[int, Path, "AsyncFileIO"]
+_Sealed = tuple[int, Path, int]
+#: a record in a segment not yet compacted: (segment number, sequence number, record).
+_Live = tuple[int, int, "RunManifest | StepCheckpoint"]
 
 
 class FileStore:
@@ -159,6 +164,8 @@ class FileStore:
         segment_bytes: a journal segment this large is sealed and compacted in the background.
             Records of segments not yet compacted are also held in memory (for loads), so at
             most two sealed segments wait for compaction: past that, saves wait for it.
+        lock_timeout: the longest wait, in seconds, for the directory's lock, which another
+            engine holds while it compacts; past it, :class:`CheckpointError`.
     """
 
     def __init__(
@@ -169,14 +176,17 @@ class FileStore:
         max_workers: int = 4,
         max_pending: int = 16_384,
         segment_bytes: int = 16 * 1024 * 1024,
+        lock_timeout: float = 60.0,
     ) -> None:
+        if not lock_timeout > 0:
+            raise ValueError(f"lock_timeout={lock_timeout!r}: give a number of seconds above 0.")
         self._directory = Path(directory)
         self._codec: Codec = codec if codec is not None else JsonCodec()
         self._max_workers = max_workers
         self._max_pending = max_pending
+        self._lock_timeout = lock_timeout
         self._pending = 0
         self._room = asyncio.Event()
-        self._failed: BaseException | None = None
         self._loads: list[tuple[str, _Load]] = []
         self._load_wake = asyncio.Event()
         self._segment_bytes = segment_bytes
@@ -186,18 +196,24 @@ class FileStore:
         # Events bind to the loop that first uses them: open() makes them again. They are
         # asyncio's own (the store is asyncio-only, like aiofiles): every save waits on one, and
         # anyio's wrapper would add a layer to each wait.
-        self._batch = _Batch()
+        self._group = _CommitGroup()
         self._wake = asyncio.Event()
         self._closing = False
-        self._journal: AsyncFileIO | None = None
+        #: the segment being written: its descriptor (None: a new one is made at the next
+        #: commit), path and size, the last sequence number used, and its number in this store.
+        self._journal: int | None = None
         self._journal_path: Path | None = None
         self._journal_size = 0
+        self._seq = 0
         self._segment_no = 0
-        #: every journal file still open (the current one, sealed ones awaiting compaction).
-        self._journals: set[AsyncFileIO] = set()
+        #: every segment still open (the current one, sealed ones awaiting compaction).
+        self._journals: set[int] = set()
         #: records in segments not yet compacted: run id -> step name (None: the manifest) ->
-        #: (segment, record).
-        self._index: dict[str, dict[str | None, tuple[int, RunManifest | StepCheckpoint]]] = {}
+        #: (segment, seq, record).
+        self._index: dict[str, dict[str | None, _Live]] = {}
+        #: "running" manifests queued without waiting whose commit failed: the next save of the
+        #: run writes them first, so no step checkpoint is ever durable without its manifest.
+        self._unsaved: dict[str, RunManifest] = {}
         self._compact_send: ObjectSendStream[_Sealed] | None = None
 
     def __repr__(self) -> str:
@@ -225,20 +241,22 @@ class FileStore:
         and the journal is left for the next open to compact.
 
         Raises:
-            CheckpointError: the directory cannot be created or its journal recovered.
+            CheckpointError: the directory cannot be created, locked in time or its journal
+                recovered.
         """
         if self._executor is not None:
             raise RuntimeError(f"{self!r} is already open; a FileStore is opened by one engine.")
         self._executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="asyncflow-ckpt")
         self._closing = False
-        self._failed = None
-        self._batch, self._wake = _Batch(), asyncio.Event()
+        self._group, self._wake = _CommitGroup(), asyncio.Event()
         self._room, self._load_wake = asyncio.Event(), asyncio.Event()
+        self._unsaved.clear()
+        sync: Sync | None = None
         try:
             try:
                 self._root = root = await self._run(self._directory.resolve)
-                self._sync = Sync(root)
-                await self._run(recover, self._sync, root)
+                self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
+                await self._run(recover, sync, root)
                 await self._new_segment()
             except OSError as exc:
                 raise CheckpointError(
@@ -260,12 +278,11 @@ class FileStore:
                     self._wake.set()
                     self._load_wake.set()
         finally:
+            if sync is not None:
+                sync.abort.set()  # a thread still waiting for the directory's lock gives up
             with anyio.move_on_after(10, shield=True):
-                for journal in list(self._journals):
-                    try:
-                        await journal.close()
-                    except OSError:
-                        logger.warning("closing journal %s failed", journal.name, exc_info=True)
+                for fd in list(self._journals):
+                    await self._close_segment(fd)
             self._journals.clear()
             self._journal = None
             executor, self._executor = self._executor, None
@@ -275,62 +292,100 @@ class FileStore:
     async def _new_segment(self) -> None:
         root = self._root
         assert root is not None
+        fd, path, floor = await self._run(create_segment, root)
         self._segment_no += 1
-        path = root / JOURNAL_DIR / f"{os.getpid()}-{secrets.token_hex(6)}.log"
-        f = await aiofiles.open(path, "ab", buffering=0, executor=self._executor)
-        self._journals.add(f)
-        # Never blocks: the file is new. Held until the segment is compacted.
-        try_lock(f.fileno())
-        await _fsync_dir(path.parent, executor=self._executor)
-        self._journal, self._journal_path, self._journal_size = f, path, 0
+        self._journals.add(fd)
+        self._journal, self._journal_path = fd, path
+        self._journal_size = len(SEGMENT_MAGIC)
+        self._seq = max(self._seq, floor)
+
+    async def _close_segment(self, fd: int) -> None:
+        """Close a segment (releasing its lock) once it is compacted or the store closes."""
+        self._journals.discard(fd)
+        try:
+            await self._run(os.close, fd)
+        except OSError:
+            logger.warning("closing a journal segment failed", exc_info=True)
 
     async def _committer(self) -> None:
-        """Group commit: write and fsync every pending record together, then wake their savers."""
+        """Group commit: write and fsync every pending record together, then wake their savers.
+
+        A commit that fails (a full disk, a failed fsync, the directory gone) fails exactly the
+        saves of its group: the segment is cut back to what was acknowledged and sealed, and
+        the next commit starts a new segment.
+        """
         while True:
             await self._wake.wait()
             self._wake = asyncio.Event()
-            batch, self._batch = self._batch, _Batch()
-            if batch.lines:
-                journal = self._journal
-                assert journal is not None
+            group, self._group = self._group, _CommitGroup()
+            if group.bodies:
                 try:
-                    await journal.write(b"".join(batch.lines))
-                    await _fsync(journal.fileno(), executor=self._executor)
+                    await self._commit(group)
                 except OSError as exc:
-                    batch.error = self._failed = exc
-                else:
-                    self._journal_size += batch.size
-                    segment = self._segment_no
-                    index = self._index
-                    for rec in batch.records:
-                        keys = index.get(rec.run_id)
-                        if keys is None:
-                            keys = index[rec.run_id] = {}
-                        keys[record_key(rec)] = (segment, rec)
-                batch.done.set()
-            if self._closing and not self._batch.lines:
-                await self._seal()
+                    group.error = exc
+                    for rec in group.records:
+                        if isinstance(rec, RunManifest) and rec.status == "running":
+                            self._unsaved.setdefault(rec.run_id, rec)
+                    await self._abandon_segment()
+                group.done.set()
+            if self._closing and not self._group.bodies:
+                if self._journal is not None:
+                    await self._seal()
                 assert self._compact_send is not None
                 await self._compact_send.aclose()
                 return
             if self._journal_size >= self._segment_bytes:
                 await self._seal()
-                await self._new_segment()
+
+    async def _commit(self, group: _CommitGroup) -> None:
+        if self._journal is None:
+            await self._new_segment()
+        fd = self._journal
+        assert fd is not None
+        seq = self._seq = max(time.time_ns(), self._seq + 1)
+        first = seq
+        frames = []
+        for body in group.bodies:
+            frames.append(frame(seq, body))
+            seq += 1
+        data = b"".join(frames)
+        await _append(fd, data, executor=self._executor)
+        self._seq = seq - 1
+        self._journal_size += len(data)
+        segment = self._segment_no
+        index = self._index
+        for n, rec in enumerate(group.records, first):
+            keys = index.get(rec.run_id)
+            if keys is None:
+                keys = index[rec.run_id] = {}
+            keys[record_key(rec)] = (segment, n, rec)
+
+    async def _abandon_segment(self) -> None:
+        """After a failed commit: cut the segment back to its acknowledged frames and seal it."""
+        fd = self._journal
+        if fd is None:
+            return
+        try:
+            await self._run(truncate, fd, self._journal_size)
+        except OSError:
+            # Recovery drops the torn frames by their checksums.
+            logger.warning("journal %s: cutting off a failed write failed", self._journal_path)
+        await self._seal()
 
     async def _seal(self) -> None:
         assert self._compact_send is not None
-        journal, path = self._journal, self._journal_path
-        assert journal is not None
+        fd, path = self._journal, self._journal_path
+        assert fd is not None
         assert path is not None
         self._journal = None
-        await self._compact_send.send((self._segment_no, path, journal))
+        await self._compact_send.send((self._segment_no, path, fd))
 
     async def _compactor(self, receive: ObjectReceiveStream[_Sealed]) -> None:
         async with receive:
-            async for segment, path, journal in receive:
+            async for segment, path, fd in receive:
                 records: Records = {}
                 for run_id, keys in self._index.items():
-                    recs = {key: rec for key, (seg, rec) in keys.items() if seg == segment}
+                    recs = {key: (n, rec) for key, (seg, n, rec) in keys.items() if seg == segment}
                     if recs:
                         records[run_id] = recs
                 try:
@@ -338,7 +393,8 @@ class FileStore:
                     assert self._root is not None
                     await self._run(compact_and_remove, self._sync, self._root, records, path)
                 except OSError:
-                    # The segment stays; the next open compacts it.
+                    # The segment stays; the next open compacts it (its records cannot replace
+                    # newer ones: they are merged by sequence number).
                     logger.exception("compacting journal %s failed; it is kept for recovery", path)
                 else:
                     for run_id, recs in records.items():
@@ -348,34 +404,33 @@ class FileStore:
                                 del keys[key]
                         if not keys:
                             del self._index[run_id]
-                # Closing releases the segment's lock.
-                self._journals.discard(journal)
-                try:
-                    await journal.close()
-                except OSError:
-                    logger.warning("closing journal %s failed", path, exc_info=True)
+                await self._close_segment(fd)
 
     def _check_usable(self) -> None:
         if self._executor is None or self._closing:
             raise CheckpointError(
                 f"{self!r} is not open: checkpoints are saved while the engine is open."
             )
-        if self._failed is not None:
-            raise CheckpointError(
-                f"{self!r} stopped saving checkpoints after a write to its journal failed "
-                f"({self._failed}); after a failed fsync what reached the disk is unknown. Fix "
-                f"the disk (space, permissions), then open a new engine and resume the runs."
-            ) from self._failed
 
-    def _enqueue(self, rec: RunManifest | StepCheckpoint, text: str) -> _Batch:
-        body = text.encode("utf-8")
-        line = b"%08x %s\n" % (zlib.crc32(body), body)
-        batch = self._batch
-        batch.lines.append(line)
-        batch.size += len(line)
-        batch.records.append(rec)
+    def _enqueue(self, rec: RunManifest | StepCheckpoint, text: str) -> _CommitGroup:
+        try:
+            body = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CheckpointError(
+                f"The codec {type(self._codec).__name__} gave text that is not valid Unicode for "
+                f"run {rec.run_id!r} ({exc}); a codec must return encodable JSON text."
+            ) from exc
+        group = self._group
+        if self._unsaved and isinstance(rec, StepCheckpoint):
+            manifest = self._unsaved.pop(rec.run_id, None)
+            if manifest is not None:
+                group.bodies.append(manifest_record(manifest).encode("utf-8"))
+                group.records.append(manifest)
+        group.bodies.append(body)
+        group.size += len(body)
+        group.records.append(rec)
         self._wake.set()
-        return batch
+        return group
 
     async def _append(self, rec: RunManifest | StepCheckpoint, text: str) -> None:
         self._check_usable()
@@ -385,25 +440,26 @@ class FileStore:
             await self._room.wait()
         self._pending += 1
         try:
-            batch = self._enqueue(rec, text)
-            await batch.done.wait()
+            group = self._enqueue(rec, text)
+            await group.done.wait()
         finally:
             self._pending -= 1
             if self._pending < self._max_pending and not self._room.is_set():
                 self._room.set()
-        if batch.error is not None:
+        if group.error is not None:
             what = f"step {rec.step!r}" if isinstance(rec, StepCheckpoint) else "manifest"
             raise CheckpointError(
                 f"Could not save the checkpoint of run {rec.run_id!r} ({what}) in "
-                f"{str(self.directory)!r}: {batch.error}. Free disk space or fix permissions, "
-                f"then resume the run."
-            ) from batch.error
+                f"{str(self.directory)!r}: {group.error}. Nothing of it was acknowledged; free "
+                f"disk space or fix permissions, then resume the run."
+            ) from group.error
 
     async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
         """Durably record a step's output; returns once its journal record is fsynced.
 
         Raises:
-            CheckpointError: the journal cannot be written.
+            CheckpointError: the journal cannot be written (this save only: later saves try
+                again, in a new segment).
         """
         await self._append(checkpoint, step_record(checkpoint))
 
@@ -413,17 +469,20 @@ class FileStore:
         Raises:
             CheckpointError: the journal cannot be written.
         """
+        self._unsaved.pop(manifest.run_id, None)
         await self._append(manifest, manifest_record(manifest))
 
     def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
         """Queue a run's manifest for the next commit.
 
-        The journal is written in order, so any later save's commit covers it.
+        The journal is written in order, so any later save's commit covers it; if its commit
+        fails, the run's next step save writes it again first.
 
         Raises:
-            CheckpointError: the store is not open or has failed.
+            CheckpointError: the store is not open.
         """
         self._check_usable()
+        self._unsaved.pop(manifest.run_id, None)
         self._enqueue(manifest, manifest_record(manifest))
 
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
@@ -451,13 +510,15 @@ class FileStore:
                 f"Cannot read the checkpoints of run {run_id!r} in {str(self.directory)!r}: "
                 f"{load.result}."
             ) from load.result
-        on_disk = load.result
-        assert on_disk is not None
+        assert load.result is not None
+        on_disk, seqs = load.result
         if not live:
             return on_disk
         manifest = on_disk.manifest
         steps = dict(on_disk.steps)
-        for _, rec in live.values():
+        for key, (_, seq, rec) in live.items():
+            if seq < seqs.get(key, -1):
+                continue  # the run file holds a newer record (another engine wrote the run)
             if isinstance(rec, RunManifest):
                 manifest = rec
             else:
@@ -487,8 +548,9 @@ class _Load:
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
-        self.result: RunCheckpoints | OSError | None = None
+        self.result: OnDisk | OSError | None = None
 
 
-_fsync = aiofiles.os.wrap(os.fsync)
-_fsync_dir = aiofiles.os.wrap(fsync_dir)
+#: A commit's blocking part (write all, fsync, check the segment is still linked) in one trip to
+#: the store's executor, by aiofiles' wrapper.
+_append = aiofiles.os.wrap(append_durably)

@@ -17,6 +17,7 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
       },
       "steps": {
         "enrich": {
+          "seq": 7318894265380034561,
           "fingerprint": "...",
           "digest": "...",
           "output": {"lang":"en","words":4}
@@ -25,7 +26,10 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
     }
 
   Outputs and inputs are the codec's JSON text, spliced in as JSON values (never re-encoded
-  as strings). ``"manifest"`` is ``null`` when none is kept.
+  as strings). ``"manifest"`` is ``null`` when none is kept. ``"seq"`` (in the manifest and in
+  each step) is the journal sequence number of the record the entry came from: replaying a
+  journal record replaces an entry only when the record is not older (see
+  :mod:`asyncflow._diskio`). A file without it (written before sequence numbers) reads as 0.
 
 A record or run file of another format or version is refused with a reason, so a store can move
 it aside; in a sound run file, a malformed manifest or step entry is reported on its own.
@@ -192,12 +196,19 @@ class BadRecord(ValueError):
     pass
 
 
-def parse_record(text: str) -> RunManifest | StepCheckpoint:
-    """Parse one record; raise :class:`BadRecord` saying what is wrong with it."""
+def load_json(text: str) -> object:
+    """Parse JSON text; raise :class:`BadRecord` for anything it is not (deep nesting too)."""
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise BadRecord(f"not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise BadRecord("JSON nested too deeply to read") from None
+
+
+def parse_record(text: str) -> RunManifest | StepCheckpoint:
+    """Parse one record; raise :class:`BadRecord` saying what is wrong with it."""
+    raw = load_json(text)
     if not isinstance(raw, dict) or raw.get("format") not in (MANIFEST_FORMAT, STEP_FORMAT):
         raise BadRecord("not an asyncflow checkpoint (no asyncflow 'format' field)")
     if raw.get("version") != FORMAT_VERSION:
@@ -216,7 +227,7 @@ def step_from(raw: dict[str, object], run_id: str, step: str) -> StepCheckpoint:
         step=step,
         fingerprint=get_str(raw, "fingerprint"),
         digest=get_str(raw, "digest"),
-        output=js(raw["output"]) if "output" in raw else missing("output"),
+        output=dump_value(raw["output"]) if "output" in raw else missing("output"),
     )
 
 
@@ -228,11 +239,21 @@ def manifest_from(raw: dict[str, object], run_id: str) -> RunManifest:
         run_id=run_id,
         flow=get_str(raw, "flow"),
         flow_fingerprint=get_str(raw, "flow_fingerprint"),
-        inputs=js(inputs),
+        inputs=dump_value(inputs),
         status=get_str(raw, "status"),
         created_at=get_str(raw, "created_at"),
         updated_at=get_str(raw, "updated_at"),
     )
+
+
+def dump_value(value: object) -> str:
+    """JSON text of a parsed value; raise :class:`BadRecord` where it cannot be written back."""
+    try:
+        return js(value)
+    except RecursionError:
+        raise BadRecord("JSON nested too deeply to read") from None
+    except ValueError as exc:
+        raise BadRecord(f"a value cannot be written back as JSON ({exc})") from exc
 
 
 def get_str(raw: dict[str, object], key: str) -> str:
@@ -261,12 +282,20 @@ class RunFile:
     steps: dict[str, StepCheckpoint]
     #: (step name, or None for the manifest; reason) for each entry left out.
     bad: list[tuple[str | None, str]]
+    #: each sound entry's journal sequence number (by step name, None for the manifest).
+    seqs: dict[str | None, int] = field(default_factory=dict)
 
 
 def run_file_text(
-    run_id: str, manifest: RunManifest | None, steps: Mapping[str, StepCheckpoint]
+    run_id: str,
+    manifest: RunManifest | None,
+    steps: Mapping[str, StepCheckpoint],
+    seqs: Mapping[str | None, int],
 ) -> str:
-    """The text of a run file: indented JSON, steps sorted by name, outputs spliced in."""
+    """The text of a run file: indented JSON, steps sorted by name, outputs spliced in.
+
+    ``seqs`` gives each entry's journal sequence number (0 where missing).
+    """
     parts = [
         f'{{\n  "format": "{RUN_FORMAT}",\n  "version": {FORMAT_VERSION},\n'
         f'  "run_id": {js(run_id)},\n'
@@ -276,13 +305,14 @@ def run_file_text(
     else:
         m = manifest
         parts.append(
-            f'  "manifest": {{\n    "flow": {js(m.flow)},\n'
+            f'  "manifest": {{\n    "seq": {seqs.get(None, 0)},\n    "flow": {js(m.flow)},\n'
             f'    "flow_fingerprint": {js(m.flow_fingerprint)},\n'
             f'    "status": {js(m.status)},\n    "created_at": {js(m.created_at)},\n'
             f'    "updated_at": {js(m.updated_at)},\n    "inputs": {m.inputs}\n  }},\n'
         )
     entries = [
-        f'    {js(name)}: {{\n      "fingerprint": {js(c.fingerprint)},\n'
+        f'    {js(name)}: {{\n      "seq": {seqs.get(name, 0)},\n'
+        f'      "fingerprint": {js(c.fingerprint)},\n'
         f'      "digest": {js(c.digest)},\n      "output": {c.output}\n    }}'
         for name, c in sorted(steps.items())
     ]
@@ -298,10 +328,7 @@ def parse_run_file(text: str, run_id: str) -> RunFile:
     Raises:
         BadRecord: the file as a whole cannot be used (not JSON, another format, version or run).
     """
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise BadRecord(f"not valid JSON ({exc})") from exc
+    raw = load_json(text)
     if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
         raise BadRecord("not an asyncflow run file (no 'format': 'asyncflow.run')")
     if raw.get("version") != FORMAT_VERSION:
@@ -315,10 +342,12 @@ def parse_run_file(text: str, run_id: str) -> RunFile:
         raise BadRecord("field 'steps' is missing or not an object")
     bad: list[tuple[str | None, str]] = []
     manifest: RunManifest | None = None
+    seqs: dict[str | None, int] = {}
     raw_manifest = raw.get("manifest")
     if isinstance(raw_manifest, dict):
         try:
             manifest = manifest_from(raw_manifest, run_id)
+            seqs[None] = get_seq(raw_manifest)
         except BadRecord as exc:
             bad.append((None, f"manifest: {exc}"))
     elif raw_manifest is not None:
@@ -330,6 +359,15 @@ def parse_run_file(text: str, run_id: str) -> RunFile:
             continue
         try:
             steps[name] = step_from(entry, run_id, name)
+            seqs[name] = get_seq(entry)
         except BadRecord as exc:
             bad.append((name, f"step {name!r}: {exc}"))
-    return RunFile(manifest, steps, bad)
+    return RunFile(manifest, steps, bad, seqs)
+
+
+def get_seq(raw: dict[str, object]) -> int:
+    """An entry's journal sequence number; 0 in files written before there were any."""
+    value = raw.get("seq", 0)
+    if type(value) is not int or value < 0:
+        raise BadRecord("field 'seq' is not a whole number")
+    return value

@@ -187,11 +187,20 @@ class CheckpointedRun(RunState):
         emit = self.emit
         try:
             output = self._codec.decode(saved.output)
+            # The stored text can differ from the codec's (a store may re-space it), so a
+            # mismatch is checked again against the codec's text for the decoded value.
+            intact = _digest(saved.output) == saved.digest or (
+                _digest(self._codec.encode(output)) == saved.digest
+            )
         except Exception as exc:
             # The file is sound but its content cannot be rebuilt (a class was renamed):
             # run the step, whose new checkpoint replaces this one.
+            reason = f"cannot decode the output: {exc}"
+            intact = False
+        else:
+            reason = "its output does not match its digest (edited or damaged)"
+        if not intact:
             if emit is not None:
-                reason = f"cannot decode the output: {exc}"
                 emit(CheckpointDiscarded(self.run_id, step.name, self.rt.clock(), "", reason))
             return False
         self.outputs[step.name] = output

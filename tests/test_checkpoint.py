@@ -578,7 +578,7 @@ async def test_recovery_compacts_a_dead_engines_journal_and_drops_a_torn_tail(
     assert JsonCodec().decode(loaded.steps["a"].output) == [1, 2]
     assert not leftover.exists()
     assert names(tmp_path) == [".journal", "r1.json"]
-    assert names(journal) == []
+    assert names(journal) == ["sequence"]
 
 
 async def test_records_are_readable_before_and_after_compaction(tmp_path: Path) -> None:
@@ -596,7 +596,7 @@ async def test_records_are_readable_before_and_after_compaction(tmp_path: Path) 
         raw = run_file_json(tmp_path, f"r{i}")
         assert sorted(raw["steps"]) == sorted(flow.steps)
         assert raw["manifest"]["status"] == "succeeded"
-    assert names(tmp_path / ".journal") == []
+    assert names(tmp_path / ".journal") == ["sequence"]
 
 
 async def test_file_work_never_uses_the_default_executor(tmp_path: Path) -> None:
@@ -619,8 +619,10 @@ async def test_file_work_never_uses_the_default_executor(tmp_path: Path) -> None
         refusing.shutdown()
 
 
-async def test_a_failed_journal_write_fails_the_step_and_then_the_store(tmp_path: Path) -> None:
-    """After a failed write or fsync the store refuses further saves with a clear error."""
+async def test_a_failed_journal_write_fails_its_saves_and_the_store_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A failed write or fsync fails exactly its saves, clearly; later saves use a new segment."""
     flow = Flow("disk")
 
     @flow.step
@@ -631,13 +633,20 @@ async def test_a_failed_journal_write_fails_the_step_and_then_the_store(tmp_path
     async with Engine(store=store) as engine:
         journal = store._journal  # the current segment, made unwritable under the store
         assert journal is not None
-        os.close(journal.fileno())
+        read_only = os.open(tmp_path / ".journal", os.O_RDONLY)
+        os.dup2(read_only, journal)
+        os.close(read_only)
         result = await engine.run(flow, run_id="r")
         err = result.steps["a"].error
         assert err is not None
+        assert isinstance(err.__cause__, CheckpointError)
         assert "Could not save the checkpoint of run 'r'" in str(err)
-        with pytest.raises(CheckpointError, match="stopped saving checkpoints"):
-            await engine.run(flow, run_id="s")
+        assert "Nothing of it was acknowledged" in str(err)
+        again = await engine.run(flow, run_id="s")
+        assert again.ok
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        assert statuses(await engine.run(flow, run_id="s")) == {"a": StepStatus.RESTORED}
+        assert statuses(await engine.run(flow, run_id="r")) == {"a": StepStatus.SUCCEEDED}
 
 
 ROUND_TRIPS: list[object] = [
@@ -749,7 +758,7 @@ def test_compaction_without_syncfs_fsyncs_each_file_and_directory(tmp_path: Path
     segment = tmp_path / "seg.log"
     segment.write_bytes(b"")
     (tmp_path / ".journal").mkdir()
-    records: Records = {"r": {"a/b": step("r", "a/b", '{"x":1}')}}
+    records: Records = {"r": {"a/b": (1, step("r", "a/b", '{"x":1}'))}}
     compact_and_remove(sync, tmp_path, records, segment)
     assert run_file_json(tmp_path, "r")["steps"]["a/b"]["output"] == {"x": 1}
     assert not segment.exists()
