@@ -334,7 +334,7 @@ class FileStore:
                 assert self._compact_send is not None
                 await self._compact_send.aclose()
                 return
-            if self._journal_size >= self._segment_bytes:
+            if self._journal is not None and self._journal_size >= self._segment_bytes:
                 await self._seal()
 
     async def _commit(self, group: _CommitGroup) -> None:

@@ -741,7 +741,24 @@ def _open_segment(path: Path) -> int | None:
 
 
 def _remove_if_dead(path: Path) -> None:
-    """Remove a segment whose creation died before it was named (its lock is free)."""
+    """Remove a segment whose creation died before it was named.
+
+    Its creator is gone when the process named in it is (``<floor>-<pid>-<hex>.log.new``) and
+    its lock is free: a live creator holds the file unlocked for an instant after creating it.
+    """
+    try:
+        pid = int(path.name.split("-")[1])
+    except (IndexError, ValueError):
+        pid = 0
+    if pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            return  # alive, another user's
+        else:
+            return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:

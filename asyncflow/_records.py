@@ -249,7 +249,13 @@ def manifest_from(raw: dict[str, object], run_id: str) -> RunManifest:
 def dump_value(value: object) -> str:
     """JSON text of a parsed value; raise :class:`BadRecord` where it cannot be written back."""
     try:
-        return js(value)
+        text = js(value)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # \udcXX escapes read back as lone surrogates
+                text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+        return text
     except RecursionError:
         raise BadRecord("JSON nested too deeply to read") from None
     except ValueError as exc:

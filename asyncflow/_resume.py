@@ -159,10 +159,10 @@ class CheckpointedRun(RunState):
         )
         try:
             await self._store.save_manifest(final)
-        except CheckpointError:
+        except CheckpointError as exc:
             # Every step's outcome is already saved or in the result; only the run's status
             # line is lost (a resume recomputes it), so the result is still returned.
-            logger.warning("run %r: could not save its final manifest", self.run_id, exc_info=True)
+            logger.warning("run %r: could not save its final manifest: %s", self.run_id, exc)
         return result
 
     def fingerprint(self, i: int) -> str:
