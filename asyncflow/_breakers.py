@@ -17,7 +17,7 @@ retry policy see the real response and its ``Retry-After``. A request cut off by
 deadline (:func:`step_deadline`) while the host has it is a failure too, as a read timeout would
 be. Every other cancellation (the caller's, a fail-fast sibling's, the engine closing, a
 deadline inside the step's code, a step deadline that fires while the request waits at our own
-gate) and other exceptions count for nothing. Other 4xx answers neither trip nor close
+gate or pool) and other exceptions count for nothing. Other 4xx answers neither trip nor close
 the circuit. A response that is not a failure by its status is judged when its body closes: a
 transport error or the step's deadline while reading the body (the host stalled, trickled or
 dropped the connection mid-answer) is a failure, another cancellation while reading counts for
@@ -59,7 +59,7 @@ import httpx
 
 from ._errors import CircuitOpenError
 from ._events import BreakerStateChanged
-from ._pool import ClosingStream
+from ._pool import QUEUED, ClosingStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -627,7 +627,9 @@ class BreakerTransport(httpx.AsyncBaseTransport):
             response = await self._inner.handle_async_request(request)
         except BaseException as exc:
             circuit.gate.release_on_behalf_of(borrower)
-            timeout = _deadline_error(exc)
+            # Cancelled while queued in our own pool (ShardedTransport leaves its mark): unsent.
+            queued = request.extensions.pop(QUEUED, False)
+            timeout = None if queued else _deadline_error(exc)
             if is_transport_failure(exc):
                 circuit.record(ticket, _Outcome.FAILURE, type(exc).__name__, exc)
             elif timeout is not None:

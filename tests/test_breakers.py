@@ -512,6 +512,28 @@ async def test_only_the_steps_own_deadline_counts(host_a: FlakyServer, no_waits:
     assert host_a.requests == 3
 
 
+async def test_a_deadline_while_queued_for_a_connection_is_not_the_hosts(
+    host_a: FlakyServer, host_b: FlakyServer, no_waits: None
+) -> None:
+    """Cut off waiting for our own pool, a request to B does not count; cut off at B, it does."""
+    policy = HostPolicy(fail_max=1, reset_timeout=60.0)
+    async with Engine(max_connections=1, host_policy=policy) as engine:
+        stats = engine.host_statistics
+        host_a.hang = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.http.get, host_a.url + "/holds-the-one-connection")
+            await host_a.wait_for_requests(1)
+            queued = await engine.run(flow_timing_out(0.2, attempts=1), url=host_b.url)
+            assert isinstance(queued.steps["call"].error, StepTimeoutError)
+            assert host_b.requests == 0
+            assert stats()[host_key(host_b.url)].fail_counter == 0
+            tg.cancel_scope.cancel()
+        host_b.hang = True
+        await engine.run(flow_timing_out(0.2, attempts=1), url=host_b.url, run_id="at-b")
+        assert stats()[host_key(host_b.url)].state is BreakerState.OPEN
+    assert host_b.requests == 1
+
+
 def test_timezone_is_the_one_requested() -> None:
     """Run by test_breakers_env.py with TZ set: proves the subprocess really had that zone."""
     expected = os.environ.get("ASYNCFLOW_EXPECT_UTC_OFFSET")
