@@ -13,13 +13,17 @@ Every request through the engine's client passes, for its host key ``scheme://ho
 Outcomes: a transport error (connect, read, timeouts...) and a 5xx or 429 response are
 failures; other responses, 4xx included, are returned as they are. A 5xx/429 response is still
 returned to the caller (the breaker does not raise for it), so ``raise_for_status`` and the
-retry policy see the real response and its ``Retry-After``. Cancellation and other exceptions
-count for nothing. Other 4xx answers neither trip nor close the circuit. A response that is not
-a failure by its status is judged when its body closes: a transport error while reading the body
-(the host stalled or dropped the connection mid-answer) is a failure, a cancellation while
-reading counts for nothing, and otherwise the status decides. So a trial request closes the
-circuit only once its body is closed; a streamed response must be closed (``async with
-client.stream(...)``, as httpx asks anyway), or its host's trial stays in flight.
+retry policy see the real response and its ``Retry-After``. A request cut off by a step's own
+deadline (:func:`step_deadline`) while the host has it is a failure too, as a read timeout would
+be. Every other cancellation (the caller's, a fail-fast sibling's, the engine closing, a
+deadline inside the step's code, a step deadline that fires while the request waits at our own
+gate or pool) and other exceptions count for nothing. Other 4xx answers neither trip nor close
+the circuit. A response that is not a failure by its status is judged when its body closes: a
+transport error or the step's deadline while reading the body (the host stalled, trickled or
+dropped the connection mid-answer) is a failure, another cancellation while reading counts for
+nothing, and otherwise the status decides. So a trial request closes the circuit only once its
+body is closed; a streamed response must be closed (``async with client.stream(...)``, as httpx
+asks anyway), or its host's trial stays in flight.
 
 aiobreaker 1.2.0 is the state machine (consecutive-failure counting, transitions, listeners).
 Its defects are guarded here:
@@ -42,6 +46,8 @@ from __future__ import annotations
 
 import enum
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -53,10 +59,10 @@ import httpx
 
 from ._errors import CircuitOpenError
 from ._events import BreakerStateChanged
-from ._pool import ClosingStream
+from ._pool import QUEUED, ClosingStream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Iterator, Mapping
 
     from ._events import Emitter
 
@@ -68,6 +74,7 @@ __all__ = [
     "OnOpen",
     "host_key",
     "is_transport_failure",
+    "step_deadline",
 ]
 
 
@@ -94,8 +101,8 @@ class HostPolicy:
     """How requests to one host are protected.
 
     Attributes:
-        fail_max: consecutive failures (transport errors, timeouts, 5xx, 429) that open the
-            circuit.
+        fail_max: consecutive failures (transport errors and timeouts, requests cut off by a
+            step's deadline, 5xx, 429) that open the circuit.
         reset_timeout: seconds the circuit stays open before one trial request is admitted.
         max_concurrency: requests to this host in flight at once through the engine's client;
             ``None`` for the engine's connection pool size.
@@ -207,6 +214,38 @@ def is_transport_failure(error: BaseException) -> bool:
     return isinstance(error, httpx.TransportError) and not isinstance(
         error, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.PoolTimeout
     )
+
+
+#: The step deadlines the current code runs under, outermost first, each with the error it means.
+_deadlines: ContextVar[tuple[tuple[anyio.CancelScope, BaseException], ...]] = ContextVar(
+    "asyncflow_step_deadlines", default=()
+)
+
+
+@contextmanager
+def step_deadline(seconds: float, error: BaseException) -> Iterator[anyio.CancelScope]:
+    """``anyio.move_on_after(seconds)``, the expiry of which is a failure of the hosts it cuts off.
+
+    A request through :class:`BreakerTransport` that this deadline cancels while the host has it
+    (connecting, sending, awaiting or reading the answer) counts against the host's circuit, with
+    ``error`` (what the caller raises when the block was cut off) as the error that opened it.
+    Cancellations from anywhere else still count for nothing.
+    """
+    with anyio.move_on_after(seconds) as scope:
+        token = _deadlines.set((*_deadlines.get(), (scope, error)))
+        try:
+            yield scope
+        finally:
+            _deadlines.reset(token)
+
+
+def _deadline_error(exc: BaseException) -> BaseException | None:
+    """The error of the step deadline that ``exc`` is the cancellation of, if it is one."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        for scope, error in _deadlines.get():
+            if scope.cancel_called:  # only its deadline cancels it
+                return error
+    return None
 
 
 class _Outcome(enum.Enum):
@@ -458,8 +497,9 @@ class Circuit:
 class _JudgedBody(ClosingStream):
     """A body whose request is judged when it closes, so a host failing mid-body is counted.
 
-    A transport error while reading: a failure. Cancelled while reading: neutral. Otherwise,
-    read to its end or closed early, the status decides (the host did answer).
+    A transport error or a step's deadline while reading: a failure. Otherwise cancelled while
+    reading: neutral. Otherwise, read to its end or closed early, the status decides (the host
+    did answer).
     """
 
     __slots__ = ("_borrower", "_circuit", "_error", "_outcome", "_ticket")
@@ -486,6 +526,8 @@ class _JudgedBody(ClosingStream):
         except BaseException as exc:
             if is_transport_failure(exc):
                 self._outcome, self._error = _Outcome.FAILURE, exc
+            elif (timeout := _deadline_error(exc)) is not None:
+                self._outcome, self._error = _Outcome.FAILURE, timeout
             elif not isinstance(exc, GeneratorExit):  # GeneratorExit: the caller stopped reading
                 self._outcome = _Outcome.NEUTRAL
             raise
@@ -585,10 +627,15 @@ class BreakerTransport(httpx.AsyncBaseTransport):
             response = await self._inner.handle_async_request(request)
         except BaseException as exc:
             circuit.gate.release_on_behalf_of(borrower)
+            # Cancelled while queued in our own pool (ShardedTransport leaves its mark): unsent.
+            queued = request.extensions.pop(QUEUED, False)
+            timeout = None if queued else _deadline_error(exc)
             if is_transport_failure(exc):
                 circuit.record(ticket, _Outcome.FAILURE, type(exc).__name__, exc)
+            elif timeout is not None:
+                circuit.record(ticket, _Outcome.FAILURE, type(timeout).__name__, timeout)
             else:
-                # Cancellation and anything else: not the host's fault; frees a trial slot.
+                # Other cancellations and anything else: not the host's fault; frees a trial slot.
                 circuit.record(ticket, _Outcome.NEUTRAL, "", None)
             raise
         status = response.status_code

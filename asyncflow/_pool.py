@@ -30,10 +30,14 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import AsyncIterator, Callable
 
-__all__ = ["SHARD_SIZE", "ClosingStream", "ShardedTransport"]
+__all__ = ["QUEUED", "SHARD_SIZE", "ClosingStream", "ShardedTransport"]
 
 #: connections per shard at most
 SHARD_SIZE = 8
+
+#: Set in a request's extensions while it waits for a free connection, and left set when it is
+#: cancelled there: the breaker then knows the host never had it (and takes the mark off).
+QUEUED = "asyncflow.queued"
 
 
 class ClosingStream(httpx.AsyncByteStream):
@@ -137,9 +141,12 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
-            timeout = request.extensions.get("timeout", {}).get("pool")
+            extensions = request.extensions
+            timeout = extensions.get("timeout", {}).get("pool")
+            extensions[QUEUED] = True
             with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
                 await slots.acquire()
+            del extensions[QUEUED]
             if scope.cancelled_caught:
                 raise httpx.PoolTimeout(
                     f"No connection of the {sum(self._sizes)} was free within the pool timeout "

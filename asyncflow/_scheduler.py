@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._breakers import step_deadline
 from ._errors import StepError, StepTimeoutError
 from ._events import (
     RunFinished,
@@ -279,9 +280,11 @@ class RunState:
     async def _attempt_with_timeout(
         step: Step, kwargs: dict[str, object], limit: float, attempt: int
     ) -> object:
-        with anyio.move_on_after(limit):
+        # Built up front: a request the deadline cuts off counts against its host with it.
+        timeout = StepTimeoutError(step=step.name, timeout=limit, attempt=attempt)
+        with step_deadline(limit, timeout):
             return await step.fn(**kwargs)
-        raise StepTimeoutError(step=step.name, timeout=limit, attempt=attempt)
+        raise timeout
 
     def _succeeded(self, i: int, step: Step, output: object) -> int | None:
         """Record the output and start what it made ready; return one of those to run inline."""

@@ -25,7 +25,8 @@ Endpoints (every method, after the faults below):
 
 Faults, checked in this order for each request (counted first, always):
 ``hang`` (wait until :meth:`~FlakyServer.release` or shutdown), ``stall_body`` (the answer
-stops halfway through its body until then), ``latency`` (added seconds),
+stops halfway through its body until then), ``trickle`` (the body comes one byte at a time),
+``latency`` (added seconds),
 forced statuses from :meth:`~FlakyServer.fail_next`, ``outage`` (every request gets 503), and
 ``error_rate`` (a seeded share of requests gets ``error_status``). ``retry_after`` is sent as
 ``Retry-After`` on every fault answer when set.
@@ -72,6 +73,8 @@ class FlakyServer:
         hang: hold every request until :meth:`release` (or shutdown).
         stall_body: send each answer's headers and the first half of its body, then hold the
             rest until :meth:`release` (or shutdown): a host that fails mid-body.
+        trickle: seconds between the bytes of each answer's body, sent one at a time (0: all at
+            once): a host too slow for any deadline yet never silent for a read timeout.
         error_rate: the share of requests answered with ``error_status``, drawn from a
             ``random.Random(seed)`` so a run is repeatable.
         error_status: the status of ``error_rate`` answers.
@@ -87,6 +90,7 @@ class FlakyServer:
         self.latency = 0.0
         self.hang = False
         self.stall_body = False
+        self.trickle = 0.0
         self.error_rate = 0.0
         self.error_status = 503
         self.retry_after: str | None = None
@@ -111,6 +115,7 @@ class FlakyServer:
         self.latency = 0.0
         self.hang = False
         self.stall_body = False
+        self.trickle = 0.0
         self.error_rate = 0.0
         self.retry_after = None
         self._forced.clear()
@@ -167,6 +172,8 @@ class FlakyServer:
             await self._held()
         if self.stall_body:
             send = self._stalling(send)
+        if self.trickle > 0:
+            send = self._trickling(send, self.trickle)
         if self.latency > 0:
             await anyio.sleep(self.latency)
         fault = self._fault()
@@ -197,6 +204,24 @@ class FlakyServer:
             await send({**message, "body": body[half:]})
 
         return stalled
+
+    def _trickling(
+        self, send: Callable[[Message], Awaitable[None]], interval: float
+    ) -> Callable[[Message], Awaitable[None]]:
+        async def trickled(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body: bytes = message.get("body", b"")
+            sent = 0
+            while sent < len(body) and not self._closed:  # shutting down: the rest at once
+                byte = body[sent : sent + 1]
+                await send({"type": "http.response.body", "body": byte, "more_body": True})
+                sent += 1
+                await anyio.sleep(interval)
+            await send({**message, "body": body[sent:]})
+
+        return trickled
 
     def _fault(self) -> tuple[int, str | None] | None:
         if self._forced:

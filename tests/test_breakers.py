@@ -4,6 +4,7 @@ import contextlib
 import os
 import socket
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,6 +25,7 @@ from asyncflow import (
     OnOpen,
     Retry,
     StepStatus,
+    StepTimeoutError,
 )
 from asyncflow._breakers import BreakerTransport, host_key
 from asyncflow.testing import serve_flaky
@@ -415,6 +417,121 @@ async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None
                 await client.get(down.url + "/still-refused")
             assert (await client.get(servers[1].url + "/again")).status_code == 200
     assert down.requests == 2
+
+
+def flow_timing_out(timeout: float, attempts: int) -> Flow:
+    """A step that GETs url/slow with a deadline of ``timeout`` per attempt."""
+    flow = Flow("timed")
+
+    @flow.step(timeout=timeout, retry=Retry(attempts=attempts, timeout=10.0))
+    async def call(url: str, ctx: Context) -> bytes:
+        assert ctx.http is not None
+        return (await ctx.http.get(url + "/slow")).content
+
+    return flow
+
+
+async def test_step_timeouts_open_the_circuit_of_a_host_that_never_answers(
+    host_a: FlakyServer, host_b: FlakyServer, no_waits: None
+) -> None:
+    """Attempts cut off by the step's deadline count: the next run fails at once, unsent."""
+    async with Engine(host_policy=HostPolicy(fail_max=2, reset_timeout=60.0)) as engine:
+        host_a.hang = True  # connections are accepted, no answer ever comes
+        first = await engine.run(flow_timing_out(0.2, attempts=2), url=host_a.url)
+        timeout = first.steps["call"].error
+        assert isinstance(timeout, StepTimeoutError)
+        assert timeout.attempts == 2
+        stats = engine.host_statistics()
+        assert stats[host_key(host_a.url)].state is BreakerState.OPEN
+        again = await engine.run(flow_timing_out(0.2, attempts=2), url=host_a.url, run_id="again")
+        step = again.steps["call"]
+        refused = step.error and step.error.__cause__
+        assert isinstance(refused, CircuitOpenError)
+        assert "StepTimeoutError" in str(refused)
+        assert isinstance(refused.__cause__, StepTimeoutError)
+        assert step.attempts == 1
+        assert host_a.requests == 2
+        fine = await engine.run(flow_timing_out(0.2, attempts=2), url=host_b.url)
+        assert fine.steps["call"].status is StepStatus.SUCCEEDED
+        b = engine.host_statistics()[host_key(host_b.url)]
+        assert (b.state, b.fail_counter) == (BreakerState.CLOSED, 0)
+
+
+async def test_a_body_trickling_past_the_step_deadline_counts(
+    host_a: FlakyServer, no_waits: None
+) -> None:
+    """200, then a byte every 50 ms: no read timeout fires, the step's deadline does, and counts."""
+    async with Engine(host_policy=HostPolicy(fail_max=2, reset_timeout=60.0)) as engine:
+        host_a.trickle = 0.05
+        result = await engine.run(flow_timing_out(0.2, attempts=2), url=host_a.url)
+        assert isinstance(result.steps["call"].error, StepTimeoutError)
+        with pytest.raises(CircuitOpenError, match="StepTimeoutError in the body"):
+            await engine.http.get(host_a.url + "/refused")
+        assert engine.host_statistics()[host_key(host_a.url)].in_flight == 0
+    assert host_a.requests == 2
+
+
+def flow_with_failing_sibling(server: FlakyServer) -> Flow:
+    """``call`` GETs url/cancelled (deadline 30 s); ``boom`` fails once that request is out."""
+    flow = Flow("sibling")
+
+    @flow.step(timeout=30.0)
+    async def call(url: str, ctx: Context) -> int:
+        assert ctx.http is not None
+        return (await ctx.http.get(url + "/cancelled")).status_code
+
+    @flow.step
+    async def boom() -> None:
+        await until(lambda: server.count("/cancelled") == 1)
+        raise RuntimeError("boom")
+
+    return flow
+
+
+async def test_only_the_steps_own_deadline_counts(host_a: FlakyServer, no_waits: None) -> None:
+    """A timed-out attempt counts; a cancelled run and a fail-fast cancellation do not."""
+    async with Engine(host_policy=HostPolicy(fail_max=2, reset_timeout=60.0)) as engine:
+
+        def counted() -> tuple[BreakerState, int]:
+            stats = engine.host_statistics()[host_key(host_a.url)]
+            return stats.state, stats.fail_counter
+
+        host_a.hang = True
+        await engine.run(flow_timing_out(0.2, attempts=1), url=host_a.url)
+        assert counted() == (BreakerState.CLOSED, 1)
+        # The caller cancels a run while its request is in flight, its deadline still far off.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(engine.run, flow_timing_out(30.0, attempts=1), url=host_a.url))
+            await host_a.wait_for_requests(2)
+            tg.cancel_scope.cancel()
+        assert counted() == (BreakerState.CLOSED, 1)
+        # A failing sibling cancels the step whose request is in flight.
+        result = await engine.run(flow_with_failing_sibling(host_a), url=host_a.url, fail_fast=True)
+        assert result.steps["call"].status is StepStatus.CANCELLED
+        assert counted() == (BreakerState.CLOSED, 1)
+    assert host_a.requests == 3
+
+
+async def test_a_deadline_while_queued_for_a_connection_is_not_the_hosts(
+    host_a: FlakyServer, host_b: FlakyServer, no_waits: None
+) -> None:
+    """Cut off waiting for our own pool, a request to B does not count; cut off at B, it does."""
+    policy = HostPolicy(fail_max=1, reset_timeout=60.0)
+    async with Engine(max_connections=1, host_policy=policy) as engine:
+        stats = engine.host_statistics
+        host_a.hang = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.http.get, host_a.url + "/holds-the-one-connection")
+            await host_a.wait_for_requests(1)
+            queued = await engine.run(flow_timing_out(0.2, attempts=1), url=host_b.url)
+            assert isinstance(queued.steps["call"].error, StepTimeoutError)
+            assert host_b.requests == 0
+            assert stats()[host_key(host_b.url)].fail_counter == 0
+            tg.cancel_scope.cancel()
+        host_b.hang = True
+        await engine.run(flow_timing_out(0.2, attempts=1), url=host_b.url, run_id="at-b")
+        assert stats()[host_key(host_b.url)].state is BreakerState.OPEN
+    assert host_b.requests == 1
 
 
 def test_timezone_is_the_one_requested() -> None:

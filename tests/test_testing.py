@@ -106,3 +106,15 @@ async def test_stall_body_holds_the_second_half_until_release(host_a: FlakyServe
         assert b'"path": "/released"' in first + rest
         assert first
         assert rest
+
+
+async def test_trickle_sends_the_body_one_byte_at_a_time(host_a: FlakyServer) -> None:
+    """Headers at once, then the body in pieces (one-byte sends); all of it arrives."""
+    host_a.trickle = 0.001
+    async with (
+        httpx.AsyncClient() as client,
+        client.stream("GET", host_a.url + "/trickled") as response,
+    ):
+        chunks = [chunk async for chunk in response.aiter_raw()]
+    assert len(chunks) > 1  # not all at once (sends a millisecond apart may still coalesce)
+    assert b'"path": "/trickled"' in b"".join(chunks)
