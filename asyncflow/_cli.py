@@ -8,7 +8,9 @@
 
 ``TARGET`` is ``module:attribute`` or ``file.py:attribute`` naming a :class:`Flow`. Values of
 ``key=value`` inputs are read as JSON when they parse (``n=3``, ``tags=["a"]``), else as text.
-Exit status: 0 when the run succeeded, 1 when it failed, 2 for bad usage.
+Exit status: 0 when the run succeeded, 1 when it failed, 2 for bad usage: a malformed target
+or input, a module that is missing or fails to import, a flow that is not valid. Every usage
+error is one line on stderr, ``asyncflow: error: ...``, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,65 +20,155 @@ import importlib
 import importlib.util
 import json
 import sys
+import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError
-from ._graph import Flow
+from ._graph import RESERVED_INPUTS, Flow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from types import ModuleType
 
     from ._result import RunResult
 
 __all__ = ["main"]
+
+#: How deeply a key=value input may nest lists and objects.
+MAX_INPUT_DEPTH = 100
 
 
 class UsageError(Exception):
     """The command line is wrong; the message says how."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"asyncflow: error: {message} (see {self.prog} --help)\n")
+
+
 def load_flow(target: str) -> Flow:
-    """Import ``module:attr`` or ``file.py:attr`` and return the Flow it names."""
+    """Import ``module:attr`` or ``file.py:attr`` and return the Flow it names.
+
+    Raises:
+        UsageError: the target is malformed, its module is missing or fails to import (the
+            message names the module and the error, with the line it was raised at), or the
+            attribute is missing or is not a Flow.
+    """
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
         raise UsageError(
             f"{target!r}: give the flow as module:attribute or path/to/file.py:attribute."
         )
-    if where.endswith(".py") or "/" in where:
-        path = Path(where)
-        if not path.is_file():
-            raise UsageError(f"{where!r} is not a file.")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"Cannot import {where!r}.")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        sys.path.insert(0, str(path.resolve().parent))
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
-    flow = getattr(module, attr, None)
+    module = _import_file(where) if where.endswith(".py") or "/" in where else _import(where)
+    flows = sorted(name for name, value in vars(module).items() if isinstance(value, Flow))
+    hint = f" Flows in it: {', '.join(flows)}." if flows else " It defines no Flow."
+    if not hasattr(module, attr):
+        raise UsageError(f"{where!r} has no attribute {attr!r}.{hint}")
+    flow = getattr(module, attr)
     if not isinstance(flow, Flow):
-        raise UsageError(f"{target!r} is {type(flow).__name__}, not a Flow.")
+        raise UsageError(f"{target!r} is {type(flow).__name__}, not a Flow.{hint}")
     return flow
 
 
+def _import(name: str) -> ModuleType:
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise UsageError(
+            f"{name!r} is not a module name: give the flow as module:attribute or "
+            f"path/to/file.py:attribute."
+        )
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # The target itself (or a package on its path) is missing, not something it imports.
+        if exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}.")):
+            raise UsageError(
+                f"Cannot import {name!r}: there is no module named {exc.name!r} here. Give an "
+                f"importable module:attribute, or path/to/file.py:attribute."
+            ) from exc
+        raise UsageError(_import_failed(name, exc)) from exc
+    except Exception as exc:
+        raise UsageError(_import_failed(name, exc)) from exc
+
+
+def _import_file(where: str) -> ModuleType:
+    path = Path(where)
+    if not path.is_file():
+        raise UsageError(f"{where!r} is not a file.")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"Cannot import {where!r}.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(path.stem, None)
+        raise UsageError(_import_failed(where, exc)) from exc
+    return module
+
+
+def _import_failed(where: str, exc: Exception) -> str:
+    """One line for an exception raised while importing the user's module."""
+    if isinstance(exc, SyntaxError):
+        at = f" in {exc.filename}, line {exc.lineno}" if exc.filename else ""
+        return f"Cannot import {where!r}: {type(exc).__name__}{at}: {exc.msg}."
+    # The innermost frame outside importlib's own, frozen, modules: where it was raised.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    at = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"Importing {where!r} raised {type(exc).__name__}: {exc}{at}."
+
+
 def parse_inputs(pairs: Sequence[str]) -> dict[str, object]:
-    """``key=value`` words to run inputs; values as JSON when they parse, else as text."""
+    """``key=value`` words to run inputs; values as JSON when they parse, else as text.
+
+    Raises:
+        UsageError: a word is not ``name=value``, a name is given twice or is an option of the
+            run (``run_id``, ``fail_fast``), or a value is nested too deeply.
+    """
     inputs: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.isidentifier():
             raise UsageError(f"{pair!r}: give inputs as name=value, e.g. path=a.txt or n=3.")
-        try:
-            inputs[key] = json.loads(raw)
-        except ValueError:
-            inputs[key] = raw
+        if key in RESERVED_INPUTS:
+            option = "--" + key.replace("_", "-")
+            raise UsageError(f"{pair!r}: {key} is not a run input; use {option}.")
+        if key in inputs:
+            raise UsageError(f"Input {key!r} is given twice; give it once.")
+        inputs[key] = _value(key, raw)
     return inputs
+
+
+def _value(key: str, raw: str) -> object:
+    too_deep = UsageError(
+        f"Input {key!r} is nested more than {MAX_INPUT_DEPTH} levels deep; the command line "
+        f"takes flatter values (pass a path to a file for such data)."
+    )
+    try:
+        value = json.loads(raw)
+    except RecursionError as exc:
+        raise too_deep from exc
+    except ValueError:
+        return raw
+    # Iteratively: a value just under json's own limit would overflow later recursive code.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > MAX_INPUT_DEPTH:
+                raise too_deep
+            stack.extend(
+                (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+            )
+    return value
 
 
 def report(result: RunResult) -> dict[str, object]:
@@ -96,19 +188,18 @@ def report(result: RunResult) -> dict[str, object]:
     }
 
 
-async def _run(args: argparse.Namespace) -> RunResult:
-    flow = load_flow(args.target)
+async def _run(flow: Flow, args: argparse.Namespace, inputs: dict[str, object]) -> RunResult:
     store = None if args.no_store else args.store
+    fail_fast = True if args.fail_fast else None  # None: the engine's default
     async with Engine(store=store) as engine:
         if args.command == "resume":
-            return await engine.resume(flow, args.run_id)
-        inputs = parse_inputs(args.inputs)
-        return await engine.run(flow, run_id=args.run_id, **inputs)  # type: ignore[arg-type]
+            return await engine.resume(flow, args.run_id, fail_fast=fail_fast)
+        return await engine.run(flow, run_id=args.run_id, fail_fast=fail_fast, **inputs)
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line's parser."""
-    p = argparse.ArgumentParser(prog="asyncflow", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="asyncflow", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a flow once (resuming its checkpoints, if any)")
     run.add_argument("target", help="module:flow or file.py:flow")
@@ -120,6 +211,9 @@ def parser() -> argparse.ArgumentParser:
     for command in (run, resume):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
         command.add_argument("--no-store", action="store_true", help="run without checkpoints")
+        command.add_argument(
+            "--fail-fast", action="store_true", help="cancel the rest of the run on a failure"
+        )
     graph = sub.add_parser("graph", help="draw the flow's steps and dependencies")
     graph.add_argument("target", help="module:flow or file.py:flow")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
@@ -130,12 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncflow`` and ``python -m asyncflow``; returns the exit status."""
     args = parser().parse_args(argv)
     try:
+        # Imported and parsed before the loop starts: an import does blocking I/O.
+        flow = load_flow(args.target)
         if args.command == "graph":
-            print(load_flow(args.target).draw(args.format))
+            print(flow.draw(args.format))
             return 0
-        result = anyio.run(_run, args)
+        inputs = parse_inputs(args.inputs) if args.command == "run" else {}
+        result = anyio.run(_run, flow, args, inputs)
     except (UsageError, AsyncflowError) as exc:
-        print(f"asyncflow: {exc}", file=sys.stderr)
+        # One line, whatever the message holds: the documented form of every usage error.
+        message = " ".join(line.strip() for line in str(exc).splitlines())
+        print(f"asyncflow: error: {message}", file=sys.stderr)
         return 2
     print(json.dumps(report(result), indent=2))
     return 0 if result.ok else 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._errors import FlowDefinitionError, RunInputError
+from ._fingerprint import UnstableFingerprintError, code_fingerprint
 
 if TYPE_CHECKING:
     import httpx
@@ -135,21 +136,6 @@ class Plan:
             missing=missing,
             unexpected=unexpected,
         )
-
-
-def code_fingerprint(fn: Callable[..., object]) -> str:
-    """Fingerprint a function's code: its source when available, else its bytecode."""
-    try:
-        text = inspect.getsource(fn)
-    except (OSError, TypeError):
-        code = getattr(fn, "__code__", None)
-        text = repr(_code_parts(code)) if code is not None else repr(fn)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-
-
-def _code_parts(code: Any) -> tuple[object, ...]:
-    consts = tuple(_code_parts(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
-    return (code.co_code, consts, code.co_names)
 
 
 def _is_context_annotation(annotation: object) -> bool:
@@ -298,6 +284,18 @@ class Flow:
                 flow=self.name,
                 step=step_name,
             )
+        try:
+            fingerprint = code_fingerprint(fn)
+        except UnstableFingerprintError as exc:
+            raise FlowDefinitionError(
+                f"Step {step_name!r} cannot be fingerprinted the same way in every process, so "
+                f"its checkpoints would never be reused: {exc}. Bind only plain values (numbers, "
+                f"text, tuples, lists, dicts, sets, enums, dataclasses, functions), give its "
+                f"class a __repr__ that shows its state, or let the step reach the object (a "
+                f"module global, a closure) instead of binding it.",
+                flow=self.name,
+                step=step_name,
+            ) from exc
         self._steps[step_name] = Step(
             name=step_name,
             fn=fn,
@@ -306,7 +304,7 @@ class Flow:
             timeout=timeout,
             concurrency=concurrency,
             retry=retry,
-            code_fingerprint=code_fingerprint(fn),
+            code_fingerprint=fingerprint,
         )
         self._plan = None
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
 from asyncflow._cli import main
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 FLOW = """
 from asyncflow import Flow
@@ -89,7 +87,7 @@ def test_failed_run_exits_1(target: str, capsys: pytest.CaptureFixture[str]) -> 
         (["run", "{target}", "m=1"], "missing 'n'"),
         (["run", "{target}", "n"], "give inputs as name=value"),
         (["run", "nosuchfile.py:flow"], "is not a file"),
-        (["run", "{target}x"], "is NoneType, not a Flow"),
+        (["run", "{target}x"], "has no attribute 'flowx'. Flows in it: flow."),
         (["graph", "no-colon"], "module:attribute"),
         (["resume", "{target}", "never-ran"], "There is no run 'never-ran'"),
         (["run", "{target}", "n=1", "--run-id", "../escape"], "run id"),
@@ -113,3 +111,104 @@ def test_python_dash_m(target: str) -> None:
         timeout=60,
     )
     assert out.stdout.startswith("flow 'cli': 3 steps")
+
+
+#: Files beside the target for the misuse cases: broken in each way a user's module can be.
+BROKEN = {
+    "syntax.py": "from asyncflow import Flow\n\nflow = Flow('x'\n",
+    "raises.py": "raise RuntimeError('no API key at import')\n",
+    "needs.py": "import nosuch_dependency_xyz\n",
+    "needsmod.py": "import nosuch_dependency_xyz\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nosuch_module_xyz:flow"], "no module named 'nosuch_module_xyz'"),
+        (["graph", "nosuch_pkg_xyz.flows:flow"], "no module named 'nosuch_pkg_xyz'"),
+        (["graph", ".:flow"], "'.' is not a module name"),
+        (
+            ["graph", "syntax.py:flow"],
+            "Cannot import 'syntax.py': SyntaxError in {dir}/syntax.py, line 3:",
+        ),
+        (["graph", "raises.py:flow"], "raised RuntimeError: no API key at import"),
+        (
+            ["graph", "needs.py:flow"],
+            "Importing 'needs.py' raised ModuleNotFoundError: "
+            "No module named 'nosuch_dependency_xyz' ({dir}/needs.py, line 1).",
+        ),
+        (
+            ["graph", "needsmod:flow"],
+            "Importing 'needsmod' raised ModuleNotFoundError: "
+            "No module named 'nosuch_dependency_xyz'",
+        ),
+        (["run", "cliflow.py:flow", "n=" + "[" * 5000], "nested more than 100 levels"),
+        (["run", "cliflow.py:flow", "n=" + "[" * 500 + "]" * 500], "nested more than 100"),
+        (["run", "cliflow.py:flow", "n=1", "run_id=r"], "run_id is not a run input; use --run-id"),
+        (["run", "cliflow.py:flow", "n=1", "fail_fast=true"], "use --fail-fast"),
+        (["run", "cliflow.py:flow", "n=1", "n=2"], "Input 'n' is given twice"),
+        (["run"], "the following arguments are required: target"),
+    ],
+    ids=[
+        "missing-module",
+        "missing-package",
+        "not-a-module-name",
+        "syntax-error",
+        "raises-at-import",
+        "file-imports-missing-module",
+        "module-imports-missing-module",
+        "json-past-its-recursion-limit",
+        "json-too-deep",
+        "run-id-as-input",
+        "fail-fast-as-input",
+        "input-twice",
+        "argparse",
+    ],
+)
+def test_misuse_is_one_line_and_exit_2(
+    target: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    """The real command, misused, prints one line naming the problem and exits 2: no traceback."""
+    for name, text in BROKEN.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    script = Path(sys.executable).with_name("asyncflow")
+    out = subprocess.run(
+        [str(script), *args, "--no-store"] if args[0] == "run" else [str(script), *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (out.returncode, out.stdout) == (2, "")
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert out.stderr.startswith("asyncflow: error: ")
+    assert message.format(dir=tmp_path) in out.stderr
+
+
+def test_python_dash_m_misuse(tmp_path: Path) -> None:
+    """Python -m asyncflow reports an import failure in the same one line and exit status."""
+    (tmp_path / "raises.py").write_text(BROKEN["raises.py"], encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "asyncflow", "run", "raises:flow", "--no-store"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"asyncflow: error: Importing 'raises' raised RuntimeError: no API key at import "
+        f"({tmp_path}/raises.py, line 1)."
+    ]
+
+
+def test_fail_fast_option(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--fail-fast is the run option that fail_fast=... as an input used to reach by accident."""
+    assert main(["run", target, "n=500", "--no-store", "--fail-fast"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"]["check"]["status"] == "failed"
