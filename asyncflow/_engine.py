@@ -18,7 +18,7 @@ from ._batch import Batch
 from ._breakers import BreakerTransport, HostPolicy, HostStatistics, resolve_hosts
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
-from ._errors import AsyncflowError, CheckpointError
+from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._events import Emitter
 from ._pool import ShardedTransport
 from ._records import validate_run_id
@@ -258,19 +258,21 @@ class Engine:
 
         Raises:
             FlowDefinitionError: the flow is not valid.
-            RunInputError: inputs are missing or unexpected, or (with a store) cannot be encoded.
+            RunInputError: inputs are missing or unexpected, or (with a store) cannot be encoded,
+                or (without ``run_id``) no run id can be derived from them.
             InvalidRunIdError: ``run_id`` is not a safe, plain name.
             CheckpointError: the run id belongs to another flow, or the store failed.
         """
         self._check_open()
         plan = flow.validate()
         plan.check_inputs(inputs)
+        store = self._store
+        # Before the run id: an input the store cannot keep is refused as that, whatever run_id.
+        encoded = encode_inputs(store.codec, inputs) if store is not None else {}
         rid = validate_run_id(run_id) if run_id is not None else derive_run_id(plan, inputs)
         ff = self._fail_fast if fail_fast is None else fail_fast
-        store = self._store
         if store is None:
             return await RunState(plan, inputs, rid, self._runtime, fail_fast=ff).execute()
-        encoded = encode_inputs(store.codec, inputs)
         state = CheckpointedRun(
             plan, inputs, rid, self._runtime, store=store, encoded_inputs=encoded, fail_fast=ff
         )
@@ -401,23 +403,58 @@ def derive_run_id(plan: Plan, inputs: Mapping[str, object]) -> str:
     Inputs are encoded canonically (sorted keys and sets) with :class:`JsonCodec`, so the id does
     not depend on dict order or hash seeds. Inputs it cannot encode fall back to their ``repr``,
     which is stable only when the ``repr`` is. The flow name is made safe for a file name.
+
+    Raises:
+        RunInputError: an input can be neither encoded nor ``repr``-ed (nested too deeply, or
+            its ``__repr__`` raised); its name is in ``err.invalid``.
     """
-    text: str | None = None
+    digest = hashlib.blake2b(_inputs_key(inputs), digest_size=10).hexdigest()
+    return validate_run_id(f"{_safe_name(plan.flow)}-{digest}")
+
+
+def _inputs_key(inputs: Mapping[str, object]) -> bytes:
     if all(type(v) in _PLAIN for v in inputs.values()):
         # The common case, fast: for plain values this is the very text JsonCodec makes.
         try:
-            text = json.dumps(
+            return json.dumps(
                 inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            )
-        except ValueError:  # NaN or infinity: the codec's own encoding decides
-            text = None
-    if text is None:
+            ).encode()
+        except ValueError:  # NaN, infinity, a huge int or a lone surrogate: the codec decides
+            pass
+    try:
+        return _encode_inputs(dict(inputs)).encode()
+    except (TypeError, ValueError):  # a type it cannot store, a cycle, too deep
+        pass
+    try:
+        # surrogatepass: a __repr__ may return a lone surrogate; other text is plain UTF-8.
+        return repr(sorted(inputs.items(), key=lambda kv: kv[0])).encode("utf-8", "surrogatepass")
+    except Exception as exc:
+        raise _underivable(inputs, exc) from exc
+
+
+def _underivable(inputs: Mapping[str, object], exc: Exception) -> RunInputError:
+    """The error for inputs no run id can be derived from, naming the input at fault."""
+    culprits = sorted(inputs)  # all of them, unless one alone can be neither encoded nor repr-ed
+    for name in sorted(inputs):
         try:
-            text = _encode_inputs(dict(inputs))
-        except TypeError:
-            text = repr(sorted(inputs.items(), key=lambda kv: kv[0]))
-    digest = hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
-    return validate_run_id(f"{_safe_name(plan.flow)}-{digest}")
+            _encode_inputs(inputs[name])
+            continue
+        except (TypeError, ValueError):
+            pass
+        try:
+            repr(inputs[name])
+        except Exception as e:
+            exc, culprits = e, [name]
+            break
+    if isinstance(exc, RecursionError):
+        reason = "it is nested too deeply for JsonCodec and for repr()"
+    else:
+        reason = f"JsonCodec cannot encode it and its repr() raised {exc!r:.200}"
+    return RunInputError(
+        f"Cannot derive a run id from run input {', '.join(map(repr, culprits))}: {reason}. "
+        f"Pass run_id= explicitly, or an input JsonCodec can encode.",
+        invalid=tuple(culprits),
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -43,11 +43,13 @@ class FlowDefinitionError(AsyncflowError):
 
 
 class RunInputError(AsyncflowError, TypeError):
-    """A run was called with missing or unexpected inputs; raised before any step starts.
+    """A run was called with missing, unexpected or unusable inputs; raised before any step starts.
 
     Attributes:
         missing: input names the flow needs and the call did not give.
         unexpected: names the call gave that no step takes.
+        invalid: inputs given that cannot be used: the store's codec cannot encode them, or (with
+            no ``run_id=``) no run id can be derived from them.
     """
 
     def __init__(
@@ -56,10 +58,12 @@ class RunInputError(AsyncflowError, TypeError):
         *,
         missing: tuple[str, ...] = (),
         unexpected: tuple[str, ...] = (),
+        invalid: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.missing = missing
         self.unexpected = unexpected
+        self.invalid = invalid
 
 
 class InvalidRunIdError(AsyncflowError, ValueError):

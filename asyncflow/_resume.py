@@ -72,12 +72,16 @@ def encode_inputs(codec: Codec, inputs: Mapping[str, object]) -> dict[str, str]:
     encoded: dict[str, str] = {}
     for name, value in inputs.items():
         try:
-            encoded[name] = codec.encode(value)
+            text = codec.encode(value)
+            if not text.isascii():
+                text.encode("utf-8")  # the store writes UTF-8: a lone surrogate fails here
         except Exception as exc:
             raise RunInputError(
                 f"Run input {name!r} ({type(value).__name__}) cannot be checkpointed: {exc} "
-                f"Pass inputs the store's codec can encode, or run with Engine(store=None)."
+                f"Pass inputs the store's codec can encode, or run with Engine(store=None).",
+                invalid=(name,),
             ) from exc
+        encoded[name] = text
     return encoded
 
 
@@ -216,6 +220,7 @@ class CheckpointedRun(RunState):
         """Encode and durably save the output; False (and the step failed) when that fails."""
         try:
             text = self._codec.encode(output)
+            digest = _digest(text)  # UTF-8, as the store writes it: a lone surrogate fails here
         except Exception as exc:
             t = type(output)
             err = CheckpointEncodeError(
@@ -228,7 +233,6 @@ class CheckpointedRun(RunState):
             err.__cause__ = exc
             self._failed(i, step, err)
             return False
-        digest = _digest(text)
         checkpoint = StepCheckpoint(
             run_id=self.run_id,
             step=step.name,
