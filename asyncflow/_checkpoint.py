@@ -323,9 +323,7 @@ class FileStore:
                     await self._commit(group)
                 except OSError as exc:
                     group.error = exc
-                    for rec in group.records:
-                        if isinstance(rec, RunManifest) and rec.status == "running":
-                            self._unsaved.setdefault(rec.run_id, rec)
+                    self._requeue_manifests(group)
                     await self._abandon_segment()
                 group.done.set()
             if self._closing and not self._group.bodies:
@@ -336,6 +334,25 @@ class FileStore:
                 return
             if self._journal is not None and self._journal_size >= self._segment_bytes:
                 await self._seal()
+
+    def _requeue_manifests(self, failed: _CommitGroup) -> None:
+        """Keep the "running" manifests of a failed commit ahead of their runs' next steps.
+
+        A step of the same run already waiting for the next commit gets its manifest written
+        just before it, in that commit; other runs' manifests wait for their next step save.
+        """
+        pending = {rec.run_id for rec in self._group.records}
+        ahead: list[RunManifest] = []
+        for rec in failed.records:
+            if isinstance(rec, RunManifest) and rec.status == "running":
+                if rec.run_id in pending:
+                    ahead.append(rec)
+                else:
+                    self._unsaved.setdefault(rec.run_id, rec)
+        if ahead:
+            group = self._group
+            group.bodies[:0] = [manifest_record(m).encode("utf-8") for m in ahead]
+            group.records[:0] = ahead
 
     async def _commit(self, group: _CommitGroup) -> None:
         if self._journal is None:

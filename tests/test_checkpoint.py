@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from asyncflow import (
@@ -33,6 +35,7 @@ from asyncflow import (
     RunInputError,
     StepRestored,
     StepStatus,
+    StepSucceeded,
 )
 from asyncflow._diskio import Records, Sync, compact_and_remove
 from asyncflow._records import StepCheckpoint
@@ -647,6 +650,53 @@ async def test_a_failed_journal_write_fails_its_saves_and_the_store_goes_on(
     async with Engine(store=FileStore(tmp_path)) as engine:
         assert statuses(await engine.run(flow, run_id="s")) == {"a": StepStatus.RESTORED}
         assert statuses(await engine.run(flow, run_id="r")) == {"a": StepStatus.SUCCEEDED}
+
+
+async def test_a_failed_commit_of_the_running_manifest_is_written_before_the_next_step(
+    tmp_path: Path,
+) -> None:
+    """The manifest whose commit failed is durable with the run's next acknowledged step."""
+    flow = Flow("ordered")
+    hold = anyio.Event()
+
+    @flow.step
+    async def a() -> int:
+        for _ in range(3):  # let the committer take the manifest alone into its commit
+            await anyio.lowlevel.checkpoint()
+        return 1
+
+    @flow.step
+    async def b(a: int) -> int:
+        await hold.wait()
+        return a
+
+    a_saved = anyio.Event()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, StepSucceeded) and event.step == "a":
+            a_saved.set()  # emitted once a's save is acknowledged
+
+    store = FileStore(tmp_path)
+    engine_ = Engine(store=store, observers=[on_event])
+    async with engine_ as engine, anyio.create_task_group() as tg:
+        journal = store._journal
+        assert journal is not None
+        read_only = os.open(tmp_path / ".journal", os.O_RDONLY)
+        os.dup2(read_only, journal)  # the first commit (the "running" manifest) fails
+        os.close(read_only)
+        results: list[RunResult] = []
+
+        async def run() -> None:
+            results.append(await engine.run(flow, run_id="r"))
+
+        tg.start_soon(run)
+        with anyio.fail_after(10):
+            await a_saved.wait()
+        loaded = await store.load_run("r")
+        assert loaded.manifest is not None
+        assert loaded.manifest.status == "running"
+        hold.set()
+    assert results[0].ok
 
 
 ROUND_TRIPS: list[object] = [
