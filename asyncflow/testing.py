@@ -1,7 +1,7 @@
 """Test utilities: a real HTTP server on loopback whose faults you dial at runtime.
 
 :func:`serve_flaky` runs :class:`FlakyServer`, a small ASGI app, under uvicorn (install the
-``testing`` extra: ``pip install asyncflow[testing]``)::
+``testing`` extra: ``pip install "asyncflow-engine[testing]"``)::
 
     async with serve_flaky(host="127.0.0.2") as server:
         server.fail_next(3, status=503)
@@ -329,7 +329,7 @@ def _import_uvicorn() -> Any:
     except ImportError as exc:
         raise ImportError(
             "asyncflow.testing.serve_flaky needs uvicorn, which is not installed. "
-            "Install it with: pip install 'asyncflow[testing]' (or pip install uvicorn)."
+            "Install it with: pip install 'asyncflow-engine[testing]' (or pip install uvicorn)."
         ) from exc
     return uvicorn
 

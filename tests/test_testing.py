@@ -86,7 +86,7 @@ async def test_enrich_endpoint(host_a: FlakyServer) -> None:
 
 async def test_missing_uvicorn_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvicorn", None)
-    with pytest.raises(ImportError, match=r"asyncflow\[testing\]"):
+    with pytest.raises(ImportError, match=r"pip install 'asyncflow-engine\[testing\]'"):
         async with serve_flaky():
             pass
 
