@@ -6,6 +6,8 @@ moment its dependencies have finished.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from ._batch import Batch, BatchSummary
 from ._breakers import BreakerState, HostPolicy, HostStatistics, OnOpen
 from ._checkpoint import CheckpointStore, FileStore
@@ -89,4 +91,8 @@ __all__ = [
     "StepTimeoutError",
     "is_transient",
 ]
-__version__ = "0.1.0"
+
+try:  # written once, in pyproject.toml; the installed distribution's metadata carries it
+    __version__ = _metadata.version("asyncflow-engine")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

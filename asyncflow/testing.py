@@ -1,7 +1,7 @@
 """Test utilities: a real HTTP server on loopback whose faults you dial at runtime.
 
 :func:`serve_flaky` runs :class:`FlakyServer`, a small ASGI app, under uvicorn (install the
-``testing`` extra: ``pip install asyncflow[testing]``)::
+``testing`` extra: ``pip install "asyncflow-engine[testing]"``)::
 
     async with serve_flaky(host="127.0.0.2") as server:
         server.fail_next(3, status=503)
@@ -34,6 +34,7 @@ forced statuses from :meth:`~FlakyServer.fail_next`, ``outage`` (every request g
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import random
@@ -41,7 +42,7 @@ import re
 import socket
 import sys
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
@@ -329,7 +330,7 @@ def _import_uvicorn() -> Any:
     except ImportError as exc:
         raise ImportError(
             "asyncflow.testing.serve_flaky needs uvicorn, which is not installed. "
-            "Install it with: pip install 'asyncflow[testing]' (or pip install uvicorn)."
+            "Install it with: pip install 'asyncflow-engine[testing]' (or pip install uvicorn)."
         ) from exc
     return uvicorn
 
@@ -409,14 +410,56 @@ async def serve_flaky(
             server.should_exit = True
 
 
-async def _main(argv: list[str]) -> None:
-    host = argv[1] if len(argv) > 1 else "127.0.0.2"
-    port = int(argv[2]) if len(argv) > 2 else 0
+#: How ``python -m asyncflow.testing`` names itself in its help and errors.
+_PROG = "python -m asyncflow.testing"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdecimal() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be a number from 0 to 65535, not {text!r}")
+    return port
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=_PROG,
+        description="Serve a FlakyServer until killed; print its URL once it listens.",
+    )
+    p.add_argument("host", nargs="?", default="127.0.0.2", help="address (default: 127.0.0.2)")
+    p.add_argument("port", nargs="?", default=0, type=_port, help="port (default: 0, a free one)")
+    return p
+
+
+async def _serve(host: str, port: int) -> None:
     async with serve_flaky(host, port) as server:
         print(server.url, flush=True)
         await anyio.sleep_forever()
 
 
+def _main(argv: list[str] | None = None) -> int:
+    """Serve until killed; exit 2 with one line on stderr when the server cannot start."""
+    args = _parser().parse_args(argv)
+    try:
+        anyio.run(_serve, args.host, args.port)
+    except ImportError as exc:  # uvicorn is not installed; the message says how to install it
+        message = str(exc)
+    except OSError as exc:  # an address this machine cannot listen on
+        message = f"cannot listen on {args.host} port {args.port}: {exc}"
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: the shell's status for SIGINT, without a traceback
+    else:
+        return 0
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
-    # python -m asyncflow.testing [host] [port]: serve until killed; prints the URL when ready.
-    anyio.run(_main, sys.argv)
+    sys.exit(_main())

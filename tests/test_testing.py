@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ import pytest
 from asyncflow.testing import MAX_BODY, enrich, serve_flaky
 
 if TYPE_CHECKING:
+    import subprocess
+
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
@@ -86,7 +89,7 @@ async def test_enrich_endpoint(host_a: FlakyServer) -> None:
 
 async def test_missing_uvicorn_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvicorn", None)
-    with pytest.raises(ImportError, match=r"asyncflow\[testing\]"):
+    with pytest.raises(ImportError, match=r"pip install 'asyncflow-engine\[testing\]'"):
         async with serve_flaky():
             pass
 
@@ -118,3 +121,66 @@ async def test_trickle_sends_the_body_one_byte_at_a_time(host_a: FlakyServer) ->
         chunks = [chunk async for chunk in response.aiter_raw()]
     assert len(chunks) > 1  # not all at once (sends a millisecond apart may still coalesce)
     assert b'"path": "/trickled"' in b"".join(chunks)
+
+
+async def serve_command(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m asyncflow.testing ARGS``, to its end."""
+    command = [sys.executable, "-m", "asyncflow.testing", *args]
+    with anyio.fail_after(30):
+        return await anyio.run_process(command, check=False)
+
+
+async def test_command_line_help_prints_usage() -> None:
+    """``--help`` is help, not a host name: usage on stdout, exit 0, nothing served."""
+    out = await serve_command("--help")
+    assert out.returncode == 0
+    assert out.stdout.decode().startswith("usage: python -m asyncflow.testing [-h] [host] [port]")
+    assert out.stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["127.0.0.2", "http"], "argument port: port must be a number from 0 to 65535, not 'http'"),
+        (["127.0.0.2", "65536"], "not '65536'"),
+        (["127.0.0.2", "0", "more"], "unrecognized arguments: more"),
+        (["--seed", "1"], "unrecognized arguments: --seed"),
+        # TEST-NET-1: an address of no interface here, so it cannot be bound.
+        (["192.0.2.1"], "cannot listen on 192.0.2.1 port 0: [Errno"),
+    ],
+    ids=[
+        "port-not-a-number",
+        "port-too-large",
+        "extra-argument",
+        "unknown-option",
+        "no-such-address",
+    ],
+)
+async def test_command_line_misuse_is_one_line_and_exit_2(args: list[str], says: str) -> None:
+    """A wrong command line or an address that cannot be bound: one line on stderr, exit 2."""
+    out = await serve_command(*args)
+    assert out.returncode == 2
+    assert out.stdout == b""
+    error = out.stderr.decode()
+    assert error.startswith("python -m asyncflow.testing: error: ")
+    assert says in error
+    assert error.count("\n") == 1
+
+
+async def test_command_line_serves_until_interrupted() -> None:
+    """The URL once the server listens; it answers; Ctrl-C ends it with 130, no traceback."""
+    command = [sys.executable, "-m", "asyncflow.testing", "127.0.0.2"]
+    async with await anyio.open_process(command) as process:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(30):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive()
+            url = line.decode().strip()
+            assert url.startswith("http://127.0.0.2:")
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(url + "/ping")).json()["path"] == "/ping"
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
+            assert process.stderr is not None
+            assert [chunk async for chunk in process.stderr] == []
