@@ -25,18 +25,18 @@ import anyio
 
 from ._errors import CheckpointEncodeError, CheckpointError, RunInputError
 from ._events import CheckpointDiscarded, StepRestored
-from ._records import RunCheckpoints, RunManifest, StepCheckpoint
 from ._result import StepStatus
 from ._scheduler import RunState
+from .stores import RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ._checkpoint import CheckpointStore
     from ._codec import Codec
     from ._graph import Plan, Step
     from ._result import RunResult
     from ._scheduler import StepRuntime
+    from .stores import CheckpointStore, RunCheckpoints
 
 __all__ = ["CheckpointedRun", "decode_inputs", "encode_inputs"]
 

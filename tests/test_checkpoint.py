@@ -34,8 +34,8 @@ from asyncflow import (
     StepRestored,
     StepStatus,
 )
-from asyncflow._diskio import Records, Sync, compact_and_remove
-from asyncflow._records import StepCheckpoint
+from asyncflow.stores import StepCheckpoint
+from asyncflow.stores._file.journal import Records, Sync, compact_and_remove
 
 if TYPE_CHECKING:
     from collections.abc import Callable

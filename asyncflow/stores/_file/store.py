@@ -1,4 +1,4 @@
-"""Checkpoint stores: the CheckpointStore protocol and FileStore, a crash-safe directory.
+"""FileStore: checkpoints in a directory, crash-safe, with group commit.
 
 FileStore keeps, directly in its directory::
 
@@ -7,9 +7,9 @@ FileStore keeps, directly in its directory::
     <dir>/.journal/<segment>.log records not yet compacted into the run files
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
-(:data:`~asyncflow._records.FORMAT_VERSION`); see :mod:`asyncflow._records`. One file per run, in
+(:data:`~.records.FORMAT_VERSION`); see :mod:`.records`. One file per run, in
 one directory, because creating files is far cheaper in an existing directory than in new ones.
-Run ids are validated (:func:`~asyncflow._records.validate_run_id`), so ``<run_id>.json`` never
+Run ids are validated (:func:`~asyncflow._identity.validate_run_id`), so ``<run_id>.json`` never
 leaves the directory nor collides with the store's own names: ``.journal``, temp files
 ``<run_id>.json.<hex>.tmp``, and files moved aside, ``<run_id>.json.corrupt-<n>``.
 
@@ -54,14 +54,18 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiofiles
 import aiofiles.os
 import anyio
 
-from ._codec import Codec, JsonCodec
-from ._diskio import (
+from asyncflow._codec import Codec, JsonCodec
+from asyncflow._errors import CheckpointError
+from asyncflow._identity import validate_run_id
+from asyncflow.stores._base import RunCheckpoints, RunManifest, StepCheckpoint
+
+from .journal import (
     SEGMENT_MAGIC,
     OnDisk,
     Records,
@@ -74,63 +78,18 @@ from ._diskio import (
     recover,
     truncate,
 )
-from ._errors import CheckpointError
-from ._records import (
-    RunCheckpoints,
-    RunManifest,
-    StepCheckpoint,
-    manifest_record,
-    record_key,
-    step_record,
-    validate_run_id,
-)
+from .records import manifest_record, record_key, step_record
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
-    from contextlib import AbstractAsyncContextManager
 
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 T = TypeVar("T")
 
-__all__ = ["CheckpointStore", "FileStore"]
+__all__ = ["FileStore"]
 
 logger = logging.getLogger("asyncflow")
-
-
-class CheckpointStore(Protocol):
-    """Where checkpoints live. The engine opens it once and calls the rest while it is open.
-
-    Implementations must make ``save_*`` durable before returning (a crash after the return loses
-    nothing) and may be shared by many runs at once. Times, ids and text are plain data, so a
-    store on another machine (a database, an object store) fits the same shape.
-    """
-
-    @property
-    def codec(self) -> Codec:
-        """The codec that turns outputs and inputs into the text this store keeps."""
-
-    def open(self) -> AbstractAsyncContextManager[object]:
-        """Acquire what the store needs (threads, connections, background tasks) for a block."""
-
-    async def load_run(self, run_id: str, /) -> RunCheckpoints:
-        """Return what is kept for ``run_id``; a run with nothing kept gives empty checkpoints.
-
-        Records that cannot be used are reported in ``discarded`` and left out, never raised.
-        """
-
-    async def save_manifest(self, manifest: RunManifest, /) -> None:
-        """Durably record a run's manifest, replacing the previous one."""
-
-    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
-        """Record a run's manifest without waiting.
-
-        It must be durable no later than the next save of the same run returns, so a step
-        checkpoint is never durable without its run's manifest.
-        """
-
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
-        """Durably record a step's output, replacing the step's previous checkpoint."""
 
 
 class _CommitGroup:

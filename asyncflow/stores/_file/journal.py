@@ -1,6 +1,6 @@
 r"""Blocking file work of FileStore, run on the store's own executor, never on the event loop.
 
-See :mod:`asyncflow._checkpoint` for the layout and what is durable when.
+See :mod:`.store` for the layout and what is durable when.
 
 Journal segments. A segment starts with :data:`SEGMENT_MAGIC`; each record is a frame::
 
@@ -36,19 +36,17 @@ import time
 import zlib
 from typing import TYPE_CHECKING
 
-from ._errors import InvalidRunIdError
-from ._records import (
+from asyncflow._errors import InvalidRunIdError
+from asyncflow._identity import validate_run_id
+from asyncflow.stores._base import Discarded, RunCheckpoints, RunManifest, StepCheckpoint
+
+from .records import (
     BadRecord,
-    Discarded,
-    RunCheckpoints,
     RunFile,
-    RunManifest,
-    StepCheckpoint,
     parse_record,
     parse_run_file,
     record_key,
     run_file_text,
-    validate_run_id,
 )
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Checkpoint records: run ids, the data a store keeps, and its JSON text formats (no I/O).
+"""FileStore's JSON text formats for the data a store keeps (no I/O).
 
 Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSION`):
 
@@ -29,7 +29,7 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
   as strings). ``"manifest"`` is ``null`` when none is kept. ``"seq"`` (in the manifest and in
   each step) is the journal sequence number of the record the entry came from: replaying a
   journal record replaces an entry only when the record is not older (see
-  :mod:`asyncflow._diskio`). A file without it (written before sequence numbers) reads as 0.
+  :mod:`.journal`). A file without it (written before sequence numbers) reads as 0.
 
 A record or run file of another format or version is refused with a reason, so a store can move
 it aside; in a sound run file, a malformed manifest or step entry is reported on its own.
@@ -38,11 +38,10 @@ it aside; in a sound run file, a malformed manifest or step entry is reported on
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._errors import InvalidRunIdError
+from asyncflow.stores._base import RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -50,126 +49,19 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "BadRecord",
-    "Discarded",
-    "RunCheckpoints",
     "RunFile",
-    "RunManifest",
-    "StepCheckpoint",
     "manifest_record",
     "parse_record",
     "parse_run_file",
     "record_key",
     "run_file_text",
     "step_record",
-    "validate_run_id",
 ]
 
 FORMAT_VERSION = 1
 MANIFEST_FORMAT = "asyncflow.manifest"
 STEP_FORMAT = "asyncflow.step"
 RUN_FORMAT = "asyncflow.run"
-#: The longest run id: a file name is at most 255 bytes, and ``.corrupt-<n>`` must fit after it.
-MAX_RUN_ID = 200
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+=,~-]*")
-
-
-def validate_run_id(run_id: object) -> str:
-    """Return ``run_id`` when it is a safe, plain name: ``<run_id>.json`` names its run file.
-
-    Every run file name ends in ``.json``, while the store's own names start with a dot
-    (``.journal``) or end otherwise (``.tmp``, ``.corrupt-<n>``), so no valid id collides with them.
-
-    Raises:
-        InvalidRunIdError: empty, too long, a path (a slash or backslash, ``..``), a leading dot, NUL or
-            other characters outside ``A-Z a-z 0-9 _ . @ + = , ~ -``.
-    """
-    if not isinstance(run_id, str):
-        raise InvalidRunIdError(
-            f"A run id is a string; got {type(run_id).__name__} {run_id!r}.", run_id=str(run_id)
-        )
-    if RUN_ID_PATTERN.fullmatch(run_id) and len(run_id) <= MAX_RUN_ID:
-        return run_id
-    if not run_id:
-        problem = "is empty"
-    elif len(run_id) > MAX_RUN_ID:
-        problem = f"is {len(run_id)} characters long, over the limit of {MAX_RUN_ID}"
-    elif run_id.startswith("."):
-        problem = "starts with a dot (hidden files, '.' and '..' are not run ids)"
-    elif "/" in run_id or "\\" in run_id:
-        problem = "contains a path separator"
-    elif "\x00" in run_id:
-        problem = "contains a NUL byte"
-    else:
-        bad = sorted({c for c in run_id if not RUN_ID_PATTERN.fullmatch("a" + c)})
-        problem = f"contains {', '.join(map(repr, bad))}"
-    raise InvalidRunIdError(
-        f"Run id {run_id[:80]!r} {problem}. A run id names a file of checkpoints: use up to "
-        f"{MAX_RUN_ID} of A-Z a-z 0-9 _ . @ + = , ~ - and do not start with a dot, "
-        f"e.g. 'doc-42'.",
-        run_id=run_id,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class RunManifest:
-    """What a store keeps about a run as a whole.
-
-    Attributes:
-        run_id: the run's id.
-        flow: the flow's name.
-        flow_fingerprint: the flow's structure and code at the time of the run.
-        inputs: the run inputs, as codec text (a JSON object).
-        status: ``"running"``, ``"succeeded"`` or ``"failed"``.
-        created_at: when the run first started, ISO 8601 UTC.
-        updated_at: when this manifest was written, ISO 8601 UTC.
-    """
-
-    run_id: str
-    flow: str
-    flow_fingerprint: str
-    inputs: str
-    status: str
-    created_at: str
-    updated_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepCheckpoint:
-    """A succeeded step's output and its identity.
-
-    Attributes:
-        run_id: the run's id.
-        step: the step's name.
-        fingerprint: digest of the step's code and what it received (dependency outputs, the run
-            inputs it takes); a checkpoint is used only when it matches.
-        digest: digest of ``output``; dependents' fingerprints are built from it.
-        output: the output as codec text.
-    """
-
-    run_id: str
-    step: str
-    fingerprint: str
-    digest: str
-    output: str
-
-
-@dataclass(frozen=True, slots=True)
-class Discarded:
-    """A checkpoint that could not be used and was moved aside (or dropped, for a journal line)."""
-
-    step: str | None
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunCheckpoints:
-    """Everything a store holds for one run."""
-
-    manifest: RunManifest | None = None
-    steps: Mapping[str, StepCheckpoint] = field(default_factory=dict)
-    discarded: tuple[Discarded, ...] = ()
-
 
 js = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
