@@ -35,13 +35,15 @@ from asyncflow import (
     StepStatus,
 )
 from asyncflow.stores import StepCheckpoint
-from asyncflow.stores._file.journal import Records, Sync, compact_and_remove
+from asyncflow.stores._file.disk import Sync
+from asyncflow.stores._file.journal import compact_and_remove
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from asyncflow import RunResult
+    from asyncflow.stores._file.runfiles import Records
 
 pytestmark = pytest.mark.anyio
 

@@ -1,6 +1,7 @@
-r"""Blocking file work of FileStore, run on the store's own executor, never on the event loop.
+r"""FileStore's journal: segments of framed records, their recovery, and their compaction.
 
-See :mod:`.store` for the layout and what is durable when.
+Blocking work, run on the store's own executor, never on the event loop. See :mod:`.store` for
+the layout and what is durable when, :mod:`.runfiles` for the files records are compacted into.
 
 Journal segments. A segment starts with :data:`SEGMENT_MAGIC`; each record is a frame::
 
@@ -23,494 +24,55 @@ does not matter, and an old segment replayed after newer run files changes nothi
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import re
 import secrets
 import stat
-import threading
 import time
 import zlib
 from typing import TYPE_CHECKING
 
 from asyncflow._errors import InvalidRunIdError
 from asyncflow._identity import validate_run_id
-from asyncflow.stores._base import Discarded, RunCheckpoints, RunManifest, StepCheckpoint
 
-from .records import (
-    BadRecord,
-    RunFile,
-    parse_record,
-    parse_run_file,
-    record_key,
-    run_file_text,
+from .disk import (
+    JOURNAL_DIR,
+    OPEN_READ,
+    BadEntry,
+    Sync,
+    fsync_dir,
+    move_aside,
+    read_entry,
+    try_lock,
+    write_all,
 )
+from .records import BadRecord, parse_record
+from .runfiles import Records, compact, merge, read_sequence, remove_temps
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 __all__ = [
-    "JOURNAL_DIR",
-    "BadEntry",
-    "LockTimeout",
-    "Records",
-    "Sync",
+    "SEGMENT_MAGIC",
     "append_durably",
     "compact_and_remove",
     "create_segment",
     "frame",
-    "fsync_dir",
-    "read_runs",
+    "read_segment",
     "recover",
-    "run_path",
     "truncate",
-    "try_lock",
 ]
 
 logger = logging.getLogger("asyncflow")
 
-try:
-    import fcntl
-
-    flock: Callable[[int, int], None] | None = fcntl.flock
-    LOCK_FLAGS = fcntl.LOCK_EX | fcntl.LOCK_NB
-except ImportError:  # Windows: no flock; one engine per directory there
-    flock, LOCK_FLAGS = None, 0
-
-RUN_SUFFIX = ".json"
-TMP_SUFFIX = ".tmp"
-#: ``<run_id>.json.<8 hex>.tmp``: ends in ``.tmp``, where every run file ends in ``.json``.
-TEMP_NAME = re.compile(r".+\.json\.[0-9a-f]{8}\.tmp")
-JOURNAL_DIR = ".journal"
 SEGMENT_SUFFIX = ".log"
 #: A segment being created: locked, then renamed to ``.log``, so no other engine's recovery can
 #: see it unlocked. One left by a crash (its lock free) is removed by recovery.
 NEW_SEGMENT_SUFFIX = ".log.new"
 SEGMENT_MAGIC = b"asyncflow-journal 2\n"
-#: In the journal directory: a number above every sequence number written into a run file.
-SEQUENCE_FILE = "sequence"
-SEQUENCE_TEMP = re.compile(r"sequence\.[0-9a-f]{8}\.tmp")
-#: The largest run file or segment read; a larger one is moved aside, never read into memory.
-MAX_FILE_BYTES = 1 << 30
 _FRAME_HEADER = re.compile(rb"#([0-9a-f]{1,16}) ([0-9a-f]{1,8}) ([0-9a-f]{8})\n")
-_OPEN_READ = (
-    os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-)
-
-
-def try_lock(fd: int) -> bool:
-    """Take an exclusive lock on an open file without waiting; False when another holds it.
-
-    The lock belongs to the open file, so it is released when the file is closed or its
-    process dies (SIGKILL included). Without ``fcntl`` (Windows) there is no lock.
-    """
-    if flock is None:
-        return True
-    try:
-        flock(fd, LOCK_FLAGS)
-    except BlockingIOError:
-        return False
-    return True
-
-
-class LockTimeout(OSError):
-    """The directory's lock was not had in time, or the store closed while waiting for it."""
-
-
-class BadEntry(Exception):
-    """A name in the store that cannot be read as a file of ours (a directory, pipe, link, ...)."""
-
-
-class Sync:
-    """Makes a batch of written files durable: one ``syncfs`` where available, else fsyncs.
-
-    It also holds the directory's lock, which every writer of run files takes (see :meth:`lock`).
-
-    Args:
-        root: the store's directory.
-        lock_timeout: the longest wait for the directory's lock, in seconds.
-    """
-
-    def __init__(self, root: Path, *, lock_timeout: float = 60.0) -> None:
-        self.root = root
-        self.lock_timeout = lock_timeout
-        #: set when the store closes: waits for the lock end at once.
-        self.abort = threading.Event()
-        self._threads = threading.Lock()
-        self._syncfs: Callable[[int], int] | None = None
-        name = ctypes.util.find_library("c")
-        if name is not None and hasattr(os, "O_DIRECTORY"):
-            fn = getattr(ctypes.CDLL(name, use_errno=True), "syncfs", None)
-            if fn is not None:
-                self._syncfs = fn
-
-    def files(self, paths: list[Path]) -> None:
-        if self._syncfs is not None:
-            self._fs()
-            return
-        for p in paths:
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def dirs(self, dirs: set[Path]) -> None:
-        if self._syncfs is not None:
-            self._fs()
-            return
-        for d in dirs:
-            fsync_dir(d)
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the directory's lock: writers of run files read, merge and replace them under it.
-
-        A thread lock within this store, and a ``flock`` on the journal directory across stores
-        and processes (a lock that a dead process releases). Blocks, at most ``lock_timeout``
-        seconds, and ends early once :attr:`abort` is set: call it on the executor.
-
-        Raises:
-            LockTimeout: the lock was not had in time (another engine holds it: compacting, or
-                stopped) or the store is closing.
-        """
-        deadline = time.monotonic() + self.lock_timeout
-        while not self._threads.acquire(timeout=0.05):
-            self._check_wait(deadline)
-        try:
-            if flock is None:
-                yield
-                return
-            fd = os.open(self.root / JOURNAL_DIR, os.O_RDONLY)
-            try:
-                pause = 0.001
-                while True:
-                    try:
-                        flock(fd, LOCK_FLAGS)
-                        break
-                    except BlockingIOError:
-                        self._check_wait(deadline)
-                        self.abort.wait(pause)
-                        pause = min(pause * 2, 0.05)
-                yield
-            finally:
-                os.close(fd)
-        finally:
-            self._threads.release()
-
-    def _check_wait(self, deadline: float) -> None:
-        if self.abort.is_set():
-            raise LockTimeout(
-                errno.EINTR, f"the store closed while waiting for the lock of {self.root}"
-            )
-        if time.monotonic() >= deadline:
-            raise LockTimeout(
-                errno.ETIMEDOUT,
-                f"another engine has held the lock of {self.root} for over {self.lock_timeout:g} s "
-                f"(a compaction, or a process that is stopped: find it with "
-                f"'fuser {self.root / JOURNAL_DIR}'); let it finish or end it, or raise "
-                f"FileStore(lock_timeout=...)",
-            )
-
-    def _fs(self) -> None:
-        assert self._syncfs is not None
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if self._syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"syncfs: {os.strerror(err)}")
-        finally:
-            os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Fsync a directory so the entries created or renamed in it survive a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def run_path(root: Path, run_id: str) -> Path:
-    """The run file of a (validated) run id."""
-    return root / f"{run_id}{RUN_SUFFIX}"
-
-
-def is_temp(name: str) -> bool:
-    """Whether ``name`` is a temp file of this store; no run file's name is one."""
-    return TEMP_NAME.fullmatch(name) is not None
-
-
-def temp_path(target: Path, token: str) -> Path:
-    return target.with_name(f"{target.name}.{token}{TMP_SUFFIX}")
-
-
-def aside_path(path: Path) -> Path:
-    n = 1
-    while True:
-        target = path.with_name(f"{path.name}.corrupt-{n}")
-        if not os.path.lexists(target):
-            return target
-        n += 1
-
-
-def move_aside(path: Path) -> Path:
-    """Rename ``path`` (a file, directory, pipe or link: never followed) to ``.corrupt-<n>``."""
-    target = aside_path(path)
-    os.replace(path, target)
-    return target
-
-
-def copy_aside(path: Path, data: bytes) -> Path:
-    """Keep ``data`` (a run file's bad bytes) in a new ``.corrupt-<n>`` file beside ``path``."""
-    while True:
-        target = aside_path(path)
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        return target
-
-
-def read_entry(path: Path, limit: int = MAX_FILE_BYTES) -> bytes | None:
-    """Read a file of the store; ``None`` when there is none.
-
-    Never follows a symbolic link, never blocks on a pipe, never reads more than ``limit``.
-
-    Raises:
-        BadEntry: the name is not a regular file of at most ``limit`` bytes.
-    """
-    try:
-        fd = os.open(path, _OPEN_READ)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise BadEntry("a symbolic link, which the store never follows") from None
-        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
-            raise BadEntry("a socket or device, not a file") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a pipe, socket or device"
-            raise BadEntry(f"{kind}, not a regular file")
-        if st.st_size > limit:
-            raise BadEntry(f"{st.st_size} bytes, over the limit of {limit}")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, min(limit + 1 - size, 1 << 24) or 1):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise BadEntry(f"over {limit} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data``; a short write is continued, and one that cannot be is an error."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(errno.ENOSPC, "short write: no space left on device")
-        view = view[n:]
-
-
-def decode(data: bytes, run_id: str) -> RunFile:
-    """Parse a run file's bytes; raise :class:`BadRecord` when it cannot be used as a whole."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRecord("not UTF-8 text") from None
-    return parse_run_file(text, run_id)
-
-
-#: What a run file holds, and each entry's sequence number.
-OnDisk = tuple[RunCheckpoints, dict[str | None, int]]
-
-
-def read_run(sync: Sync, root: Path, run_id: str) -> OnDisk:
-    """Read a run's file; a bad file is moved aside, a bad entry kept aside and dropped.
-
-    Temp files are never read: they belong to a compaction, running or dead. A dead one's
-    segment is still in the journal, and the recovery that compacts it removes them.
-    """
-    path = run_path(root, run_id)
-    try:
-        data = read_entry(path)
-    except BadEntry:
-        pass
-    else:
-        if data is None:
-            return RunCheckpoints(), {}
-        try:
-            run = decode(data, run_id)
-        except BadRecord:
-            pass
-        else:
-            if not run.bad:
-                return RunCheckpoints(run.manifest, run.steps), run.seqs
-    # Repairs write the file, so they wait for compactions (which rewrite it too) to finish.
-    with sync.lock():
-        try:
-            data = read_entry(path)
-            if data is None:
-                return RunCheckpoints(), {}
-            run = decode(data, run_id)
-        except (BadEntry, BadRecord) as exc:
-            moved = move_aside(path)
-            sync.dirs({root})
-            logger.warning("checkpoint %s is unusable (%s); moved to %s", path, exc, moved.name)
-            return RunCheckpoints(discarded=(Discarded(None, str(moved), str(exc)),)), {}
-        if not run.bad:
-            return RunCheckpoints(run.manifest, run.steps), run.seqs
-        # Keep the sound entries in place: the run restores them and does not save them again.
-        kept = copy_aside(path, data)
-        write_atomically(path, run_file_text(run_id, run.manifest, run.steps, run.seqs), kept)
-        discarded = tuple(Discarded(step, str(kept), reason) for step, reason in run.bad)
-        for d in discarded:
-            logger.warning(
-                "checkpoint %s: %s; dropped, the file is kept in %s", path, d.reason, kept
-            )
-        return RunCheckpoints(run.manifest, run.steps, discarded), run.seqs
-
-
-def write_atomically(path: Path, text: str, also_sync: Path) -> None:
-    """Replace ``path`` by ``text`` durably; ``also_sync`` is fsynced with it."""
-    tmp = temp_path(path, secrets.token_hex(4))
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            write_all(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fd = os.open(also_sync, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(path.parent)
-
-
-Record = RunManifest | StepCheckpoint
-#: records to compact: run id -> (a step's name, or None for the manifest) -> (seq, the latest
-#: record).
-Records = dict[str, dict[str | None, tuple[int, Record]]]
-
-
-def merge(records: Records, seq: int, rec: Record) -> None:
-    """Keep ``rec`` in ``records`` unless a newer record of the same entry is there."""
-    recs = records.get(rec.run_id)
-    if recs is None:
-        recs = records[rec.run_id] = {}
-    key = record_key(rec)
-    held = recs.get(key)
-    if held is None or seq >= held[0]:
-        recs[key] = (seq, rec)
-
-
-def read_sequence(jdir: Path) -> int:
-    """The number every new sequence number must exceed; 0 when there is none (or it is bad)."""
-    try:
-        data = read_entry(jdir / SEQUENCE_FILE, limit=64)
-        return int(data) if data is not None else 0
-    except (BadEntry, ValueError) as exc:
-        logger.warning("journal %s: ignored a bad %s file (%s)", jdir, SEQUENCE_FILE, exc)
-        return 0
-
-
-def compact(sync: Sync, root: Path, records: Records) -> None:
-    """Merge each run's records into its run file, atomically; durable on return.
-
-    A record replaces a run file's entry only when it is not older (by sequence number). The
-    sequence file is raised past every number written, in the same atomic step. The caller
-    holds ``sync.lock()``: the run files are read, merged and replaced.
-    """
-    tmps: list[tuple[Path, Path]] = []
-    kept: list[Path] = []
-    token = secrets.token_hex(4)
-    top = 0
-    try:
-        for run_id, recs in records.items():
-            target = run_path(root, run_id)
-            manifest: RunManifest | None = None
-            steps: dict[str, StepCheckpoint] = {}
-            seqs: dict[str | None, int] = {}
-            try:
-                data = read_entry(target)
-            except BadEntry as exc:
-                moved = move_aside(target)
-                logger.warning("checkpoint %s is %s; moved to %s", target, exc, moved.name)
-                data = None
-            if data is not None:
-                try:
-                    run = decode(data, run_id)
-                except BadRecord as exc:
-                    run = RunFile(None, {}, [(None, str(exc))])
-                if run.bad:
-                    # Never lost: the bytes are kept aside before the file is replaced.
-                    aside = copy_aside(target, data)
-                    kept.append(aside)
-                    logger.warning(
-                        "checkpoint %s: %s; kept in %s", target, run.bad[0][1], aside.name
-                    )
-                manifest, steps, seqs = run.manifest, run.steps, run.seqs
-            changed = data is None or bool(run.bad)
-            for key, (seq, rec) in recs.items():
-                top = max(top, seq)
-                if seq < seqs.get(key, -1):
-                    continue  # the run file holds a newer record of this entry
-                changed = True
-                seqs[key] = seq
-                if isinstance(rec, StepCheckpoint):
-                    steps[rec.step] = rec
-                else:
-                    manifest = rec
-            if not changed:
-                continue
-            tmp = temp_path(target, token)
-            write_new(tmp, run_file_text(run_id, manifest, steps, seqs).encode("utf-8"))
-            tmps.append((tmp, target))
-        jdir = root / JOURNAL_DIR
-        if top >= read_sequence(jdir):
-            # First in the list, so it is in place before any run file that needs it.
-            tmp = jdir / f"{SEQUENCE_FILE}.{token}{TMP_SUFFIX}"
-            write_new(tmp, b"%d" % (top + 1))
-            tmps.insert(0, (tmp, jdir / SEQUENCE_FILE))
-        sync.files([t for t, _ in tmps] + kept)
-        for tmp, target in tmps:
-            os.replace(tmp, target)
-        tmps = []
-        sync.dirs({root, jdir})
-    finally:
-        for tmp, _ in tmps:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        write_all(fd, data)
-    finally:
-        os.close(fd)
 
 
 def frame(seq: int, body: bytes) -> bytes:
@@ -658,18 +220,6 @@ def compact_and_remove(sync: Sync, root: Path, records: Records, segment: Path) 
     fsync_dir(segment.parent)
 
 
-def remove_temps(root: Path) -> None:
-    """Remove temp files of compactions that died. The caller holds ``sync.lock()``."""
-    with os.scandir(root) as it:
-        for e in it:
-            if is_temp(e.name):
-                os.unlink(e.path)
-    with os.scandir(root / JOURNAL_DIR) as it:
-        for e in it:
-            if SEQUENCE_TEMP.fullmatch(e.name):
-                os.unlink(e.path)
-
-
 def recover(sync: Sync, root: Path) -> None:
     """Remove dead temp files; compact the journal segments of engines that are gone.
 
@@ -721,7 +271,7 @@ def recover(sync: Sync, root: Path) -> None:
 def _open_segment(path: Path) -> int | None:
     """Open a segment to lock it; a name that is not a regular file is moved aside."""
     try:
-        fd = os.open(path, _OPEN_READ)
+        fd = os.open(path, OPEN_READ)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -766,13 +316,3 @@ def _remove_if_dead(path: Path) -> None:
             os.unlink(path)
     finally:
         os.close(fd)
-
-
-def read_runs(sync: Sync, root: Path, run_ids: list[str]) -> list[OnDisk | OSError]:
-    results: list[OnDisk | OSError] = []
-    for run_id in run_ids:
-        try:
-            results.append(read_run(sync, root, run_id))
-        except OSError as exc:
-            results.append(exc)
-    return results

@@ -16,9 +16,9 @@ leaves the directory nor collides with the store's own names: ``.journal``, temp
 Durability by group commit. A save appends its record to the engine's journal segment and
 returns once a ``write`` + ``fsync`` covering it has finished; every save waiting at that moment
 shares the one fsync, so throughput is bounded by records per fsync rather than fsyncs per
-second. Each journal line is ``<crc32 hex> <record>`` and a newline: on recovery a line whose
-checksum does not match, or a last line with no newline (a torn tail, from a crash mid-write),
-is dropped.
+second. Each record is a frame with its sequence number, length and checksum (see
+:mod:`.journal`): on recovery a frame whose checksum does not match, or one cut short (a torn
+tail, from a crash mid-write), is dropped.
 
 Compaction turns a sealed segment (full, or the engine closing, or left by a dead process) into
 run files: for each run with records in the segment, the run file (if any) is read, the records
@@ -65,20 +65,18 @@ from asyncflow._errors import CheckpointError
 from asyncflow._identity import validate_run_id
 from asyncflow.stores._base import RunCheckpoints, RunManifest, StepCheckpoint
 
+from .disk import Sync
 from .journal import (
     SEGMENT_MAGIC,
-    OnDisk,
-    Records,
-    Sync,
     append_durably,
     compact_and_remove,
     create_segment,
     frame,
-    read_runs,
     recover,
     truncate,
 )
 from .records import manifest_record, record_key, step_record
+from .runfiles import OnDisk, Records, read_runs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
