@@ -160,6 +160,9 @@ class CheckpointedRun(RunState):
             status=result.status.value,
             created_at=manifest.created_at,
             updated_at=_now(),
+            failed_steps=()
+            if result.ok
+            else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
         )
         try:
             await self._store.save_manifest(final)

@@ -137,6 +137,39 @@ async def test_resume_takes_the_inputs_from_the_manifest(tmp_path: Path) -> None
     assert manifest["inputs"] == {"lang": "fr", "path": "b.md"}
 
 
+async def test_the_final_manifest_names_the_failed_steps_until_the_run_succeeds(
+    tmp_path: Path,
+) -> None:
+    """A failed run's manifest lists its failed steps (not the skipped ones), as list_runs does."""
+    flow = document_flow([])
+    fail = True
+
+    @flow.step
+    async def publish(summarize: str) -> str:
+        if fail:
+            raise RuntimeError("publisher down")
+        return summarize
+
+    @flow.step
+    async def notify(publish: str) -> str:
+        return publish
+
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        failed = await engine.run(flow, run_id="doc-7", path="a.txt")
+        assert engine.store is not None
+        listed = [info async for info in engine.store.list_runs()]
+    assert failed.steps["notify"].status is StepStatus.SKIPPED
+    assert [(i.run_id, i.status, i.failed_steps) for i in listed] == [
+        ("doc-7", "failed", ("publish",))
+    ]
+    assert run_file_json(tmp_path, "doc-7")["manifest"]["failed_steps"] == ["publish"]
+    fail = False
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        assert (await engine.resume(flow, "doc-7")).ok
+    manifest = run_file_json(tmp_path, "doc-7")["manifest"]
+    assert (manifest["status"], manifest["failed_steps"]) == ("succeeded", [])
+
+
 async def test_without_run_id_the_same_call_resumes_the_same_run(tmp_path: Path) -> None:
     """The derived run id depends on the flow and inputs only, so a repeat call restores."""
     calls: list[str] = []

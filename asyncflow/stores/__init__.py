@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ._base import CheckpointStore, Discarded, RunCheckpoints, RunManifest, StepCheckpoint
+from ._base import (
+    CheckpointStore,
+    Discarded,
+    RunCheckpoints,
+    RunInfo,
+    RunManifest,
+    StepCheckpoint,
+)
 from ._file import FileStore
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     "Discarded",
     "FileStore",
     "RunCheckpoints",
+    "RunInfo",
     "RunManifest",
     "StepCheckpoint",
 ]

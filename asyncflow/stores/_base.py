@@ -6,12 +6,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from asyncflow._codec import Codec
 
-__all__ = ["CheckpointStore", "Discarded", "RunCheckpoints", "RunManifest", "StepCheckpoint"]
+__all__ = [
+    "CheckpointStore",
+    "Discarded",
+    "RunCheckpoints",
+    "RunInfo",
+    "RunManifest",
+    "StepCheckpoint",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +30,12 @@ class RunManifest:
         flow: the flow's name.
         flow_fingerprint: the flow's structure and code at the time of the run.
         inputs: the run inputs, as codec text (a JSON object).
-        status: ``"running"``, ``"succeeded"`` or ``"failed"``.
+        status: ``"running"`` (started, not finished: still running, or its process died),
+            ``"succeeded"`` or ``"failed"``.
         created_at: when the run first started, ISO 8601 UTC.
         updated_at: when this manifest was written, ISO 8601 UTC.
+        failed_steps: the names of the steps that failed, in the flow's order (set in the
+            manifest written when the run ends; empty while it runs).
     """
 
     run_id: str
@@ -35,6 +45,7 @@ class RunManifest:
     status: str
     created_at: str
     updated_at: str
+    failed_steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +70,14 @@ class StepCheckpoint:
 
 @dataclass(frozen=True, slots=True)
 class Discarded:
-    """A checkpoint that could not be used and was moved aside (or dropped, for a journal line)."""
+    """A kept entry that could not be used: left out of what was loaded, and reported.
+
+    Attributes:
+        step: the step whose checkpoint it was; ``None`` for the manifest or the whole run.
+        path: where the unusable data was kept for people to look at (a file for FileStore);
+            empty when it was not kept.
+        reason: what is wrong with it.
+    """
 
     step: str | None
     path: str
@@ -75,12 +93,52 @@ class RunCheckpoints:
     discarded: tuple[Discarded, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run in a listing (:meth:`CheckpointStore.list_runs`): its manifest without inputs.
+
+    Attributes:
+        run_id: the run's id.
+        flow: the flow's name.
+        status: ``"running"``, ``"succeeded"`` or ``"failed"``, as in :class:`RunManifest`.
+        created_at: when the run first started, ISO 8601 UTC.
+        updated_at: when its manifest was last written, ISO 8601 UTC.
+        failed_steps: the steps that failed when it last ended.
+    """
+
+    run_id: str
+    flow: str
+    status: str
+    created_at: str
+    updated_at: str
+    failed_steps: tuple[str, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, manifest: RunManifest, /) -> RunInfo:
+        """The listing entry of the run ``manifest`` describes."""
+        return cls(
+            run_id=manifest.run_id,
+            flow=manifest.flow,
+            status=manifest.status,
+            created_at=manifest.created_at,
+            updated_at=manifest.updated_at,
+            failed_steps=manifest.failed_steps,
+        )
+
+
 class CheckpointStore(Protocol):
     """Where checkpoints live. The engine opens it once and calls the rest while it is open.
 
     Implementations must make ``save_*`` durable before returning (a crash after the return loses
-    nothing) and may be shared by many runs at once. Times, ids and text are plain data, so a
-    store on another machine (a database, an object store) fits the same shape.
+    nothing), may be shared by many runs at once, and raise :class:`~asyncflow.CheckpointError`
+    when they cannot do what is asked (the store is not open, a disk or a database failed).
+    Times, ids and text are plain data, so a store on another machine (a database, an object
+    store) fits the same shape: run ids are valid names (at most 200 of ``A-Z a-z 0-9 _ . @ + =
+    , ~ -``, checked by the engine before a store sees them), outputs and inputs are the codec's
+    JSON text (a store may keep it re-spaced, as long as it reads back as the same JSON value).
+
+    :func:`asyncflow.testing.check_checkpoint_store` checks an implementation against this
+    contract; :class:`~asyncflow.stores.MemoryStore` is one written from public names alone.
     """
 
     @property
@@ -88,7 +146,11 @@ class CheckpointStore(Protocol):
         """The codec that turns outputs and inputs into the text this store keeps."""
 
     def open(self) -> AbstractAsyncContextManager[object]:
-        """Acquire what the store needs (threads, connections, background tasks) for a block."""
+        """Acquire what the store needs (threads, connections, background tasks) for a block.
+
+        A store can be opened again after the block ends; a persistent one still holds what
+        was saved.
+        """
 
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
         """Return what is kept for ``run_id``; a run with nothing kept gives empty checkpoints.
@@ -103,8 +165,20 @@ class CheckpointStore(Protocol):
         """Record a run's manifest without waiting.
 
         It must be durable no later than the next save of the same run returns, so a step
-        checkpoint is never durable without its run's manifest.
+        checkpoint is never durable without its run's manifest, and a later save of the manifest
+        replaces it.
         """
 
     async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
         """Durably record a step's output, replacing the step's previous checkpoint."""
+
+    def list_runs(self) -> AsyncIterator[RunInfo]:
+        """Yield a :class:`RunInfo` for every run whose manifest is kept, each once.
+
+        Written as an async generator (``async def`` with ``yield``), used as
+        ``async for info in store.list_runs():``. The order is the store's own: sort the
+        entries if you need one. It sees every save that returned before it started; saves made
+        while it runs may or may not be seen. A store with many runs should read them a batch at
+        a time, never all at once. Runs whose manifest cannot be used are left out, never
+        raised.
+        """

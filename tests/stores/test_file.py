@@ -1,18 +1,22 @@
-"""FileStore: compaction, recovery, failed writes; its faults are in test_file_faults."""
+"""FileStore: compaction, recovery, failed writes, listing; its faults are in test_file_faults."""
 
 from __future__ import annotations
 
 import ctypes.util
+import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from asyncflow import CheckpointError, Engine, FileStore, Flow, JsonCodec, StepStatus
-from asyncflow.stores import StepCheckpoint
+from asyncflow.stores import RunInfo, RunManifest, StepCheckpoint
 from asyncflow.stores._file.disk import Sync
 from asyncflow.stores._file.journal import compact_and_remove
+from asyncflow.stores._file.store import LIST_BATCH
 from tests.stores.files import damage_entry, journal_line, names, run_file, run_file_json
 
 if TYPE_CHECKING:
@@ -151,3 +155,153 @@ def test_compaction_without_syncfs_fsyncs_each_file_and_directory(
     compact_and_remove(sync, tmp_path, records, segment)
     assert run_file_json(tmp_path, "r")["steps"]["a/b"]["output"] == {"x": 1}
     assert not segment.exists()
+
+
+def manifest(run_id: str, status: str = "running", *failed: str) -> RunManifest:
+    return RunManifest(
+        run_id,
+        flow="f",
+        flow_fingerprint="fp",
+        inputs="{}",
+        status=status,
+        created_at="2026-01-01T00:00:00.000+00:00",
+        updated_at=f"2026-01-01T00:00:0{len(status) % 10}.000+00:00",
+        failed_steps=failed,
+    )
+
+
+async def listed(store: FileStore) -> list[RunInfo]:
+    return [info async for info in store.list_runs()]
+
+
+async def test_list_runs_sees_records_still_in_the_journal_over_older_run_files(
+    tmp_path: Path,
+) -> None:
+    """A manifest not yet compacted replaces its run file's in the listing, or is listed alone."""
+    store = FileStore(tmp_path)
+    async with store.open():
+        await store.save_manifest(manifest("a"))
+        await store.save_manifest(manifest("b"))
+    async with store.open():
+        await store.save_manifest(manifest("b", "failed", "x", "y"))
+        await store.save_manifest(manifest("c", "succeeded"))
+        assert not run_file(tmp_path, "c").exists()  # still in the journal
+        assert run_file_json(tmp_path, "b")["manifest"]["status"] == "running"
+        assert await listed(store) == [
+            RunInfo.from_manifest(manifest("a")),
+            RunInfo.from_manifest(manifest("b", "failed", "x", "y")),
+            RunInfo.from_manifest(manifest("c", "succeeded")),
+        ]
+
+
+async def test_list_runs_reads_the_run_files_a_batch_at_a_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files are read as the listing goes, not all at its start: one damaged meanwhile is left out."""
+    runs = [f"run-{i:04d}" for i in range(2 * LIST_BATCH + 1)]
+    store = FileStore(tmp_path)
+    async with store.open(), anyio.create_task_group() as tg:
+        for run_id in runs:
+            tg.start_soon(store.save_manifest, manifest(run_id))
+    async with store.open():
+        listing = store.list_runs()
+        first = await anext(listing)
+        run_file(tmp_path, runs[-1]).write_text("{damaged")
+        rest = [info async for info in listing]
+    assert [first.run_id, *(info.run_id for info in rest)] == runs[:-1]
+    assert f"{runs[-1]}.json is unusable" in caplog.text
+
+
+async def test_list_runs_leaves_bad_run_files_in_place_for_load_run_to_report(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listing only reads: bad files are logged and left out; loading the run sets them aside."""
+    store = FileStore(tmp_path)
+    async with store.open():
+        for run_id in "abc":
+            await store.save_manifest(manifest(run_id))
+            await store.save_step(step(run_id, "s", "1"))
+    run_file(tmp_path, "b").write_bytes(b"\xff not a run file")
+    raw = run_file_json(tmp_path, "c")
+    raw["manifest"]["failed_steps"] = "s"
+    run_file(tmp_path, "c").write_text(json.dumps(raw))
+    (tmp_path / "d.json").mkdir()
+    before = names(tmp_path)
+    async with store.open():
+        assert await listed(store) == [RunInfo.from_manifest(manifest("a"))]
+        assert names(tmp_path) == before
+        for run_id in "bcd":
+            assert f"{run_id}.json is unusable" in caplog.text
+        c = await store.load_run("c")
+    assert c.manifest is None
+    assert sorted(c.steps) == ["s"]
+    assert [d.reason for d in c.discarded] == [
+        "manifest: field 'failed_steps' is not a list of names"
+    ]
+
+
+OLD_RUN_FILE = """{
+  "format": "asyncflow.run",
+  "version": 1,
+  "run_id": "old",
+  "manifest": {
+    "seq": 5,
+    "flow": "f",
+    "flow_fingerprint": "fp",
+    "status": "failed",
+    "created_at": "2025-01-01T00:00:00.000+00:00",
+    "updated_at": "2025-01-01T00:00:01.000+00:00",
+    "inputs": {"n":1}
+  },
+  "steps": {}
+}
+"""
+
+
+async def test_manifests_written_before_failed_steps_were_kept_read_as_having_none(
+    tmp_path: Path,
+) -> None:
+    """Old run files and old journal records have no failed_steps: they load and list as ()."""
+    run_file(tmp_path, "old").write_text(OLD_RUN_FILE)
+    journal = tmp_path / ".journal"
+    journal.mkdir()
+    record = {"format": "asyncflow.manifest", "version": 1, "run_id": "older", "flow": "f"}
+    record |= {"flow_fingerprint": "fp", "status": "running", "inputs": {}}
+    record |= {"created_at": "2024-01-01T00:00:00+00:00", "updated_at": "2024-01-01T00:00:00+00:00"}
+    (journal / "1-dead.log").write_bytes(journal_line(record))
+    async with FileStore(tmp_path).open() as store:
+        old = await store.load_run("old")
+        assert old.manifest is not None
+        assert (old.manifest.status, old.manifest.failed_steps) == ("failed", ())
+        assert old.discarded == ()
+        assert [(i.run_id, i.failed_steps) for i in await listed(store)] == [
+            ("old", ()),
+            ("older", ()),
+        ]
+
+
+SAVE_THEN_DIE = """
+import os, sys, anyio
+from asyncflow.stores import FileStore, RunManifest
+
+async def main() -> None:
+    async with FileStore(sys.argv[1]).open() as store:
+        await store.save_manifest(RunManifest(*sys.argv[2:9], tuple(sys.argv[9:])))
+        os._exit(0)  # as a crash: the journal stays, for the next open to recover
+
+anyio.run(main)
+"""
+
+
+async def test_a_manifest_recovered_from_the_journal_keeps_its_failed_steps(
+    tmp_path: Path,
+) -> None:
+    """The journal record carries failed_steps: a run that ended just before a crash lists them."""
+    saved = manifest("r", "failed", "a", "b")
+    fields = [saved.run_id, saved.flow, saved.flow_fingerprint, saved.inputs, saved.status]
+    fields += [saved.created_at, saved.updated_at, *saved.failed_steps]
+    await anyio.run_process([sys.executable, "-c", SAVE_THEN_DIE, str(tmp_path), *fields])
+    assert not run_file(tmp_path, "r").exists()
+    async with FileStore(tmp_path).open() as store:
+        assert (await store.load_run("r")).manifest == saved
+        assert await listed(store) == [RunInfo.from_manifest(saved)]

@@ -11,8 +11,10 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
       "version": 1,
       "run_id": "doc-42",
       "manifest": {
+        "seq": 7318894265380034560,
         "flow": "docs",
         ...
+        "failed_steps": [],
         "inputs": {"path":"a.txt"}
       },
       "steps": {
@@ -30,6 +32,8 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
   each step) is the journal sequence number of the record the entry came from: replaying a
   journal record replaces an entry only when the record is not older (see
   :mod:`.journal`). A file without it (written before sequence numbers) reads as 0.
+  ``"failed_steps"`` (in manifests, and in manifest records) was added later in version 1: a
+  manifest without it reads as having none.
 
 A record or run file of another format or version is refused with a reason, so a store can move
 it aside; in a sound run file, a malformed manifest or step entry is reported on its own.
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asyncflow.stores._base import RunManifest, StepCheckpoint
 
@@ -53,6 +57,7 @@ __all__ = [
     "manifest_record",
     "parse_record",
     "parse_run_file",
+    "parse_run_manifest",
     "record_key",
     "run_file_text",
     "step_record",
@@ -80,8 +85,13 @@ def manifest_record(m: RunManifest) -> str:
         f'{{"format":"{MANIFEST_FORMAT}","version":{FORMAT_VERSION},"run_id":{js(m.run_id)},'
         f'"flow":{js(m.flow)},"flow_fingerprint":{js(m.flow_fingerprint)},'
         f'"status":{js(m.status)},"created_at":{js(m.created_at)},'
-        f'"updated_at":{js(m.updated_at)},"inputs":{m.inputs}}}'
+        f'"updated_at":{js(m.updated_at)},"failed_steps":{_names(m.failed_steps)},'
+        f'"inputs":{m.inputs}}}'
     )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return js(names) if names else "[]"
 
 
 class BadRecord(ValueError):
@@ -135,6 +145,7 @@ def manifest_from(raw: dict[str, object], run_id: str) -> RunManifest:
         status=get_str(raw, "status"),
         created_at=get_str(raw, "created_at"),
         updated_at=get_str(raw, "updated_at"),
+        failed_steps=get_names(raw, "failed_steps"),
     )
 
 
@@ -161,6 +172,14 @@ def get_str(raw: dict[str, object], key: str) -> str:
     if not isinstance(value, str):
         raise BadRecord(f"field {key!r} is not a string")
     return value
+
+
+def get_names(raw: dict[str, object], key: str) -> tuple[str, ...]:
+    """A list of names; none when the field is missing (written before the field existed)."""
+    value = raw.get(key, ())
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise BadRecord(f"field {key!r} is not a list of names")
+    return tuple(value)
 
 
 def missing(key: str) -> str:
@@ -206,7 +225,8 @@ def run_file_text(
             f'  "manifest": {{\n    "seq": {seqs.get(None, 0)},\n    "flow": {js(m.flow)},\n'
             f'    "flow_fingerprint": {js(m.flow_fingerprint)},\n'
             f'    "status": {js(m.status)},\n    "created_at": {js(m.created_at)},\n'
-            f'    "updated_at": {js(m.updated_at)},\n    "inputs": {m.inputs}\n  }},\n'
+            f'    "updated_at": {js(m.updated_at)},\n'
+            f'    "failed_steps": {_names(m.failed_steps)},\n    "inputs": {m.inputs}\n  }},\n'
         )
     entries = [
         f'    {js(name)}: {{\n      "seq": {seqs.get(name, 0)},\n'
@@ -226,18 +246,8 @@ def parse_run_file(text: str, run_id: str) -> RunFile:
     Raises:
         BadRecord: the file as a whole cannot be used (not JSON, another format, version or run).
     """
-    raw = load_json(text)
-    if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
-        raise BadRecord("not an asyncflow run file (no 'format': 'asyncflow.run')")
-    if raw.get("version") != FORMAT_VERSION:
-        raise BadRecord(
-            f"format version {raw.get('version')!r}; this asyncflow reads version {FORMAT_VERSION}"
-        )
-    if raw.get("run_id") != run_id:
-        raise BadRecord(f"belongs to run {raw.get('run_id')!r}, not {run_id!r}")
-    raw_steps = raw.get("steps")
-    if not isinstance(raw_steps, dict):
-        raise BadRecord("field 'steps' is missing or not an object")
+    raw = run_file_object(text, run_id)
+    raw_steps = raw["steps"]
     bad: list[tuple[str | None, str]] = []
     manifest: RunManifest | None = None
     seqs: dict[str | None, int] = {}
@@ -261,6 +271,45 @@ def parse_run_file(text: str, run_id: str) -> RunFile:
         except BadRecord as exc:
             bad.append((name, f"step {name!r}: {exc}"))
     return RunFile(manifest, steps, bad, seqs)
+
+
+def run_file_object(text: str, run_id: str) -> dict[str, Any]:
+    """Parse a run file of ``run_id`` as JSON and check what makes it usable as a whole.
+
+    Raises:
+        BadRecord: not JSON, another format, version or run, or no ``"steps"`` object.
+    """
+    raw = load_json(text)
+    if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
+        raise BadRecord("not an asyncflow run file (no 'format': 'asyncflow.run')")
+    if raw.get("version") != FORMAT_VERSION:
+        raise BadRecord(
+            f"format version {raw.get('version')!r}; this asyncflow reads version {FORMAT_VERSION}"
+        )
+    if raw.get("run_id") != run_id:
+        raise BadRecord(f"belongs to run {raw.get('run_id')!r}, not {run_id!r}")
+    if not isinstance(raw.get("steps"), dict):
+        raise BadRecord("field 'steps' is missing or not an object")
+    return raw
+
+
+def parse_run_manifest(text: str, run_id: str) -> tuple[RunManifest | None, int]:
+    """Parse just the manifest of a run file of ``run_id``, and its sequence number (0: none).
+
+    For listings: the steps are not parsed, so a bad step entry does not matter here.
+
+    Raises:
+        BadRecord: the file as a whole, or its manifest, cannot be used.
+    """
+    raw_manifest = run_file_object(text, run_id).get("manifest")
+    if raw_manifest is None:
+        return None, 0
+    if not isinstance(raw_manifest, dict):
+        raise BadRecord("manifest: not an object")
+    try:
+        return manifest_from(raw_manifest, run_id), get_seq(raw_manifest)
+    except BadRecord as exc:
+        raise BadRecord(f"manifest: {exc}") from None
 
 
 def get_seq(raw: dict[str, object]) -> int:

@@ -14,6 +14,7 @@ import re
 import secrets
 from typing import TYPE_CHECKING
 
+from asyncflow._identity import is_run_id
 from asyncflow.stores._base import Discarded, RunCheckpoints, RunManifest, StepCheckpoint
 
 from .disk import (
@@ -27,17 +28,27 @@ from .disk import (
     write_all,
     write_new,
 )
-from .records import BadRecord, RunFile, parse_run_file, record_key, run_file_text
+from .records import (
+    BadRecord,
+    RunFile,
+    parse_run_file,
+    parse_run_manifest,
+    record_key,
+    run_file_text,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
     "SEQUENCE_FILE",
+    "Listed",
     "OnDisk",
     "Records",
     "compact",
+    "list_run_ids",
     "merge",
+    "read_manifests",
     "read_runs",
     "read_sequence",
     "remove_temps",
@@ -69,13 +80,17 @@ def temp_path(target: Path, token: str) -> Path:
     return target.with_name(f"{target.name}.{token}{TMP_SUFFIX}")
 
 
-def decode(data: bytes, run_id: str) -> RunFile:
-    """Parse a run file's bytes; raise :class:`BadRecord` when it cannot be used as a whole."""
+def text_of(data: bytes) -> str:
+    """A run file's text; raise :class:`BadRecord` when it is not UTF-8."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRecord("not UTF-8 text") from None
-    return parse_run_file(text, run_id)
+
+
+def decode(data: bytes, run_id: str) -> RunFile:
+    """Parse a run file's bytes; raise :class:`BadRecord` when it cannot be used as a whole."""
+    return parse_run_file(text_of(data), run_id)
 
 
 #: What a run file holds, and each entry's sequence number.
@@ -266,3 +281,37 @@ def read_runs(sync: Sync, root: Path, run_ids: list[str]) -> list[OnDisk | OSErr
         except OSError as exc:
             results.append(exc)
     return results
+
+
+def list_run_ids(root: Path) -> list[str]:
+    """The ids of the runs with a file in ``root``, sorted: names only, no file is read."""
+    ids = [name[: -len(RUN_SUFFIX)] for name in os.listdir(root) if name.endswith(RUN_SUFFIX)]
+    ids = [run_id for run_id in ids if is_run_id(run_id)]
+    ids.sort()
+    return ids
+
+
+#: A run file's manifest and its sequence number.
+Listed = tuple[RunManifest, int]
+
+
+def read_manifests(root: Path, run_ids: list[str]) -> list[Listed | None]:
+    """Each run's manifest from its file, with its sequence number; ``None`` where there is none.
+
+    Only reads: run files are replaced whole, so no lock is needed. A file that cannot be used
+    is logged and left as it is (loading the run moves it aside and reports it).
+
+    Raises:
+        OSError: a file could not be read.
+    """
+    found: list[Listed | None] = []
+    for run_id in run_ids:
+        path = run_path(root, run_id)
+        try:
+            data = read_entry(path)
+            manifest, seq = (None, 0) if data is None else parse_run_manifest(text_of(data), run_id)
+        except (BadEntry, BadRecord) as exc:
+            logger.warning("checkpoint %s is unusable (%s); left out of the listing", path, exc)
+            manifest = None
+        found.append(None if manifest is None else (manifest, seq))
+    return found

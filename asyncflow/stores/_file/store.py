@@ -63,7 +63,7 @@ import anyio
 from asyncflow._codec import Codec, JsonCodec
 from asyncflow._errors import CheckpointError
 from asyncflow._identity import validate_run_id
-from asyncflow.stores._base import RunCheckpoints, RunManifest, StepCheckpoint
+from asyncflow.stores._base import RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
 
 from .disk import Sync
 from .journal import (
@@ -76,7 +76,7 @@ from .journal import (
     truncate,
 )
 from .records import manifest_record, record_key, step_record
-from .runfiles import OnDisk, Records, read_runs
+from .runfiles import OnDisk, Records, list_run_ids, read_manifests, read_runs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -84,6 +84,9 @@ if TYPE_CHECKING:
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 T = TypeVar("T")
+
+#: How many run files :meth:`FileStore.list_runs` reads per trip to the store's executor.
+LIST_BATCH = 256
 
 __all__ = ["FileStore"]
 
@@ -498,6 +501,47 @@ class FileStore:
                     load.done.set()
             if self._closing and not self._loads:
                 return
+
+    async def list_runs(self) -> AsyncIterator[RunInfo]:
+        """Yield every run with a manifest, by run id: run files, overlaid by journal records.
+
+        The directory's names are listed once, at the start; the run files are then read
+        :data:`LIST_BATCH` at a time on the store's executor, so memory holds the run ids and
+        one batch of manifests, never every run. A manifest still in the journal replaces the
+        file's where it is newer; runs kept only in the journal are listed too. A file that
+        cannot be used is logged and left out, and left in place (loading the run sets it aside
+        and reports it).
+
+        Raises:
+            CheckpointError: the store is not open (or closed during the listing), or the
+                directory cannot be read.
+        """
+        self._check_usable()
+        root = self._root
+        assert root is not None
+        # Snapshot the journal's manifests first: a compaction finishing during the reads below
+        # removes them from the index only after they are in the files.
+        live = {run_id: keys[None] for run_id, keys in self._index.items() if None in keys}
+        try:
+            ids = await self._run(list_run_ids, root)
+            if live:
+                ids = sorted({*ids, *live})
+            for start in range(0, len(ids), LIST_BATCH):
+                batch = ids[start : start + LIST_BATCH]
+                self._check_usable()
+                found = await self._run(read_manifests, root, batch)
+                for run_id, on_disk in zip(batch, found, strict=True):
+                    manifest = on_disk[0] if on_disk is not None else None
+                    held = live.get(run_id)
+                    if held is not None and (on_disk is None or held[1] >= on_disk[1]):
+                        assert isinstance(held[2], RunManifest)
+                        manifest = held[2]
+                    if manifest is not None:
+                        yield RunInfo.from_manifest(manifest)
+        except OSError as exc:
+            raise CheckpointError(
+                f"Cannot list the runs in {str(self.directory)!r}: {exc}."
+            ) from exc
 
 
 class _Load:
