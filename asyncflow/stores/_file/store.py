@@ -225,18 +225,20 @@ class FileStore:
                 ) from exc
             send, receive = anyio.create_memory_object_stream[_Sealed](1)
             self._compact_send = send
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._committer)
-                tg.start_soon(self._compactor, receive)
-                tg.start_soon(self._loader)
-                try:
-                    yield self
-                finally:
-                    # The committer commits what is pending, seals the segment and stops; the
-                    # compactor then compacts it and stops.
-                    self._closing = True
-                    self._wake.set()
-                    self._load_wake.set()
+            # Closed here too for a block that raised: its tasks are cancelled before they can.
+            with send, receive:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._committer)
+                    tg.start_soon(self._compactor, receive)
+                    tg.start_soon(self._loader)
+                    try:
+                        yield self
+                    finally:
+                        # The committer commits what is pending, seals the segment and stops;
+                        # the compactor then compacts it and stops.
+                        self._closing = True
+                        self._wake.set()
+                        self._load_wake.set()
         finally:
             if sync is not None:
                 sync.abort.set()  # a thread still waiting for the directory's lock gives up
