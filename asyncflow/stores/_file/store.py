@@ -3,7 +3,8 @@
 FileStore keeps, directly in its directory::
 
     <dir>/<run_id>.json          one run: its manifest (flow name and fingerprint, inputs, status,
-                                 times) and each succeeded step's fingerprint, digest and output
+                                 times, failed steps) and each succeeded step's fingerprint,
+                                 digest and output
     <dir>/.journal/<segment>.log records not yet compacted into the run files
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
