@@ -10,7 +10,6 @@ from importlib import metadata as _metadata
 
 from ._batch import Batch, BatchSummary
 from ._breakers import BreakerState, HostPolicy, HostStatistics, OnOpen
-from ._checkpoint import CheckpointStore, FileStore
 from ._codec import Codec, JsonCodec
 from ._engine import Engine
 from ._errors import (
@@ -44,6 +43,7 @@ from ._graph import Context, Flow, Step
 from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 from ._retry import Retry, is_transient
+from .stores import CheckpointStore, FileStore
 
 __all__ = [
     "AsyncflowError",

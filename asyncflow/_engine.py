@@ -16,14 +16,14 @@ import httpx
 
 from ._batch import Batch
 from ._breakers import BreakerTransport, HostPolicy, HostStatistics, resolve_hosts
-from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._events import Emitter
+from ._identity import validate_run_id
 from ._pool import ShardedTransport
-from ._records import validate_run_id
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
 from ._scheduler import RunState, StepRuntime
+from .stores import CheckpointStore, FileStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping, Sequence

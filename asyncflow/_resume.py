@@ -25,18 +25,18 @@ import anyio
 
 from ._errors import CheckpointEncodeError, CheckpointError, RunInputError
 from ._events import CheckpointDiscarded, StepRestored
-from ._records import RunCheckpoints, RunManifest, StepCheckpoint
 from ._result import StepStatus
 from ._scheduler import RunState
+from .stores import RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ._checkpoint import CheckpointStore
     from ._codec import Codec
     from ._graph import Plan, Step
     from ._result import RunResult
     from ._scheduler import StepRuntime
+    from .stores import CheckpointStore, RunCheckpoints
 
 __all__ = ["CheckpointedRun", "decode_inputs", "encode_inputs"]
 
@@ -160,6 +160,9 @@ class CheckpointedRun(RunState):
             status=result.status.value,
             created_at=manifest.created_at,
             updated_at=_now(),
+            failed_steps=()
+            if result.ok
+            else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
         )
         try:
             await self._store.save_manifest(final)

@@ -46,12 +46,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
+from .stores._conformance import check_checkpoint_store
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 
     from anyio.abc import TaskStatus
 
-__all__ = ["FlakyServer", "serve_flaky"]
+__all__ = ["FlakyServer", "check_checkpoint_store", "serve_flaky"]
 
 Message = dict[str, Any]
 

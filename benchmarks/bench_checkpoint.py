@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 
 from asyncflow import Engine, FileStore, Flow, JsonCodec
-from asyncflow._records import StepCheckpoint
+from asyncflow.stores import StepCheckpoint
 
 flow = Flow("documents")
 

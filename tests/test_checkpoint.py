@@ -1,4 +1,4 @@
-"""Checkpoints: FileStore, the JSON codec, restore and resume."""
+"""Checkpoints through the engine: restore, resume, stale checkpoints, bad run files; JsonCodec."""
 
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ import pathlib
 import subprocess
 import sys
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.lowlevel
 import pytest
 
 from asyncflow import (
@@ -35,10 +32,8 @@ from asyncflow import (
     RunInputError,
     StepRestored,
     StepStatus,
-    StepSucceeded,
 )
-from asyncflow._diskio import Records, Sync, compact_and_remove
-from asyncflow._records import StepCheckpoint
+from tests.stores.files import damage_entry, names, run_file, run_file_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -92,11 +87,6 @@ def document_flow(calls: list[str], name: str = "docs") -> Flow:
     return flow
 
 
-def names(directory: Path) -> list[str]:
-    """The sorted names in a directory (tests read files after the engine has closed)."""
-    return sorted(p.name for p in directory.iterdir())
-
-
 def statuses(result: object) -> dict[str, StepStatus]:
     return {n: r.status for n, r in result.steps.items()}  # type: ignore[attr-defined]
 
@@ -145,6 +135,39 @@ async def test_resume_takes_the_inputs_from_the_manifest(tmp_path: Path) -> None
     manifest = json.loads((tmp_path / "doc-2.json").read_text())["manifest"]
     assert manifest["status"] == "succeeded"
     assert manifest["inputs"] == {"lang": "fr", "path": "b.md"}
+
+
+async def test_the_final_manifest_names_the_failed_steps_until_the_run_succeeds(
+    tmp_path: Path,
+) -> None:
+    """A failed run's manifest lists its failed steps (not the skipped ones), as list_runs does."""
+    flow = document_flow([])
+    fail = True
+
+    @flow.step
+    async def publish(summarize: str) -> str:
+        if fail:
+            raise RuntimeError("publisher down")
+        return summarize
+
+    @flow.step
+    async def notify(publish: str) -> str:
+        return publish
+
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        failed = await engine.run(flow, run_id="doc-7", path="a.txt")
+        assert engine.store is not None
+        listed = [info async for info in engine.store.list_runs()]
+    assert failed.steps["notify"].status is StepStatus.SKIPPED
+    assert [(i.run_id, i.status, i.failed_steps) for i in listed] == [
+        ("doc-7", "failed", ("publish",))
+    ]
+    assert run_file_json(tmp_path, "doc-7")["manifest"]["failed_steps"] == ["publish"]
+    fail = False
+    async with Engine(store=FileStore(tmp_path)) as engine:
+        assert (await engine.resume(flow, "doc-7")).ok
+    manifest = run_file_json(tmp_path, "doc-7")["manifest"]
+    assert (manifest["status"], manifest["failed_steps"]) == ("succeeded", [])
 
 
 async def test_without_run_id_the_same_call_resumes_the_same_run(tmp_path: Path) -> None:
@@ -256,15 +279,6 @@ async def test_a_changed_step_body_makes_its_checkpoint_stale(tmp_path: Path) ->
     assert result.steps["ingest"].status is StepStatus.RESTORED
 
 
-def run_file(root: Path, run_id: str) -> Path:
-    return root / f"{run_id}.json"
-
-
-def run_file_json(root: Path, run_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(run_file(root, run_id).read_text())
-    return data
-
-
 BAD_FILES: dict[str, Callable[[bytes], bytes]] = {
     "corrupt JSON": lambda b: b"{not json" + b[20:],
     "truncated": lambda b: b[: len(b) // 2],
@@ -276,13 +290,6 @@ BAD_FILES: dict[str, Callable[[bytes], bytes]] = {
     "empty": lambda b: b"",
     "steps not an object": lambda b: b.replace(b'"steps": {', b'"steps": [], "x": {'),
 }
-
-
-def damage_entry(data: bytes, step: str, change: Callable[[dict[str, Any]], object]) -> bytes:
-    """A run file whose entry for ``step`` is replaced by ``change(entry)``; the rest is sound."""
-    raw = json.loads(data)
-    raw["steps"][step] = change(raw["steps"][step])
-    return json.dumps(raw, indent=2).encode()
 
 
 BAD_ENTRIES: dict[str, Callable[[dict[str, Any]], object]] = {
@@ -373,45 +380,6 @@ async def test_a_bad_manifest_entry_is_dropped_and_the_steps_still_restore(
     assert "manifest" in discarded.reason
     assert (tmp_path / "doc-6.json.corrupt-1").exists()
     assert run_file_json(tmp_path, "doc-6")["manifest"]["inputs"] == {"path": "a.txt"}
-
-
-def step(run_id: str, name: str, output: str) -> StepCheckpoint:
-    return StepCheckpoint(run_id, name, fingerprint="f", digest="d", output=output)
-
-
-@pytest.mark.parametrize("whole", [True, False], ids=["bad file", "bad entry"])
-async def test_compaction_keeps_a_bad_run_file_aside_before_replacing_it(
-    tmp_path: Path, whole: bool
-) -> None:
-    """Compaction merges records into the run file; a damaged file's bytes are kept aside."""
-    store = FileStore(tmp_path)
-    async with store.open():
-        await store.save_step(step("r", "a", "1"))
-        await store.save_step(step("r", "c", "3"))
-    if whole:
-        damaged = b"{torn"
-    else:
-        damaged = damage_entry(run_file(tmp_path, "r").read_bytes(), "c", lambda e: [])
-    run_file(tmp_path, "r").write_bytes(damaged)
-    async with store.open():
-        await store.save_step(step("r", "b", "2"))
-    assert (tmp_path / "r.json.corrupt-1").read_bytes() == damaged
-    kept = ["b"] if whole else ["a", "b"]
-    assert sorted(run_file_json(tmp_path, "r")["steps"]) == kept
-
-
-async def test_records_of_a_run_in_several_segments_merge_into_one_file(tmp_path: Path) -> None:
-    """Each compaction merges into the run file: later records replace earlier ones."""
-    store = FileStore(tmp_path, segment_bytes=1)  # every commit seals and compacts a segment
-    async with store.open():
-        await store.save_step(step("r", "a", "1"))
-        await store.save_step(step("r", "b", '{"x":[1,2]}'))
-        await store.save_step(step("r", "a", '"again"'))
-    raw = run_file_json(tmp_path, "r")
-    assert raw["steps"]["a"]["output"] == "again"
-    assert raw["steps"]["b"]["output"] == {"x": [1, 2]}
-    assert raw["manifest"] is None
-    assert names(tmp_path) == [".journal", "r.json"]
 
 
 HOSTILE_IDS = [
@@ -543,162 +511,6 @@ async def test_without_a_store_nothing_is_written(tmp_path: Path) -> None:
     assert "ingest" in run_file_json(tmp_path / ".asyncflow", "default")["steps"]
 
 
-def journal_line(record: dict[str, object]) -> bytes:
-    body = json.dumps(record).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
-
-
-def step_record(run_id: str, step: str, output: object) -> dict[str, object]:
-    return {
-        "format": "asyncflow.step",
-        "version": 1,
-        "run_id": run_id,
-        "step": step,
-        "fingerprint": "f",
-        "digest": "d",
-        "output": output,
-    }
-
-
-async def test_recovery_compacts_a_dead_engines_journal_and_drops_a_torn_tail(
-    tmp_path: Path,
-) -> None:
-    """A segment left by a crash is compacted; a bad checksum or torn last line is dropped."""
-    journal = tmp_path / ".journal"
-    journal.mkdir()
-    good = journal_line(step_record("r1", "a", [1, 2]))
-    corrupt = bytearray(journal_line(step_record("r1", "b", "x")))
-    corrupt[12] ^= 0x01
-    torn = journal_line(step_record("r1", "c", "y"))[:-7]
-    (journal / "999-dead.log").write_bytes(good + bytes(corrupt) + torn)
-    # A compaction that died left a temp file beside its target.
-    leftover = tmp_path / "r1.json.0123abcd.tmp"
-    leftover.write_bytes(b"half")
-    store = FileStore(tmp_path)
-    async with store.open():
-        loaded = await store.load_run("r1")
-    assert sorted(loaded.steps) == ["a"]
-    assert JsonCodec().decode(loaded.steps["a"].output) == [1, 2]
-    assert not leftover.exists()
-    assert names(tmp_path) == [".journal", "r1.json"]
-    assert names(journal) == ["sequence"]
-
-
-async def test_records_are_readable_before_and_after_compaction(tmp_path: Path) -> None:
-    """Saved records come from the journal until compacted, then from the files."""
-    calls: list[str] = []
-    flow = document_flow(calls)
-    store = FileStore(tmp_path, segment_bytes=1)  # every commit seals and compacts a segment
-    async with Engine(store=store) as engine:
-        for i in range(5):
-            await engine.run(flow, run_id=f"r{i}", path=f"{i}.txt")
-        again = await engine.run(flow, run_id="r0", path="0.txt")
-    assert set(statuses(again).values()) == {StepStatus.RESTORED}
-    assert names(tmp_path) == [".journal", "r0.json", "r1.json", "r2.json", "r3.json", "r4.json"]
-    for i in range(5):
-        raw = run_file_json(tmp_path, f"r{i}")
-        assert sorted(raw["steps"]) == sorted(flow.steps)
-        assert raw["manifest"]["status"] == "succeeded"
-    assert names(tmp_path / ".journal") == ["sequence"]
-
-
-async def test_file_work_never_uses_the_default_executor(tmp_path: Path) -> None:
-    """Checkpoint I/O runs on the store's own threads, leaving asyncio's pool to DNS."""
-
-    class Refusing(ThreadPoolExecutor):
-        def submit(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
-            raise AssertionError("checkpoint I/O ran on the default executor")
-
-    loop = asyncio.get_running_loop()
-    refusing = Refusing(1)
-    loop.set_default_executor(refusing)
-    try:
-        async with Engine(store=FileStore(tmp_path)) as engine:
-            result = await engine.run(document_flow([]), run_id="r", path="a")
-            await engine.run(document_flow([]), run_id="r", path="a")
-        assert result.ok
-    finally:
-        loop.set_default_executor(ThreadPoolExecutor(1))
-        refusing.shutdown()
-
-
-async def test_a_failed_journal_write_fails_its_saves_and_the_store_goes_on(
-    tmp_path: Path,
-) -> None:
-    """A failed write or fsync fails exactly its saves, clearly; later saves use a new segment."""
-    flow = Flow("disk")
-
-    @flow.step
-    async def a() -> int:
-        return 1
-
-    store = FileStore(tmp_path)
-    async with Engine(store=store) as engine:
-        journal = store._journal  # the current segment, made unwritable under the store
-        assert journal is not None
-        read_only = os.open(tmp_path / ".journal", os.O_RDONLY)
-        os.dup2(read_only, journal)
-        os.close(read_only)
-        result = await engine.run(flow, run_id="r")
-        err = result.steps["a"].error
-        assert err is not None
-        assert isinstance(err.__cause__, CheckpointError)
-        assert "Could not save the checkpoint of run 'r'" in str(err)
-        assert "Nothing of it was acknowledged" in str(err)
-        again = await engine.run(flow, run_id="s")
-        assert again.ok
-    async with Engine(store=FileStore(tmp_path)) as engine:
-        assert statuses(await engine.run(flow, run_id="s")) == {"a": StepStatus.RESTORED}
-        assert statuses(await engine.run(flow, run_id="r")) == {"a": StepStatus.SUCCEEDED}
-
-
-async def test_a_failed_commit_of_the_running_manifest_is_written_before_the_next_step(
-    tmp_path: Path,
-) -> None:
-    """The manifest whose commit failed is durable with the run's next acknowledged step."""
-    flow = Flow("ordered")
-    hold = anyio.Event()
-
-    @flow.step
-    async def a() -> int:
-        for _ in range(3):  # let the committer take the manifest alone into its commit
-            await anyio.lowlevel.checkpoint()
-        return 1
-
-    @flow.step
-    async def b(a: int) -> int:
-        await hold.wait()
-        return a
-
-    a_saved = anyio.Event()
-
-    def on_event(event: Event) -> None:
-        if isinstance(event, StepSucceeded) and event.step == "a":
-            a_saved.set()  # emitted once a's save is acknowledged
-
-    store = FileStore(tmp_path)
-    engine_ = Engine(store=store, observers=[on_event])
-    async with engine_ as engine, anyio.create_task_group() as tg:
-        journal = store._journal
-        assert journal is not None
-        read_only = os.open(tmp_path / ".journal", os.O_RDONLY)
-        os.dup2(read_only, journal)  # the first commit (the "running" manifest) fails
-        os.close(read_only)
-        results: list[RunResult] = []
-
-        async def run() -> None:
-            results.append(await engine.run(flow, run_id="r"))
-
-        tg.start_soon(run)
-        with anyio.fail_after(10):
-            await a_saved.wait()
-        loaded = await store.load_run("r")
-        assert loaded.manifest is not None
-        assert loaded.manifest.status == "running"
-        hold.set()
-    assert results[0].ok
-
-
 ROUND_TRIPS: list[object] = [
     None,
     True,
@@ -801,14 +613,39 @@ async def test_a_long_chain_of_restored_steps_does_not_recurse(tmp_path: Path) -
     assert set(statuses(again).values()) == {StepStatus.RESTORED}
 
 
-def test_compaction_without_syncfs_fsyncs_each_file_and_directory(tmp_path: Path) -> None:
-    """Where syncfs is missing, compaction falls back to fsyncing files and directories."""
-    sync = Sync(tmp_path)
-    sync._syncfs = None
-    segment = tmp_path / "seg.log"
-    segment.write_bytes(b"")
-    (tmp_path / ".journal").mkdir()
-    records: Records = {"r": {"a/b": (1, step("r", "a/b", '{"x":1}'))}}
-    compact_and_remove(sync, tmp_path, records, segment)
-    assert run_file_json(tmp_path, "r")["steps"]["a/b"]["output"] == {"x": 1}
-    assert not segment.exists()
+async def test_records_are_readable_before_and_after_compaction(tmp_path: Path) -> None:
+    """Saved records come from the journal until compacted, then from the files."""
+    calls: list[str] = []
+    flow = document_flow(calls)
+    store = FileStore(tmp_path, segment_bytes=1)  # every commit seals and compacts a segment
+    async with Engine(store=store) as engine:
+        for i in range(5):
+            await engine.run(flow, run_id=f"r{i}", path=f"{i}.txt")
+        again = await engine.run(flow, run_id="r0", path="0.txt")
+    assert set(statuses(again).values()) == {StepStatus.RESTORED}
+    assert names(tmp_path) == [".journal", "r0.json", "r1.json", "r2.json", "r3.json", "r4.json"]
+    for i in range(5):
+        raw = run_file_json(tmp_path, f"r{i}")
+        assert sorted(raw["steps"]) == sorted(flow.steps)
+        assert raw["manifest"]["status"] == "succeeded"
+    assert names(tmp_path / ".journal") == ["sequence"]
+
+
+async def test_file_work_never_uses_the_default_executor(tmp_path: Path) -> None:
+    """Checkpoint I/O runs on the store's own threads, leaving asyncio's pool to DNS."""
+
+    class Refusing(ThreadPoolExecutor):
+        def submit(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+            raise AssertionError("checkpoint I/O ran on the default executor")
+
+    loop = asyncio.get_running_loop()
+    refusing = Refusing(1)
+    loop.set_default_executor(refusing)
+    try:
+        async with Engine(store=FileStore(tmp_path)) as engine:
+            result = await engine.run(document_flow([]), run_id="r", path="a")
+            await engine.run(document_flow([]), run_id="r", path="a")
+        assert result.ok
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        refusing.shutdown()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import assert_type
 
 from asyncflow import Batch, BatchSummary, Context, Engine, Flow, RunResult, StepResult, StepStatus
+from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
+from asyncflow.testing import check_checkpoint_store
 
 flow = Flow("documents")
 
@@ -38,3 +40,18 @@ async def users_code() -> None:
             assert_type(item, RunResult)
         assert_type(await engine.map(flow, [("id-1", {"path": "b.txt"})]).summary(), BatchSummary)
     assert_type(await flow.run(path="c.txt"), RunResult)
+
+
+async def users_store_code() -> None:
+    # Both stores are CheckpointStores to the type checker, as a user's own store would be.
+    stores: list[CheckpointStore] = [FileStore(".asyncflow"), MemoryStore()]
+    store = MemoryStore()
+    async with Engine(store=store) as engine:
+        await engine.run(flow, run_id="doc-1", path="a.txt")
+    async with store.open():
+        assert_type(await store.load_run("doc-1"), RunCheckpoints)
+        async for info in store.list_runs():
+            assert_type(info, RunInfo)
+            assert_type(info.failed_steps, tuple[str, ...])
+    await check_checkpoint_store(MemoryStore, persistent=True)
+    assert stores

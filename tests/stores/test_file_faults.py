@@ -33,8 +33,8 @@ from asyncflow import (
     JsonCodec,
     StepStatus,
 )
-from asyncflow._records import StepCheckpoint
-from tests.store_child import IndentedCodec, flow
+from asyncflow.stores import StepCheckpoint
+from tests.stores.store_child import IndentedCodec, flow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -98,7 +98,7 @@ class Child:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 text=True,
-                cwd=Path(__file__).parent.parent,
+                cwd=Path(__file__).parents[2],
             )
         self.err_start = self.err.stat().st_size
 

@@ -1,24 +1,25 @@
-"""Checkpoint stores: the CheckpointStore protocol and FileStore, a crash-safe directory.
+"""FileStore: checkpoints in a directory, crash-safe, with group commit.
 
 FileStore keeps, directly in its directory::
 
     <dir>/<run_id>.json          one run: its manifest (flow name and fingerprint, inputs, status,
-                                 times) and each succeeded step's fingerprint, digest and output
+                                 times, failed steps) and each succeeded step's fingerprint,
+                                 digest and output
     <dir>/.journal/<segment>.log records not yet compacted into the run files
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
-(:data:`~asyncflow._records.FORMAT_VERSION`); see :mod:`asyncflow._records`. One file per run, in
+(:data:`~.records.FORMAT_VERSION`); see :mod:`.records`. One file per run, in
 one directory, because creating files is far cheaper in an existing directory than in new ones.
-Run ids are validated (:func:`~asyncflow._records.validate_run_id`), so ``<run_id>.json`` never
+Run ids are validated (:func:`~asyncflow._identity.validate_run_id`), so ``<run_id>.json`` never
 leaves the directory nor collides with the store's own names: ``.journal``, temp files
 ``<run_id>.json.<hex>.tmp``, and files moved aside, ``<run_id>.json.corrupt-<n>``.
 
 Durability by group commit. A save appends its record to the engine's journal segment and
 returns once a ``write`` + ``fsync`` covering it has finished; every save waiting at that moment
 shares the one fsync, so throughput is bounded by records per fsync rather than fsyncs per
-second. Each journal line is ``<crc32 hex> <record>`` and a newline: on recovery a line whose
-checksum does not match, or a last line with no newline (a torn tail, from a crash mid-write),
-is dropped.
+second. Each record is a frame with its sequence number, length and checksum (see
+:mod:`.journal`): on recovery a frame whose checksum does not match, or one cut short (a torn
+tail, from a crash mid-write), is dropped.
 
 Compaction turns a sealed segment (full, or the engine closing, or left by a dead process) into
 run files: for each run with records in the segment, the run file (if any) is read, the records
@@ -54,83 +55,43 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiofiles
 import aiofiles.os
 import anyio
 
-from ._codec import Codec, JsonCodec
-from ._diskio import (
+from asyncflow._codec import Codec, JsonCodec
+from asyncflow._errors import CheckpointError
+from asyncflow._identity import validate_run_id
+from asyncflow.stores._base import RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
+
+from .disk import Sync
+from .journal import (
     SEGMENT_MAGIC,
-    OnDisk,
-    Records,
-    Sync,
     append_durably,
     compact_and_remove,
     create_segment,
     frame,
-    read_runs,
     recover,
     truncate,
 )
-from ._errors import CheckpointError
-from ._records import (
-    RunCheckpoints,
-    RunManifest,
-    StepCheckpoint,
-    manifest_record,
-    record_key,
-    step_record,
-    validate_run_id,
-)
+from .records import manifest_record, record_key, step_record
+from .runfiles import OnDisk, Records, list_run_ids, read_manifests, read_runs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
-    from contextlib import AbstractAsyncContextManager
 
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 T = TypeVar("T")
 
-__all__ = ["CheckpointStore", "FileStore"]
+#: How many run files :meth:`FileStore.list_runs` reads per trip to the store's executor.
+LIST_BATCH = 256
+
+__all__ = ["FileStore"]
 
 logger = logging.getLogger("asyncflow")
-
-
-class CheckpointStore(Protocol):
-    """Where checkpoints live. The engine opens it once and calls the rest while it is open.
-
-    Implementations must make ``save_*`` durable before returning (a crash after the return loses
-    nothing) and may be shared by many runs at once. Times, ids and text are plain data, so a
-    store on another machine (a database, an object store) fits the same shape.
-    """
-
-    @property
-    def codec(self) -> Codec:
-        """The codec that turns outputs and inputs into the text this store keeps."""
-
-    def open(self) -> AbstractAsyncContextManager[object]:
-        """Acquire what the store needs (threads, connections, background tasks) for a block."""
-
-    async def load_run(self, run_id: str, /) -> RunCheckpoints:
-        """Return what is kept for ``run_id``; a run with nothing kept gives empty checkpoints.
-
-        Records that cannot be used are reported in ``discarded`` and left out, never raised.
-        """
-
-    async def save_manifest(self, manifest: RunManifest, /) -> None:
-        """Durably record a run's manifest, replacing the previous one."""
-
-    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
-        """Record a run's manifest without waiting.
-
-        It must be durable no later than the next save of the same run returns, so a step
-        checkpoint is never durable without its run's manifest.
-        """
-
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
-        """Durably record a step's output, replacing the step's previous checkpoint."""
 
 
 class _CommitGroup:
@@ -265,18 +226,20 @@ class FileStore:
                 ) from exc
             send, receive = anyio.create_memory_object_stream[_Sealed](1)
             self._compact_send = send
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._committer)
-                tg.start_soon(self._compactor, receive)
-                tg.start_soon(self._loader)
-                try:
-                    yield self
-                finally:
-                    # The committer commits what is pending, seals the segment and stops; the
-                    # compactor then compacts it and stops.
-                    self._closing = True
-                    self._wake.set()
-                    self._load_wake.set()
+            # Closed here too for a block that raised: its tasks are cancelled before they can.
+            with send, receive:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._committer)
+                    tg.start_soon(self._compactor, receive)
+                    tg.start_soon(self._loader)
+                    try:
+                        yield self
+                    finally:
+                        # The committer commits what is pending, seals the segment and stops;
+                        # the compactor then compacts it and stops.
+                        self._closing = True
+                        self._wake.set()
+                        self._load_wake.set()
         finally:
             if sync is not None:
                 sync.abort.set()  # a thread still waiting for the directory's lock gives up
@@ -558,6 +521,47 @@ class FileStore:
                     load.done.set()
             if self._closing and not self._loads:
                 return
+
+    async def list_runs(self) -> AsyncIterator[RunInfo]:
+        """Yield every run with a manifest, by run id: run files, overlaid by journal records.
+
+        The directory's names are listed once, at the start; the run files are then read
+        :data:`LIST_BATCH` at a time on the store's executor, so memory holds the run ids and
+        one batch of manifests, never every run. A manifest still in the journal replaces the
+        file's where it is newer; runs kept only in the journal are listed too. A file that
+        cannot be used is logged and left out, and left in place (loading the run sets it aside
+        and reports it).
+
+        Raises:
+            CheckpointError: the store is not open (or closed during the listing), or the
+                directory cannot be read.
+        """
+        self._check_usable()
+        root = self._root
+        assert root is not None
+        # Snapshot the journal's manifests first: a compaction finishing during the reads below
+        # removes them from the index only after they are in the files.
+        live = {run_id: keys[None] for run_id, keys in self._index.items() if None in keys}
+        try:
+            ids = await self._run(list_run_ids, root)
+            if live:
+                ids = sorted({*ids, *live})
+            for start in range(0, len(ids), LIST_BATCH):
+                batch = ids[start : start + LIST_BATCH]
+                self._check_usable()
+                found = await self._run(read_manifests, root, batch)
+                for run_id, on_disk in zip(batch, found, strict=True):
+                    manifest = on_disk[0] if on_disk is not None else None
+                    held = live.get(run_id)
+                    if held is not None and (on_disk is None or held[1] >= on_disk[1]):
+                        assert isinstance(held[2], RunManifest)
+                        manifest = held[2]
+                    if manifest is not None:
+                        yield RunInfo.from_manifest(manifest)
+        except OSError as exc:
+            raise CheckpointError(
+                f"Cannot list the runs in {str(self.directory)!r}: {exc}."
+            ) from exc
 
 
 class _Load:

@@ -1,6 +1,6 @@
-"""Child process of test_store_faults: an engine on a FileStore, driven by its parent.
+"""Child process of test_file_faults: an engine on a FileStore, driven by its parent.
 
-    python tests/store_child.py STORE_DIR LOG_PATH OPTIONS_JSON
+    python tests/stores/store_child.py STORE_DIR LOG_PATH OPTIONS_JSON
 
 OPTIONS_JSON: ``runs`` (how many), ``first`` (the first run's number), ``size`` (bytes of
 padding in each output), ``version`` (put in every output and input), ``block`` (the second step

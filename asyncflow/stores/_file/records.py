@@ -1,4 +1,4 @@
-"""Checkpoint records: run ids, the data a store keeps, and its JSON text formats (no I/O).
+"""FileStore's JSON text formats for the data a store keeps (no I/O).
 
 Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSION`):
 
@@ -11,8 +11,10 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
       "version": 1,
       "run_id": "doc-42",
       "manifest": {
+        "seq": 7318894265380034560,
         "flow": "docs",
         ...
+        "failed_steps": [],
         "inputs": {"path":"a.txt"}
       },
       "steps": {
@@ -29,7 +31,9 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
   as strings). ``"manifest"`` is ``null`` when none is kept. ``"seq"`` (in the manifest and in
   each step) is the journal sequence number of the record the entry came from: replaying a
   journal record replaces an entry only when the record is not older (see
-  :mod:`asyncflow._diskio`). A file without it (written before sequence numbers) reads as 0.
+  :mod:`.journal`). A file without it (written before sequence numbers) reads as 0.
+  ``"failed_steps"`` (in manifests, and in manifest records) was added later in version 1: a
+  manifest without it reads as having none.
 
 A record or run file of another format or version is refused with a reason, so a store can move
 it aside; in a sound run file, a malformed manifest or step entry is reported on its own.
@@ -38,11 +42,10 @@ it aside; in a sound run file, a malformed manifest or step entry is reported on
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidRunIdError
+from asyncflow.stores._base import RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -50,126 +53,20 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "BadRecord",
-    "Discarded",
-    "RunCheckpoints",
     "RunFile",
-    "RunManifest",
-    "StepCheckpoint",
     "manifest_record",
     "parse_record",
     "parse_run_file",
+    "parse_run_manifest",
     "record_key",
     "run_file_text",
     "step_record",
-    "validate_run_id",
 ]
 
 FORMAT_VERSION = 1
 MANIFEST_FORMAT = "asyncflow.manifest"
 STEP_FORMAT = "asyncflow.step"
 RUN_FORMAT = "asyncflow.run"
-#: The longest run id: a file name is at most 255 bytes, and ``.corrupt-<n>`` must fit after it.
-MAX_RUN_ID = 200
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+=,~-]*")
-
-
-def validate_run_id(run_id: object) -> str:
-    """Return ``run_id`` when it is a safe, plain name: ``<run_id>.json`` names its run file.
-
-    Every run file name ends in ``.json``, while the store's own names start with a dot
-    (``.journal``) or end otherwise (``.tmp``, ``.corrupt-<n>``), so no valid id collides with them.
-
-    Raises:
-        InvalidRunIdError: empty, too long, a path (a slash or backslash, ``..``), a leading dot, NUL or
-            other characters outside ``A-Z a-z 0-9 _ . @ + = , ~ -``.
-    """
-    if not isinstance(run_id, str):
-        raise InvalidRunIdError(
-            f"A run id is a string; got {type(run_id).__name__} {run_id!r}.", run_id=str(run_id)
-        )
-    if RUN_ID_PATTERN.fullmatch(run_id) and len(run_id) <= MAX_RUN_ID:
-        return run_id
-    if not run_id:
-        problem = "is empty"
-    elif len(run_id) > MAX_RUN_ID:
-        problem = f"is {len(run_id)} characters long, over the limit of {MAX_RUN_ID}"
-    elif run_id.startswith("."):
-        problem = "starts with a dot (hidden files, '.' and '..' are not run ids)"
-    elif "/" in run_id or "\\" in run_id:
-        problem = "contains a path separator"
-    elif "\x00" in run_id:
-        problem = "contains a NUL byte"
-    else:
-        bad = sorted({c for c in run_id if not RUN_ID_PATTERN.fullmatch("a" + c)})
-        problem = f"contains {', '.join(map(repr, bad))}"
-    raise InvalidRunIdError(
-        f"Run id {run_id[:80]!r} {problem}. A run id names a file of checkpoints: use up to "
-        f"{MAX_RUN_ID} of A-Z a-z 0-9 _ . @ + = , ~ - and do not start with a dot, "
-        f"e.g. 'doc-42'.",
-        run_id=run_id,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class RunManifest:
-    """What a store keeps about a run as a whole.
-
-    Attributes:
-        run_id: the run's id.
-        flow: the flow's name.
-        flow_fingerprint: the flow's structure and code at the time of the run.
-        inputs: the run inputs, as codec text (a JSON object).
-        status: ``"running"``, ``"succeeded"`` or ``"failed"``.
-        created_at: when the run first started, ISO 8601 UTC.
-        updated_at: when this manifest was written, ISO 8601 UTC.
-    """
-
-    run_id: str
-    flow: str
-    flow_fingerprint: str
-    inputs: str
-    status: str
-    created_at: str
-    updated_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepCheckpoint:
-    """A succeeded step's output and its identity.
-
-    Attributes:
-        run_id: the run's id.
-        step: the step's name.
-        fingerprint: digest of the step's code and what it received (dependency outputs, the run
-            inputs it takes); a checkpoint is used only when it matches.
-        digest: digest of ``output``; dependents' fingerprints are built from it.
-        output: the output as codec text.
-    """
-
-    run_id: str
-    step: str
-    fingerprint: str
-    digest: str
-    output: str
-
-
-@dataclass(frozen=True, slots=True)
-class Discarded:
-    """A checkpoint that could not be used and was moved aside (or dropped, for a journal line)."""
-
-    step: str | None
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunCheckpoints:
-    """Everything a store holds for one run."""
-
-    manifest: RunManifest | None = None
-    steps: Mapping[str, StepCheckpoint] = field(default_factory=dict)
-    discarded: tuple[Discarded, ...] = ()
-
 
 js = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -188,8 +85,13 @@ def manifest_record(m: RunManifest) -> str:
         f'{{"format":"{MANIFEST_FORMAT}","version":{FORMAT_VERSION},"run_id":{js(m.run_id)},'
         f'"flow":{js(m.flow)},"flow_fingerprint":{js(m.flow_fingerprint)},'
         f'"status":{js(m.status)},"created_at":{js(m.created_at)},'
-        f'"updated_at":{js(m.updated_at)},"inputs":{m.inputs}}}'
+        f'"updated_at":{js(m.updated_at)},"failed_steps":{_names(m.failed_steps)},'
+        f'"inputs":{m.inputs}}}'
     )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return js(names) if names else "[]"
 
 
 class BadRecord(ValueError):
@@ -243,6 +145,7 @@ def manifest_from(raw: dict[str, object], run_id: str) -> RunManifest:
         status=get_str(raw, "status"),
         created_at=get_str(raw, "created_at"),
         updated_at=get_str(raw, "updated_at"),
+        failed_steps=get_names(raw, "failed_steps"),
     )
 
 
@@ -269,6 +172,14 @@ def get_str(raw: dict[str, object], key: str) -> str:
     if not isinstance(value, str):
         raise BadRecord(f"field {key!r} is not a string")
     return value
+
+
+def get_names(raw: dict[str, object], key: str) -> tuple[str, ...]:
+    """A list of names; none when the field is missing (written before the field existed)."""
+    value = raw.get(key, ())
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise BadRecord(f"field {key!r} is not a list of names")
+    return tuple(value)
 
 
 def missing(key: str) -> str:
@@ -314,7 +225,8 @@ def run_file_text(
             f'  "manifest": {{\n    "seq": {seqs.get(None, 0)},\n    "flow": {js(m.flow)},\n'
             f'    "flow_fingerprint": {js(m.flow_fingerprint)},\n'
             f'    "status": {js(m.status)},\n    "created_at": {js(m.created_at)},\n'
-            f'    "updated_at": {js(m.updated_at)},\n    "inputs": {m.inputs}\n  }},\n'
+            f'    "updated_at": {js(m.updated_at)},\n'
+            f'    "failed_steps": {_names(m.failed_steps)},\n    "inputs": {m.inputs}\n  }},\n'
         )
     entries = [
         f'    {js(name)}: {{\n      "seq": {seqs.get(name, 0)},\n'
@@ -334,18 +246,8 @@ def parse_run_file(text: str, run_id: str) -> RunFile:
     Raises:
         BadRecord: the file as a whole cannot be used (not JSON, another format, version or run).
     """
-    raw = load_json(text)
-    if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
-        raise BadRecord("not an asyncflow run file (no 'format': 'asyncflow.run')")
-    if raw.get("version") != FORMAT_VERSION:
-        raise BadRecord(
-            f"format version {raw.get('version')!r}; this asyncflow reads version {FORMAT_VERSION}"
-        )
-    if raw.get("run_id") != run_id:
-        raise BadRecord(f"belongs to run {raw.get('run_id')!r}, not {run_id!r}")
-    raw_steps = raw.get("steps")
-    if not isinstance(raw_steps, dict):
-        raise BadRecord("field 'steps' is missing or not an object")
+    raw = run_file_object(text, run_id)
+    raw_steps = raw["steps"]
     bad: list[tuple[str | None, str]] = []
     manifest: RunManifest | None = None
     seqs: dict[str | None, int] = {}
@@ -369,6 +271,45 @@ def parse_run_file(text: str, run_id: str) -> RunFile:
         except BadRecord as exc:
             bad.append((name, f"step {name!r}: {exc}"))
     return RunFile(manifest, steps, bad, seqs)
+
+
+def run_file_object(text: str, run_id: str) -> dict[str, Any]:
+    """Parse a run file of ``run_id`` as JSON and check what makes it usable as a whole.
+
+    Raises:
+        BadRecord: not JSON, another format, version or run, or no ``"steps"`` object.
+    """
+    raw = load_json(text)
+    if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
+        raise BadRecord("not an asyncflow run file (no 'format': 'asyncflow.run')")
+    if raw.get("version") != FORMAT_VERSION:
+        raise BadRecord(
+            f"format version {raw.get('version')!r}; this asyncflow reads version {FORMAT_VERSION}"
+        )
+    if raw.get("run_id") != run_id:
+        raise BadRecord(f"belongs to run {raw.get('run_id')!r}, not {run_id!r}")
+    if not isinstance(raw.get("steps"), dict):
+        raise BadRecord("field 'steps' is missing or not an object")
+    return raw
+
+
+def parse_run_manifest(text: str, run_id: str) -> tuple[RunManifest | None, int]:
+    """Parse just the manifest of a run file of ``run_id``, and its sequence number (0: none).
+
+    For listings: the steps are not parsed, so a bad step entry does not matter here.
+
+    Raises:
+        BadRecord: the file as a whole, or its manifest, cannot be used.
+    """
+    raw_manifest = run_file_object(text, run_id).get("manifest")
+    if raw_manifest is None:
+        return None, 0
+    if not isinstance(raw_manifest, dict):
+        raise BadRecord("manifest: not an object")
+    try:
+        return manifest_from(raw_manifest, run_id), get_seq(raw_manifest)
+    except BadRecord as exc:
+        raise BadRecord(f"manifest: {exc}") from None
 
 
 def get_seq(raw: dict[str, object]) -> int:

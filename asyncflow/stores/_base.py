@@ -1,0 +1,184 @@
+"""The store contract: the CheckpointStore protocol and the data its methods take and return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+    from contextlib import AbstractAsyncContextManager
+
+    from asyncflow._codec import Codec
+
+__all__ = [
+    "CheckpointStore",
+    "Discarded",
+    "RunCheckpoints",
+    "RunInfo",
+    "RunManifest",
+    "StepCheckpoint",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunManifest:
+    """What a store keeps about a run as a whole.
+
+    Attributes:
+        run_id: the run's id.
+        flow: the flow's name.
+        flow_fingerprint: the flow's structure and code at the time of the run.
+        inputs: the run inputs, as codec text (a JSON object).
+        status: ``"running"`` (started, not finished: still running, or its process died),
+            ``"succeeded"`` or ``"failed"``.
+        created_at: when the run first started, ISO 8601 UTC.
+        updated_at: when this manifest was written, ISO 8601 UTC.
+        failed_steps: the names of the steps that failed, in the flow's order (set in the
+            manifest written when the run ends; empty while it runs).
+    """
+
+    run_id: str
+    flow: str
+    flow_fingerprint: str
+    inputs: str
+    status: str
+    created_at: str
+    updated_at: str
+    failed_steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepCheckpoint:
+    """A succeeded step's output and its identity.
+
+    Attributes:
+        run_id: the run's id.
+        step: the step's name.
+        fingerprint: digest of the step's code and what it received (dependency outputs, the run
+            inputs it takes); a checkpoint is used only when it matches.
+        digest: digest of ``output``; dependents' fingerprints are built from it.
+        output: the output as codec text.
+    """
+
+    run_id: str
+    step: str
+    fingerprint: str
+    digest: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Discarded:
+    """A kept entry that could not be used: left out of what was loaded, and reported.
+
+    Attributes:
+        step: the step whose checkpoint it was; ``None`` for the manifest or the whole run.
+        path: where the unusable data was kept for people to look at (a file for FileStore);
+            empty when it was not kept.
+        reason: what is wrong with it.
+    """
+
+    step: str | None
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheckpoints:
+    """Everything a store holds for one run."""
+
+    manifest: RunManifest | None = None
+    steps: Mapping[str, StepCheckpoint] = field(default_factory=dict)
+    discarded: tuple[Discarded, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run in a listing (:meth:`CheckpointStore.list_runs`): its manifest without inputs.
+
+    Attributes:
+        run_id: the run's id.
+        flow: the flow's name.
+        status: ``"running"``, ``"succeeded"`` or ``"failed"``, as in :class:`RunManifest`.
+        created_at: when the run first started, ISO 8601 UTC.
+        updated_at: when its manifest was last written, ISO 8601 UTC.
+        failed_steps: the steps that failed when it last ended.
+    """
+
+    run_id: str
+    flow: str
+    status: str
+    created_at: str
+    updated_at: str
+    failed_steps: tuple[str, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, manifest: RunManifest, /) -> RunInfo:
+        """The listing entry of the run ``manifest`` describes."""
+        return cls(
+            run_id=manifest.run_id,
+            flow=manifest.flow,
+            status=manifest.status,
+            created_at=manifest.created_at,
+            updated_at=manifest.updated_at,
+            failed_steps=manifest.failed_steps,
+        )
+
+
+class CheckpointStore(Protocol):
+    """Where checkpoints live. The engine opens it once and calls the rest while it is open.
+
+    Implementations must make ``save_*`` durable before returning (a crash after the return loses
+    nothing), may be shared by many runs at once, and raise :class:`~asyncflow.CheckpointError`
+    when they cannot do what is asked (the store is not open, a disk or a database failed).
+    Times, ids and text are plain data, so a store on another machine (a database, an object
+    store) fits the same shape: run ids are valid names (at most 200 of ``A-Z a-z 0-9 _ . @ + =
+    , ~ -``, checked by the engine before a store sees them), outputs and inputs are the codec's
+    JSON text (a store may keep it re-spaced, as long as it reads back as the same JSON value).
+
+    :func:`asyncflow.testing.check_checkpoint_store` checks an implementation against this
+    contract; :class:`~asyncflow.stores.MemoryStore` is one written from public names alone.
+    """
+
+    @property
+    def codec(self) -> Codec:
+        """The codec that turns outputs and inputs into the text this store keeps."""
+
+    def open(self) -> AbstractAsyncContextManager[object]:
+        """Acquire what the store needs (threads, connections, background tasks) for a block.
+
+        A store can be opened again after the block ends; a persistent one still holds what
+        was saved.
+        """
+
+    async def load_run(self, run_id: str, /) -> RunCheckpoints:
+        """Return what is kept for ``run_id``; a run with nothing kept gives empty checkpoints.
+
+        Records that cannot be used are reported in ``discarded`` and left out, never raised.
+        """
+
+    async def save_manifest(self, manifest: RunManifest, /) -> None:
+        """Durably record a run's manifest, replacing the previous one."""
+
+    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
+        """Record a run's manifest without waiting.
+
+        It must be durable no later than the next save of the same run returns, so a step
+        checkpoint is never durable without its run's manifest, and a later save of the manifest
+        replaces it.
+        """
+
+    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
+        """Durably record a step's output, replacing the step's previous checkpoint."""
+
+    def list_runs(self) -> AsyncIterator[RunInfo]:
+        """Yield a :class:`RunInfo` for every run whose manifest is kept, each once.
+
+        Written as an async generator (``async def`` with ``yield``), used as
+        ``async for info in store.list_runs():``. The order is the store's own: sort the
+        entries if you need one. It sees every save that returned before it started; saves made
+        while it runs may or may not be seen. A store with many runs should read them a batch at
+        a time, never all at once. Runs whose manifest cannot be used are left out, never
+        raised.
+        """

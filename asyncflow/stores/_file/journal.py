@@ -1,0 +1,318 @@
+r"""FileStore's journal: segments of framed records, their recovery, and their compaction.
+
+Blocking work, run on the store's own executor, never on the event loop. See :mod:`.store` for
+the layout and what is durable when, :mod:`.runfiles` for the files records are compacted into.
+
+Journal segments. A segment starts with :data:`SEGMENT_MAGIC`; each record is a frame::
+
+    #<seq hex> <length hex> <crc32 hex>\n<body: length bytes>\n
+
+The checksum covers ``<seq hex> <length hex>`` and the body, so framing never depends on the
+codec's text (which may hold newlines), and a frame is used only when all of it is intact. After
+a bad frame (a torn tail, flipped bits) reading resumes at the next frame that checks out.
+Segments without the magic were written before frames (one ``<crc32> <record>`` line each) and
+are read line by line, their records numbered 0.
+
+Sequence numbers. Every record has one: the wall clock in nanoseconds, but always above the
+engine's previous record and above :data:`SEQUENCE_FILE` (which compaction raises past every
+number it writes into run files), so they grow in write order within an engine, across
+restarts, and across engines on one folder whose writes are ordered in time. Run files keep
+each entry's number, and a record replaces an entry only when it is not older: replay order
+does not matter, and an old segment replayed after newer run files changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import secrets
+import stat
+import time
+import zlib
+from typing import TYPE_CHECKING
+
+from asyncflow._errors import InvalidRunIdError
+from asyncflow._identity import validate_run_id
+
+from .disk import (
+    JOURNAL_DIR,
+    OPEN_READ,
+    BadEntry,
+    Sync,
+    fsync_dir,
+    move_aside,
+    read_entry,
+    try_lock,
+    write_all,
+)
+from .records import BadRecord, parse_record
+from .runfiles import Records, compact, merge, read_sequence, remove_temps
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "SEGMENT_MAGIC",
+    "append_durably",
+    "compact_and_remove",
+    "create_segment",
+    "frame",
+    "read_segment",
+    "recover",
+    "truncate",
+]
+
+logger = logging.getLogger("asyncflow")
+
+SEGMENT_SUFFIX = ".log"
+#: A segment being created: locked, then renamed to ``.log``, so no other engine's recovery can
+#: see it unlocked. One left by a crash (its lock free) is removed by recovery.
+NEW_SEGMENT_SUFFIX = ".log.new"
+SEGMENT_MAGIC = b"asyncflow-journal 2\n"
+_FRAME_HEADER = re.compile(rb"#([0-9a-f]{1,16}) ([0-9a-f]{1,8}) ([0-9a-f]{8})\n")
+
+
+def frame(seq: int, body: bytes) -> bytes:
+    """One journal record: a header with its sequence number, length and checksum, the body."""
+    head = b"%x %x" % (seq, len(body))
+    return b"#%s %08x\n%s\n" % (head, zlib.crc32(body, zlib.crc32(head)), body)
+
+
+def read_frames(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """Return a segment's intact records (sequence number, body), and how many were dropped."""
+    records: list[tuple[int, bytes]] = []
+    dropped = 0
+    pos = len(SEGMENT_MAGIC)
+    end = len(data)
+    while pos < end:
+        m = _FRAME_HEADER.match(data, pos)
+        if m is not None:
+            seq, length = int(m[1], 16), int(m[2], 16)
+            start = m.end()
+            stop = start + length
+            body = data[start:stop]
+            head = data[pos + 1 : m.start(3) - 1]
+            if (
+                stop < end
+                and data[stop] == 0x0A
+                and zlib.crc32(body, zlib.crc32(head)) == int(m[3], 16)
+            ):
+                records.append((seq, body))
+                pos = stop + 1
+                continue
+        dropped += 1
+        nxt = data.find(b"\n#", pos + 1)
+        if nxt < 0:
+            break
+        pos = nxt + 1
+    return records, dropped
+
+
+def read_lines(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """Records of a segment written before frames: ``<crc32 hex> <record>`` lines, numbered 0."""
+    records: list[tuple[int, bytes]] = []
+    dropped = 0
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline, else a torn tail
+    if torn:
+        dropped += 1
+    for line in lines:
+        crc, _, body = line.partition(b" ")
+        try:
+            ok = int(crc, 16) == zlib.crc32(body) and len(crc) == 8
+        except ValueError:
+            ok = False
+        if not ok:
+            dropped += 1
+            continue
+        records.append((0, body))
+    return records, dropped
+
+
+def read_segment(path: Path, data: bytes, records: Records) -> None:
+    """Merge a segment's sound records into ``records``; log what is dropped, never raise."""
+    if data.startswith(SEGMENT_MAGIC):
+        frames, dropped = read_frames(data)
+    else:
+        frames, dropped = read_lines(data)
+    if dropped:
+        logger.warning(
+            "journal %s: dropped %d record(s) with a bad checksum or cut short (a crash or a "
+            "failed write mid-record: such records were never acknowledged)",
+            path,
+            dropped,
+        )
+    for seq, body in frames:
+        try:
+            rec = parse_record(body.decode("utf-8"))
+            validate_run_id(rec.run_id)
+        except UnicodeDecodeError:
+            logger.warning("journal %s: dropped a record that is not UTF-8 text", path)
+            continue
+        except (BadRecord, InvalidRunIdError) as exc:
+            logger.warning("journal %s: dropped a record: %s", path, exc)
+            continue
+        merge(records, seq, rec)
+
+
+def create_segment(root: Path) -> tuple[int, Path, int]:
+    """Create, lock and name a new journal segment; return its descriptor, path and floor.
+
+    The floor is the number the segment's sequence numbers must exceed. The segment is created
+    under a name recovery ignores and renamed once locked, so another engine's recovery never
+    sees it unlocked (and never takes it for a dead one).
+
+    Raises:
+        OSError: it cannot be created, locked or made durable.
+    """
+    jdir = root / JOURNAL_DIR
+    floor = max(read_sequence(jdir), time.time_ns())
+    name = f"{floor:020d}-{os.getpid()}-{secrets.token_hex(4)}"
+    new = jdir / f"{name}{NEW_SEGMENT_SUFFIX}"
+    path = jdir / f"{name}{SEGMENT_SUFFIX}"
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        if not try_lock(fd):
+            raise OSError(errno.EAGAIN, f"cannot lock the new journal segment {new}")
+        write_all(fd, SEGMENT_MAGIC)
+        os.fsync(fd)
+        os.rename(new, path)
+        fsync_dir(jdir)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(new)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return fd, path, floor
+
+
+def append_durably(fd: int, data: bytes) -> None:
+    """Append ``data`` to a segment and fsync it; return only once all of it is durable.
+
+    Raises:
+        OSError: a write failed or fell short (a full disk), the fsync failed, or the segment
+            was deleted (its directory removed under the store).
+    """
+    write_all(fd, data)
+    os.fsync(fd)
+    if os.fstat(fd).st_nlink == 0:
+        raise OSError(
+            errno.ENOENT, "the journal segment was deleted (was the store's directory removed?)"
+        )
+
+
+def truncate(fd: int, size: int) -> None:
+    """Cut a segment back to ``size`` bytes, durably: the frames of a failed write go."""
+    os.ftruncate(fd, size)
+    os.fsync(fd)
+
+
+def compact_and_remove(sync: Sync, root: Path, records: Records, segment: Path) -> None:
+    """Compact a segment's records into run files, then delete the segment."""
+    with sync.lock():
+        compact(sync, root, records)
+    os.unlink(segment)
+    fsync_dir(segment.parent)
+
+
+def recover(sync: Sync, root: Path) -> None:
+    """Remove dead temp files; compact the journal segments of engines that are gone.
+
+    A segment whose lock is free belongs to an engine that is gone. Their records are merged by
+    sequence number (so the order segments are read in does not matter) and compacted together.
+    A name in the journal that is not a regular file is moved aside and reported.
+    """
+    jdir = root / JOURNAL_DIR
+    jdir.mkdir(parents=True, exist_ok=True)
+    with sync.lock():
+        # Every temp file is written under this lock: any seen now belongs to a dead compaction.
+        remove_temps(root)
+        dead: list[tuple[Path, int]] = []
+        try:
+            records: Records = {}
+            for name in sorted(os.listdir(jdir)):
+                path = jdir / name
+                if name.endswith(NEW_SEGMENT_SUFFIX):
+                    _remove_if_dead(path)
+                    continue
+                if not name.endswith(SEGMENT_SUFFIX):
+                    continue
+                fd = _open_segment(path)
+                if fd is None:
+                    continue
+                if not try_lock(fd):
+                    os.close(fd)  # a live engine is writing it
+                    continue
+                dead.append((path, fd))
+                try:
+                    data = read_entry(path)
+                except BadEntry as exc:
+                    moved = move_aside(path)
+                    logger.warning("journal %s is %s; moved to %s", path, exc, moved.name)
+                    continue
+                read_segment(path, data or b"", records)
+            if records:
+                compact(sync, root, records)
+            for path, _ in dead:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            if dead:
+                fsync_dir(jdir)
+        finally:
+            for _, fd in dead:
+                os.close(fd)
+
+
+def _open_segment(path: Path) -> int | None:
+    """Open a segment to lock it; a name that is not a regular file is moved aside."""
+    try:
+        fd = os.open(path, OPEN_READ)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EOPNOTSUPP):
+            raise
+        reason = "a symbolic link or a special file"
+    else:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+        reason = "not a regular file"
+    moved = move_aside(path)
+    logger.warning("journal %s is %s; moved to %s", path, reason, moved.name)
+    return None
+
+
+def _remove_if_dead(path: Path) -> None:
+    """Remove a segment whose creation died before it was named.
+
+    Its creator is gone when the process named in it is (``<floor>-<pid>-<hex>.log.new``) and
+    its lock is free: a live creator holds the file unlocked for an instant after creating it.
+    """
+    try:
+        pid = int(path.name.split("-")[1])
+    except (IndexError, ValueError):
+        pid = 0
+    if pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            return  # alive, another user's
+        else:
+            return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if try_lock(fd):
+            os.unlink(path)
+    finally:
+        os.close(fd)
