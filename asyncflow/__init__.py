@@ -7,7 +7,7 @@ moment its dependencies have finished.
 from __future__ import annotations
 
 from ._batch import Batch, BatchSummary
-from ._breakers import BreakerState, HostPolicy, HostStatistics, OnOpen
+from ._breakers import HostPolicy, HostStatistics
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import Codec, JsonCodec
 from ._engine import Engine
@@ -25,8 +25,8 @@ from ._errors import (
 )
 from ._events import (
     BatchProgress,
-    BreakerStateChanged,
     CheckpointDiscarded,
+    CircuitStateChanged,
     Event,
     Observer,
     RunFinished,
@@ -42,19 +42,20 @@ from ._graph import Context, Flow, Step
 from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 from ._retry import Retry, is_transient
+from ._status import CircuitState, OnOpen
 
 __all__ = [
     "AsyncflowError",
     "Batch",
     "BatchProgress",
     "BatchSummary",
-    "BreakerState",
-    "BreakerStateChanged",
     "CheckpointDiscarded",
     "CheckpointEncodeError",
     "CheckpointError",
     "CheckpointStore",
     "CircuitOpenError",
+    "CircuitState",
+    "CircuitStateChanged",
     "Codec",
     "Context",
     "Engine",

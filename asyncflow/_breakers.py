@@ -58,8 +58,9 @@ import anyio
 import httpx
 
 from ._errors import CircuitOpenError
-from ._events import BreakerStateChanged
+from ._events import CircuitStateChanged
 from ._pool import QUEUED, ClosingStream
+from ._status import CircuitState, OnOpen
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -67,33 +68,13 @@ if TYPE_CHECKING:
     from ._events import Emitter
 
 __all__ = [
-    "BreakerState",
     "BreakerTransport",
     "HostPolicy",
     "HostStatistics",
-    "OnOpen",
     "host_key",
     "is_transport_failure",
     "step_deadline",
 ]
-
-
-class BreakerState(enum.StrEnum):
-    """The state of a host's circuit. A ``StrEnum``: members compare equal to their values."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
-
-
-class OnOpen(enum.StrEnum):
-    """What a request does when its host's circuit is open."""
-
-    #: fail at once with :class:`CircuitOpenError` (not retried by default).
-    FAIL = "fail"
-    #: wait until the circuit admits it, bounded by the caller's deadline (the step's attempt
-    #: timeout, itself bounded by its retry timeout), without spending attempts.
-    WAIT = "wait"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +123,7 @@ class HostStatistics:
     """A snapshot of one host's circuit and gate."""
 
     host: str
-    state: BreakerState
+    state: CircuitState
     fail_counter: int
     #: requests holding a gate slot (sent, or reading their response)
     in_flight: int
@@ -255,9 +236,9 @@ class _Outcome(enum.Enum):
 
 
 _FROM_AIOBREAKER = {
-    aiobreaker.CircuitBreakerState.CLOSED: BreakerState.CLOSED,
-    aiobreaker.CircuitBreakerState.OPEN: BreakerState.OPEN,
-    aiobreaker.CircuitBreakerState.HALF_OPEN: BreakerState.HALF_OPEN,
+    aiobreaker.CircuitBreakerState.CLOSED: CircuitState.CLOSED,
+    aiobreaker.CircuitBreakerState.OPEN: CircuitState.OPEN,
+    aiobreaker.CircuitBreakerState.HALF_OPEN: CircuitState.HALF_OPEN,
 }
 
 #: Ticket of the one trial request of a half-open period; closed-state tickets are epochs >= 0.
@@ -324,7 +305,7 @@ class Circuit:
         )
 
     @property
-    def state(self) -> BreakerState:
+    def state(self) -> CircuitState:
         """The circuit's state as aiobreaker holds it."""
         return _FROM_AIOBREAKER[self.breaker.current_state]
 
@@ -332,21 +313,21 @@ class Circuit:
 
     def changed(self, old: object, new: object) -> None:
         """Handle aiobreaker's state change: keep our deadline, wake waiters, emit the event."""
-        new_state = _FROM_AIOBREAKER.get(new, BreakerState.CLOSED)
-        old_state = _FROM_AIOBREAKER.get(old, BreakerState.CLOSED)
+        new_state = _FROM_AIOBREAKER.get(new, CircuitState.CLOSED)
+        old_state = _FROM_AIOBREAKER.get(old, CircuitState.CLOSED)
         now = anyio.current_time()
-        if new_state is BreakerState.OPEN:
+        if new_state is CircuitState.OPEN:
             self.reopen_at = now + self.policy.reset_timeout
             self.epoch += 1
-            if old_state is BreakerState.HALF_OPEN:
+            if old_state is CircuitState.HALF_OPEN:
                 self.reason = "the trial request failed"
             else:
                 self.reason = f"{self.policy.fail_max} consecutive failure(s)"
-        if new_state is not BreakerState.HALF_OPEN:
+        if new_state is not CircuitState.HALF_OPEN:
             self.trial_busy = False
         self._wake()
         if self.emit:
-            self.emit(BreakerStateChanged(self.key, old_state, new_state, now))
+            self.emit(CircuitStateChanged(self.key, old_state, new_state, now))
 
     def _wake(self) -> None:
         self.event.set()
@@ -557,7 +538,7 @@ class BreakerTransport(httpx.AsyncBaseTransport):
             ``scheme://host[:port]`` (that one origin; wins over a bare host).
         default: the policy of every other host.
         default_concurrency: the gate size when a policy's ``max_concurrency`` is ``None``.
-        emit: receives :class:`BreakerStateChanged` events.
+        emit: receives :class:`CircuitStateChanged` events.
         max_hosts: how many hosts' circuits are kept before the forgettable ones are dropped:
             closed, no failure counted, nothing in flight or waiting (a new circuit for that
             host is the same). Open or failing circuits are always kept, so a crawl over

@@ -14,9 +14,9 @@ from anyio.lowlevel import checkpoint
 
 from asyncflow import (
     AsyncflowError,
-    BreakerState,
-    BreakerStateChanged,
     CircuitOpenError,
+    CircuitState,
+    CircuitStateChanged,
     Context,
     Engine,
     Event,
@@ -43,7 +43,7 @@ def transitions(events: list[Event], host: str | None = None) -> list[tuple[str,
     return [
         (e.old.value, e.new.value)
         for e in events
-        if isinstance(e, BreakerStateChanged) and (host is None or e.host == host)
+        if isinstance(e, CircuitStateChanged) and (host is None or e.host == host)
     ]
 
 
@@ -319,7 +319,7 @@ def test_host_policy_validates() -> None:
     with pytest.raises(ValueError, match="on_open"):
         HostPolicy(on_open="later")  # type: ignore[arg-type]
     assert HostPolicy(on_open="wait").on_open is OnOpen.WAIT
-    assert str(BreakerState.HALF_OPEN) == "half-open"
+    assert str(CircuitState.HALF_OPEN) == "half-open"
 
 
 async def test_engine_owns_and_closes_its_client() -> None:
@@ -391,7 +391,7 @@ async def test_unread_successes_still_break_a_run_of_failures(host_a: FlakyServe
             async with engine.http.stream("GET", host_a.url + "/unread") as response:
                 assert response.status_code == 200
         stats = engine.host_statistics()[host_key(host_a.url)]
-        assert (stats.state, stats.fail_counter) == (BreakerState.CLOSED, 0)
+        assert (stats.state, stats.fail_counter) == (CircuitState.CLOSED, 0)
 
 
 async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None:
@@ -410,7 +410,7 @@ async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None
                 assert (await client.get(server.url + "/ok")).status_code == 200
                 assert len(transport.statistics()) <= 4  # a sweep keeps it near max_hosts
             kept = transport.statistics()
-            assert kept[host_key(down.url)].state is BreakerState.OPEN
+            assert kept[host_key(down.url)].state is CircuitState.OPEN
             assert host_key(servers[-1].url) in kept
             assert host_key(servers[1].url) not in kept  # healthy and idle: forgotten
             with pytest.raises(CircuitOpenError):
@@ -442,7 +442,7 @@ async def test_step_timeouts_open_the_circuit_of_a_host_that_never_answers(
         assert isinstance(timeout, StepTimeoutError)
         assert timeout.attempts == 2
         stats = engine.host_statistics()
-        assert stats[host_key(host_a.url)].state is BreakerState.OPEN
+        assert stats[host_key(host_a.url)].state is CircuitState.OPEN
         again = await engine.run(flow_timing_out(0.2, attempts=2), url=host_a.url, run_id="again")
         step = again.steps["call"]
         refused = step.error and step.error.__cause__
@@ -454,7 +454,7 @@ async def test_step_timeouts_open_the_circuit_of_a_host_that_never_answers(
         fine = await engine.run(flow_timing_out(0.2, attempts=2), url=host_b.url)
         assert fine.steps["call"].status is StepStatus.SUCCEEDED
         b = engine.host_statistics()[host_key(host_b.url)]
-        assert (b.state, b.fail_counter) == (BreakerState.CLOSED, 0)
+        assert (b.state, b.fail_counter) == (CircuitState.CLOSED, 0)
 
 
 async def test_a_body_trickling_past_the_step_deadline_counts(
@@ -492,23 +492,23 @@ async def test_only_the_steps_own_deadline_counts(host_a: FlakyServer, no_waits:
     """A timed-out attempt counts; a cancelled run and a fail-fast cancellation do not."""
     async with Engine(host_policy=HostPolicy(fail_max=2, reset_timeout=60.0)) as engine:
 
-        def counted() -> tuple[BreakerState, int]:
+        def counted() -> tuple[CircuitState, int]:
             stats = engine.host_statistics()[host_key(host_a.url)]
             return stats.state, stats.fail_counter
 
         host_a.hang = True
         await engine.run(flow_timing_out(0.2, attempts=1), url=host_a.url)
-        assert counted() == (BreakerState.CLOSED, 1)
+        assert counted() == (CircuitState.CLOSED, 1)
         # The caller cancels a run while its request is in flight, its deadline still far off.
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(engine.run, flow_timing_out(30.0, attempts=1), url=host_a.url))
             await host_a.wait_for_requests(2)
             tg.cancel_scope.cancel()
-        assert counted() == (BreakerState.CLOSED, 1)
+        assert counted() == (CircuitState.CLOSED, 1)
         # A failing sibling cancels the step whose request is in flight.
         result = await engine.run(flow_with_failing_sibling(host_a), url=host_a.url, fail_fast=True)
         assert result.steps["call"].status is StepStatus.CANCELLED
-        assert counted() == (BreakerState.CLOSED, 1)
+        assert counted() == (CircuitState.CLOSED, 1)
     assert host_a.requests == 3
 
 
@@ -530,7 +530,7 @@ async def test_a_deadline_while_queued_for_a_connection_is_not_the_hosts(
             tg.cancel_scope.cancel()
         host_b.hang = True
         await engine.run(flow_timing_out(0.2, attempts=1), url=host_b.url, run_id="at-b")
-        assert stats()[host_key(host_b.url)].state is BreakerState.OPEN
+        assert stats()[host_key(host_b.url)].state is CircuitState.OPEN
     assert host_b.requests == 1
 
 
