@@ -7,7 +7,6 @@ moment its dependencies have finished.
 from __future__ import annotations
 
 from ._batch import Batch, BatchSummary
-from ._breakers import HostPolicy, HostStatistics
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import Codec, JsonCodec
 from ._engine import Engine
@@ -39,6 +38,7 @@ from ._events import (
     StepSucceeded,
 )
 from ._graph import Context, Flow, Step
+from ._http import HostPolicy, HostStatistics
 from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 from ._retry import Retry, is_transient

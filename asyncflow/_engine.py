@@ -15,12 +15,17 @@ import anyio
 import httpx
 
 from ._batch import Batch
-from ._breakers import BreakerTransport, HostPolicy, HostStatistics, resolve_hosts
 from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._events import Emitter
-from ._pool import ShardedTransport
+from ._http import (
+    BreakerTransport,
+    HostPolicy,
+    HostStatistics,
+    ShardedTransport,
+    resolve_hosts,
+)
 from ._records import validate_run_id
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
 from ._scheduler import RunState, StepRuntime

@@ -35,8 +35,8 @@ import anyio
 import httpx
 import stamina
 
-from ._breakers import is_transport_failure
 from ._errors import CircuitOpenError, StepTimeoutError
+from ._http import is_transport_failure
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

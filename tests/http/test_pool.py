@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from asyncflow import CircuitState, Engine, HostPolicy
-from asyncflow._pool import ShardedTransport
+from asyncflow._http import ShardedTransport
 from asyncflow.testing import serve_flaky
 from tests.waiting import until
 

@@ -57,15 +57,16 @@ import aiobreaker
 import anyio
 import httpx
 
-from ._errors import CircuitOpenError
-from ._events import CircuitStateChanged
-from ._pool import QUEUED, ClosingStream
-from ._status import CircuitState, OnOpen
+from asyncflow._errors import CircuitOpenError
+from asyncflow._events import CircuitStateChanged
+from asyncflow._status import CircuitState, OnOpen
+
+from .pool import QUEUED, ClosingStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
 
-    from ._events import Emitter
+    from asyncflow._events import Emitter
 
 __all__ = [
     "BreakerTransport",

@@ -27,7 +27,7 @@ from asyncflow import (
     StepStatus,
     StepTimeoutError,
 )
-from asyncflow._breakers import BreakerTransport, host_key
+from asyncflow._http import BreakerTransport, host_key
 from asyncflow.testing import serve_flaky
 from tests.waiting import until
 
