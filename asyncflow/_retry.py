@@ -36,7 +36,7 @@ import httpx
 import stamina
 
 from ._errors import CircuitOpenError, StepTimeoutError
-from ._http import is_transport_failure
+from ._http import is_failure_status, is_transport_failure
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -65,8 +65,7 @@ def is_transient(error: Exception) -> bool:
     if isinstance(error, httpx.PoolTimeout):
         return True
     if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        return status >= 500 or status == 429
+        return is_failure_status(error.response.status_code)
     return isinstance(error, StepTimeoutError) or is_transport_failure(error)
 
 

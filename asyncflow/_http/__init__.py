@@ -1,17 +1,23 @@
-"""The HTTP stack behind ``ctx.http``: per-host policies, circuits and gates over sharded pools."""
+"""The HTTP stack behind ``ctx.http``, in the order a request passes it.
+
+- ``transport.py``: :class:`BreakerTransport`, the httpx transport of the engine's client: it
+  routes each request to its host and counts the outcome;
+- ``host.py``: one host's admission, its concurrency gate and its circuit;
+- ``circuit.py``: the circuit's state machine, the one adapter of aiobreaker;
+- ``pool.py``: :class:`ShardedTransport`, httpx's connection pool in small shards;
+- ``policy.py``: :class:`HostPolicy` and host keys, which policy applies to a request;
+- ``failures.py``: what counts as a host's failure, shared by the circuit and the retries.
+
+Nothing here imports the engine, the scheduler or the retry layer.
+"""
 
 from __future__ import annotations
 
-from .circuit import (
-    BreakerTransport,
-    HostPolicy,
-    HostStatistics,
-    host_key,
-    is_transport_failure,
-    resolve_hosts,
-    step_deadline,
-)
+from .failures import is_failure_status, is_transport_failure, step_deadline
+from .host import HostStatistics
+from .policy import HostPolicy, host_key, resolve_hosts
 from .pool import ShardedTransport
+from .transport import BreakerTransport
 
 __all__ = [
     "BreakerTransport",
@@ -19,6 +25,7 @@ __all__ = [
     "HostStatistics",
     "ShardedTransport",
     "host_key",
+    "is_failure_status",
     "is_transport_failure",
     "resolve_hosts",
     "step_deadline",
