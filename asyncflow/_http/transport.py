@@ -170,6 +170,11 @@ class BreakerTransport(httpx.AsyncBaseTransport):
             raise
         status = response.status_code
         outcome = status_outcome(status)
+        if response.is_closed:
+            # Read in full by the inner transport (httpx.MockTransport, a Response(content=...)):
+            # the host has answered, and no body will close later to judge it and free the slot.
+            host.leave(borrower, ticket, outcome, f"HTTP {status}")
+            return response
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         if outcome is Outcome.FAILURE:

@@ -344,6 +344,28 @@ async def test_mock_transport_passes_through_the_breakers() -> None:
     await checkpoint()
 
 
+async def test_a_response_read_in_full_by_the_transport_frees_its_slot_at_once() -> None:
+    """An answer read in full before it is returned (MockTransport) frees its gate slot.
+
+    No body close will come for it: so more requests than slots go through, and a trial
+    answered that way closes the circuit.
+    """
+    answers = iter([503, 503, 200, 200, 200])
+    transport = httpx.MockTransport(lambda r: httpx.Response(next(answers), text="read"))
+    policy = HostPolicy(fail_max=2, reset_timeout=0.05)
+    async with Engine(http_transport=transport, host_policy=policy, max_connections=1) as engine:
+        with anyio.fail_after(5):
+            for _ in range(2):
+                await engine.http.get("http://mock.test/")  # two 503s open the circuit
+            with pytest.raises(CircuitOpenError) as info:
+                await engine.http.get("http://mock.test/")
+            await wait_for_trial(info.value)
+            for _ in range(3):
+                assert (await engine.http.get("http://mock.test/")).text == "read"
+        stats = engine.host_statistics()[host_key("http://mock.test/")]
+    assert (stats.state, stats.in_flight) == (CircuitState.CLOSED, 0)
+
+
 async def test_a_host_failing_mid_body_trips_the_circuit(host_a: FlakyServer) -> None:
     """200 headers then a stalled body: each read timeout counts, as a failed connect would."""
     read_fast = httpx.Timeout(10.0, read=1.0)
