@@ -22,6 +22,7 @@ from asyncflow import (
     Event,
     Flow,
     HostPolicy,
+    HostStatistics,
     OnOpen,
     Retry,
     StepStatus,
@@ -32,6 +33,8 @@ from asyncflow.testing import serve_flaky
 from tests.waiting import until
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
@@ -217,6 +220,110 @@ async def test_cancellation_never_counts_as_a_failure(host_a: FlakyServer) -> No
             await engine.http.get(host_a.url + "/slow")
         host_a.reset()
         assert (await engine.http.get(host_a.url + "/ok")).status_code == 200
+
+
+API = "http://api.test"
+
+
+class StreamedBody(httpx.AsyncByteStream):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"body"
+
+
+class ScriptedHost:
+    """A host behind a MockTransport whose answers a test releases one by one.
+
+    ``/{code}`` answers that status at once; ``/held/{name}/{code}`` once :meth:`release` is
+    called with its name. ``seen`` lists the paths that reached the host. Bodies are streamed,
+    as from a network: a request holds its gate slot until its body is closed.
+    """
+
+    def __init__(self, policy: HostPolicy) -> None:
+        self.seen: list[str] = []
+        self.answers: list[int | str] = []
+        self._held: dict[str, anyio.Event] = {}
+        self.transport = BreakerTransport(httpx.MockTransport(self._handle), default=policy)
+        self.client = httpx.AsyncClient(transport=self.transport, base_url=API)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.seen.append(path)
+        parts = path.strip("/").split("/")
+        if parts[0] == "held":
+            await self._held.setdefault(parts[1], anyio.Event()).wait()
+        return httpx.Response(int(parts[-1]), stream=StreamedBody())
+
+    def release(self, name: str) -> None:
+        self._held.setdefault(name, anyio.Event()).set()
+
+    async def call(self, path: str) -> None:
+        """GET ``path``; append its status, or "refused" for a CircuitOpenError, to answers."""
+        try:
+            self.answers.append((await self.client.get(path)).status_code)
+        except CircuitOpenError:
+            self.answers.append("refused")
+
+    def stats(self) -> HostStatistics:
+        return self.transport.statistics()[host_key(API)]
+
+
+async def test_a_request_queued_at_the_gate_while_the_circuit_opened_is_not_sent() -> None:
+    """A request that queued at the gate while the circuit opened is refused, not sent."""
+    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=60.0, max_concurrency=1))
+    async with api.client, anyio.create_task_group() as tg:
+        tg.start_soon(api.call, "/held/first/503")  # takes the only gate slot
+        await until(lambda: len(api.seen) == 1)
+        tg.start_soon(api.call, "/200")
+        await until(lambda: api.stats().waiting == 1)  # admissible then: queued at the gate
+        api.release("first")  # its 503 opens the circuit, then its closed body frees the slot
+    assert sorted(api.answers, key=str) == [503, "refused"]
+    assert api.seen == ["/held/first/503"]
+
+
+async def test_a_request_queued_at_the_gate_while_the_trial_was_taken_is_not_sent() -> None:
+    """Half-open: of two requests queued at the gate before a trial was out, one is the trial.
+
+    The second gets its gate slot while the trial is in flight and is refused, not sent.
+    """
+    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=0.05, max_concurrency=2))
+    async with api.client, anyio.create_task_group() as tg:
+        tg.start_soon(api.call, "/held/stale/200")  # gate slot 1, admitted while closed
+        await until(lambda: len(api.seen) == 1)
+        async with api.client.stream("GET", "/503"):  # opens the circuit; holds slot 2
+            await anyio.sleep(api.stats().retry_after)  # a trial is allowed from now on
+            for waiting in (1, 2):
+                tg.start_soon(api.call, "/held/trial/200")
+                await until(lambda: api.stats().waiting == waiting)  # noqa: B023 - awaited here
+        # The 503's body is closed: the first waiter gets its slot and is the trial.
+        await until(lambda: api.seen.count("/held/trial/200") == 1)
+        api.release("stale")  # frees slot 1 for the second waiter, while the trial is out
+        await until(lambda: "refused" in api.answers or api.seen.count("/held/trial/200") > 1)
+        assert api.seen.count("/held/trial/200") == 1
+        api.release("trial")
+    assert sorted(api.answers, key=str) == [200, 200, "refused"]
+    assert api.stats().state is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize("stale", [503, 200])
+async def test_an_outcome_admitted_before_a_trip_is_not_counted(stale: int) -> None:
+    """An answer to a request sent before the circuit opened and closed again is not counted.
+
+    A late 503 does not add a failure, a late 200 does not wipe one out.
+    """
+    api = ScriptedHost(HostPolicy(fail_max=2, reset_timeout=0.05))
+    async with api.client, anyio.create_task_group() as tg:
+        tg.start_soon(api.call, f"/held/slow/{stale}")  # admitted while closed
+        await until(lambda: len(api.seen) == 1)
+        for _ in range(2):
+            await api.call("/503")
+        assert api.stats().state is CircuitState.OPEN
+        await anyio.sleep(api.stats().retry_after)
+        await api.call("/200")  # the trial closes the circuit
+        await api.call("/503")  # one failure counted since
+        assert (api.stats().state, api.stats().fail_counter) == (CircuitState.CLOSED, 1)
+        api.release("slow")
+    assert api.answers[-1] == stale
+    assert (api.stats().state, api.stats().fail_counter) == (CircuitState.CLOSED, 1)
 
 
 async def test_transport_errors_trip_and_the_real_error_is_the_cause() -> None:
