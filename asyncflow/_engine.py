@@ -19,13 +19,7 @@ from ._checkpoint import CheckpointStore, FileStore
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._events import Emitter
-from ._http import (
-    BreakerTransport,
-    HostPolicy,
-    HostStatistics,
-    ShardedTransport,
-    resolve_hosts,
-)
+from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._records import validate_run_id
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
 from ._scheduler import RunState, StepRuntime
