@@ -9,7 +9,6 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from ._batch import Batch, BatchSummary
-from ._breakers import BreakerState, HostPolicy, HostStatistics, OnOpen
 from ._codec import Codec, JsonCodec
 from ._engine import Engine
 from ._errors import (
@@ -26,8 +25,8 @@ from ._errors import (
 )
 from ._events import (
     BatchProgress,
-    BreakerStateChanged,
     CheckpointDiscarded,
+    CircuitStateChanged,
     Event,
     Observer,
     RunFinished,
@@ -40,9 +39,11 @@ from ._events import (
     StepSucceeded,
 )
 from ._graph import Context, Flow, Step
+from ._http import HostPolicy, HostStatistics
 from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 from ._retry import Retry, is_transient
+from ._status import CircuitState, OnOpen
 from .stores import CheckpointStore, FileStore
 
 __all__ = [
@@ -50,13 +51,13 @@ __all__ = [
     "Batch",
     "BatchProgress",
     "BatchSummary",
-    "BreakerState",
-    "BreakerStateChanged",
     "CheckpointDiscarded",
     "CheckpointEncodeError",
     "CheckpointError",
     "CheckpointStore",
     "CircuitOpenError",
+    "CircuitState",
+    "CircuitStateChanged",
     "Codec",
     "Context",
     "Engine",

@@ -15,12 +15,11 @@ import anyio
 import httpx
 
 from ._batch import Batch
-from ._breakers import BreakerTransport, HostPolicy, HostStatistics, resolve_hosts
 from ._codec import JsonCodec
 from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._events import Emitter
+from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import validate_run_id
-from ._pool import ShardedTransport
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
 from ._scheduler import RunState, StepRuntime
 from .stores import CheckpointStore, FileStore

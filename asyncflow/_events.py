@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._breakers import BreakerState
     from ._result import RunStatus
+    from ._status import CircuitState
 
 logger = logging.getLogger("asyncflow")
 
@@ -113,16 +113,16 @@ class CheckpointDiscarded:
 
 
 @dataclass(frozen=True, slots=True)
-class BreakerStateChanged:
-    """A host's circuit breaker changed state.
+class CircuitStateChanged:
+    """A host's circuit changed state.
 
-    ``host`` is the host key ``scheme://host:port``. States are :class:`BreakerState` members,
+    ``host`` is the host key ``scheme://host:port``. States are :class:`CircuitState` members,
     a ``StrEnum``, so they also compare equal to ``"closed"``, ``"open"`` and ``"half-open"``.
     """
 
     host: str
-    old: BreakerState
-    new: BreakerState
+    old: CircuitState
+    new: CircuitState
     time: float
 
 
@@ -157,7 +157,7 @@ Event: TypeAlias = (
     | StepRetrying
     | StepRestored
     | CheckpointDiscarded
-    | BreakerStateChanged
+    | CircuitStateChanged
     | BatchProgress
 )
 

@@ -6,12 +6,15 @@ What asyncflow adds on top of stamina, and why:
   timeouts, HTTP 5xx and 429, and our :class:`StepTimeoutError`. Never other 4xx, never a
   :class:`CircuitOpenError` (an open circuit must not burn the retry budget), never anything
   that is not an ``Exception`` (cancellation always propagates).
-- **We choose every wait ourselves** and hand it to stamina through its backoff hook (a hook
-  that returns a float is an explicit wait). That way the wait reported in
-  :class:`~asyncflow.StepRetrying` is the wait taken; a server's ``Retry-After`` (seconds or an
-  HTTP date) replaces the exponential backoff; and every wait is clamped to ``wait_max`` and to
-  the time left: when the wait would use up the rest of ``Retry.timeout`` we stop at once with
-  the real error instead of sleeping into a certain timeout. stamina clamps neither.
+- **We compute every wait ourselves** (:meth:`Retry.decide`, stamina's formula) and hand it to
+  stamina through its backoff hook (a hook that returns a float is an explicit wait). That way
+  the wait reported in :class:`~asyncflow.StepRetrying` is the wait taken; a server's
+  ``Retry-After`` (seconds or an HTTP date) replaces the exponential backoff; and every wait is
+  clamped to ``wait_max`` and to the time left: when the wait would use up the rest of
+  ``Retry.timeout`` we stop at once with the real error instead of sleeping into a certain
+  timeout. stamina clamps neither. So stamina gets the stop conditions (``attempts``,
+  ``timeout``) and never its backoff arguments (``wait_*``), which it would not use; it still
+  does the sleeping, and its testing mode still makes every wait 0.
 - **Nothing secret reaches stamina's instrumentation.** stamina's retry hooks (stdlib logging,
   structlog, prometheus) are process-global: we leave them alone, because switching them off
   would change every other user of stamina in the process. Instead, ``retry_context`` never sees
@@ -35,8 +38,8 @@ import anyio
 import httpx
 import stamina
 
-from ._breakers import is_transport_failure
 from ._errors import CircuitOpenError, StepTimeoutError
+from ._http import is_failure_status, is_transport_failure
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -65,8 +68,7 @@ def is_transient(error: Exception) -> bool:
     if isinstance(error, httpx.PoolTimeout):
         return True
     if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        return status >= 500 or status == 429
+        return is_failure_status(error.response.status_code)
     return isinstance(error, StepTimeoutError) or is_transport_failure(error)
 
 
@@ -235,14 +237,9 @@ async def call_with_retry(
 
     failed: AttemptFailed
     try:
+        # No wait_* arguments: the hook always answers with the wait (see the module docstring).
         async for retry in stamina.retry_context(
-            on=hook,
-            attempts=policy.attempts,
-            timeout=policy.timeout,
-            wait_initial=policy.wait_initial,
-            wait_max=policy.wait_max,
-            wait_jitter=policy.wait_jitter,
-            wait_exp_base=policy.wait_exp_base,
+            on=hook, attempts=policy.attempts, timeout=policy.timeout
         ):
             with retry:
                 n += 1

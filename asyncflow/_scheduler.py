@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._breakers import step_deadline
 from ._errors import StepError, StepTimeoutError
 from ._events import (
     RunFinished,
@@ -25,6 +24,7 @@ from ._events import (
     StepSucceeded,
 )
 from ._graph import Context
+from ._http import step_deadline
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 from ._retry import call_with_retry
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from asyncflow._breakers import BreakerTransport, HostPolicy
-from asyncflow._pool import ShardedTransport
+from asyncflow import HostPolicy
+from asyncflow._http import BreakerTransport, ShardedTransport
 
 ROUNDS = 2
 SIDES = ("bare", "gated", "engine")

@@ -131,6 +131,22 @@ async def test_no_retry_is_reported_when_stamina_testing_stops_early() -> None:
     assert reports == [1]
 
 
+async def test_stamina_sleeps_the_wait_that_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """The wait stamina sleeps is the one on_retry reports: stamina's own backoff is never used."""
+    reports: list[float] = []
+
+    async def attempt(n: int, budget: float | None) -> None:
+        raise httpx.ConnectError("refused")
+
+    caplog.set_level(logging.WARNING, logger="stamina")
+    policy = Retry(attempts=3, wait_initial=0.0625, wait_jitter=0.0)
+    with pytest.raises(httpx.ConnectError):
+        await call_with_retry(policy, attempt, on_retry=lambda n, e, w: reports.append(w))
+    assert reports == [0.0625, 0.125]
+    slept = [r.__dict__["stamina.wait_for"] for r in caplog.records if r.name == "stamina"]
+    assert slept == [round(wait, 2) for wait in reports]
+
+
 async def test_a_wait_past_the_deadline_stops_at_once_with_the_real_error() -> None:
     """Retry-After beyond the time left: no sleep into a certain timeout, the 429 is raised."""
     calls = 0

@@ -30,7 +30,7 @@ import anyio
 import httpx
 
 from asyncflow import (
-    BreakerStateChanged,
+    CircuitStateChanged,
     Context,
     Engine,
     FileStore,
@@ -118,7 +118,7 @@ class Tally:
             self.retries += 1
         elif isinstance(event, StepRestored):
             self.restored_steps += 1
-        elif isinstance(event, BreakerStateChanged) and event.new == "open":
+        elif isinstance(event, CircuitStateChanged) and event.new == "open":
             self.breaker_opened += 1
 
 
@@ -143,7 +143,7 @@ async def run(
         # A line per breaker change and per retry, so a killed run's story survives it.
         if log is None:
             return
-        if isinstance(event, BreakerStateChanged):
+        if isinstance(event, CircuitStateChanged):
             log.write(json.dumps({"breaker": event.new, "host": event.host}) + "\n")
         elif isinstance(event, StepRetrying):
             log.write(json.dumps({"retry": event.step, "run": event.run_id}) + "\n")

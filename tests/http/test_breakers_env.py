@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV313 = REPO / ".venv313"
-MODULES = ["tests/test_breakers.py", "tests/test_retry.py"]
+MODULES = ["tests/http/test_breakers.py", "tests/test_retry.py"]
 
 
 def run_pytest(python: str, env: dict[str, str]) -> str:
@@ -112,3 +112,21 @@ def test_breakers_pass_on_python_313_with_warnings_as_errors() -> None:
     if python is None:
         pytest.skip("no Python 3.13: looked for ~/.pyenv/versions/3.13.0/bin/python and python3.13")
     run_pytest(venv313(python), zone_env("Asia/Tokyo"))
+
+
+def test_tests_http_does_not_shadow_the_standard_library() -> None:
+    """tests/http is a folder, not a package: scripts run from tests/ still import stdlib http.
+
+    The child scripts in tests/ run as ``python tests/x_child.py``, which puts tests/ first on
+    sys.path; with a tests/http/__init__.py, httpx's ``import http.cookiejar`` would find it.
+    """
+    probe = "import http, http.cookiejar, httpx; print(http.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO / "tests",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert not Path(out.stdout.strip()).is_relative_to(REPO / "tests"), out.stdout

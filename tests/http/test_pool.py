@@ -9,8 +9,8 @@ import anyio
 import httpx
 import pytest
 
-from asyncflow import BreakerState, Engine, HostPolicy
-from asyncflow._pool import ShardedTransport
+from asyncflow import CircuitState, Engine, HostPolicy
+from asyncflow._http import ShardedTransport
 from asyncflow.testing import serve_flaky
 from tests.waiting import until
 
@@ -107,7 +107,7 @@ async def test_no_free_connection_is_a_pool_timeout_not_a_host_failure(
             with pytest.raises(httpx.PoolTimeout, match="max_connections"):
                 await engine.http.get(host_b.url + "/x", timeout=httpx.Timeout(30.0, pool=0.1))
             host_a.reset()
-        assert engine.host_statistics()[host_b.url].state is BreakerState.CLOSED
+        assert engine.host_statistics()[host_b.url].state is CircuitState.CLOSED
         assert (await engine.http.get(host_b.url + "/x")).status_code == 200
     assert host_b.requests == 1
 

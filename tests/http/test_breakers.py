@@ -14,24 +14,27 @@ from anyio.lowlevel import checkpoint
 
 from asyncflow import (
     AsyncflowError,
-    BreakerState,
-    BreakerStateChanged,
     CircuitOpenError,
+    CircuitState,
+    CircuitStateChanged,
     Context,
     Engine,
     Event,
     Flow,
     HostPolicy,
+    HostStatistics,
     OnOpen,
     Retry,
     StepStatus,
     StepTimeoutError,
 )
-from asyncflow._breakers import BreakerTransport, host_key
+from asyncflow._http import BreakerTransport, host_key
 from asyncflow.testing import serve_flaky
 from tests.waiting import until
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +46,7 @@ def transitions(events: list[Event], host: str | None = None) -> list[tuple[str,
     return [
         (e.old.value, e.new.value)
         for e in events
-        if isinstance(e, BreakerStateChanged) and (host is None or e.host == host)
+        if isinstance(e, CircuitStateChanged) and (host is None or e.host == host)
     ]
 
 
@@ -219,6 +222,110 @@ async def test_cancellation_never_counts_as_a_failure(host_a: FlakyServer) -> No
         assert (await engine.http.get(host_a.url + "/ok")).status_code == 200
 
 
+API = "http://api.test"
+
+
+class StreamedBody(httpx.AsyncByteStream):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"body"
+
+
+class ScriptedHost:
+    """A host behind a MockTransport whose answers a test releases one by one.
+
+    ``/{code}`` answers that status at once; ``/held/{name}/{code}`` once :meth:`release` is
+    called with its name. ``seen`` lists the paths that reached the host. Bodies are streamed,
+    as from a network: a request holds its gate slot until its body is closed.
+    """
+
+    def __init__(self, policy: HostPolicy) -> None:
+        self.seen: list[str] = []
+        self.answers: list[int | str] = []
+        self._held: dict[str, anyio.Event] = {}
+        self.transport = BreakerTransport(httpx.MockTransport(self._handle), default=policy)
+        self.client = httpx.AsyncClient(transport=self.transport, base_url=API)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.seen.append(path)
+        parts = path.strip("/").split("/")
+        if parts[0] == "held":
+            await self._held.setdefault(parts[1], anyio.Event()).wait()
+        return httpx.Response(int(parts[-1]), stream=StreamedBody())
+
+    def release(self, name: str) -> None:
+        self._held.setdefault(name, anyio.Event()).set()
+
+    async def call(self, path: str) -> None:
+        """GET ``path``; append its status, or "refused" for a CircuitOpenError, to answers."""
+        try:
+            self.answers.append((await self.client.get(path)).status_code)
+        except CircuitOpenError:
+            self.answers.append("refused")
+
+    def stats(self) -> HostStatistics:
+        return self.transport.statistics()[host_key(API)]
+
+
+async def test_a_request_queued_at_the_gate_while_the_circuit_opened_is_not_sent() -> None:
+    """A request that queued at the gate while the circuit opened is refused, not sent."""
+    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=60.0, max_concurrency=1))
+    async with api.client, anyio.create_task_group() as tg:
+        tg.start_soon(api.call, "/held/first/503")  # takes the only gate slot
+        await until(lambda: len(api.seen) == 1)
+        tg.start_soon(api.call, "/200")
+        await until(lambda: api.stats().waiting == 1)  # admissible then: queued at the gate
+        api.release("first")  # its 503 opens the circuit, then its closed body frees the slot
+    assert sorted(api.answers, key=str) == [503, "refused"]
+    assert api.seen == ["/held/first/503"]
+
+
+async def test_a_request_queued_at_the_gate_while_the_trial_was_taken_is_not_sent() -> None:
+    """Half-open: of two requests queued at the gate before a trial was out, one is the trial.
+
+    The second gets its gate slot while the trial is in flight and is refused, not sent.
+    """
+    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=0.05, max_concurrency=2))
+    async with api.client, anyio.create_task_group() as tg:
+        tg.start_soon(api.call, "/held/stale/200")  # gate slot 1, admitted while closed
+        await until(lambda: len(api.seen) == 1)
+        async with api.client.stream("GET", "/503"):  # opens the circuit; holds slot 2
+            await anyio.sleep(api.stats().retry_after)  # a trial is allowed from now on
+            for waiting in (1, 2):
+                tg.start_soon(api.call, "/held/trial/200")
+                await until(lambda: api.stats().waiting == waiting)  # noqa: B023 - awaited here
+        # The 503's body is closed: the first waiter gets its slot and is the trial.
+        await until(lambda: api.seen.count("/held/trial/200") == 1)
+        api.release("stale")  # frees slot 1 for the second waiter, while the trial is out
+        await until(lambda: "refused" in api.answers or api.seen.count("/held/trial/200") > 1)
+        assert api.seen.count("/held/trial/200") == 1
+        api.release("trial")
+    assert sorted(api.answers, key=str) == [200, 200, "refused"]
+    assert api.stats().state is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize("stale", [503, 200])
+async def test_an_outcome_admitted_before_a_trip_is_not_counted(stale: int) -> None:
+    """An answer to a request sent before the circuit opened and closed again is not counted.
+
+    A late 503 does not add a failure, a late 200 does not wipe one out.
+    """
+    api = ScriptedHost(HostPolicy(fail_max=2, reset_timeout=0.05))
+    async with api.client, anyio.create_task_group() as tg:
+        tg.start_soon(api.call, f"/held/slow/{stale}")  # admitted while closed
+        await until(lambda: len(api.seen) == 1)
+        for _ in range(2):
+            await api.call("/503")
+        assert api.stats().state is CircuitState.OPEN
+        await anyio.sleep(api.stats().retry_after)
+        await api.call("/200")  # the trial closes the circuit
+        await api.call("/503")  # one failure counted since
+        assert (api.stats().state, api.stats().fail_counter) == (CircuitState.CLOSED, 1)
+        api.release("slow")
+    assert api.answers[-1] == stale
+    assert (api.stats().state, api.stats().fail_counter) == (CircuitState.CLOSED, 1)
+
+
 async def test_transport_errors_trip_and_the_real_error_is_the_cause() -> None:
     """Connection refused counts; the CircuitOpenError chains the ConnectError that tripped it."""
     with socket.socket() as s:  # a port nobody listens on
@@ -319,7 +426,7 @@ def test_host_policy_validates() -> None:
     with pytest.raises(ValueError, match="on_open"):
         HostPolicy(on_open="later")  # type: ignore[arg-type]
     assert HostPolicy(on_open="wait").on_open is OnOpen.WAIT
-    assert str(BreakerState.HALF_OPEN) == "half-open"
+    assert str(CircuitState.HALF_OPEN) == "half-open"
 
 
 async def test_engine_owns_and_closes_its_client() -> None:
@@ -342,6 +449,28 @@ async def test_mock_transport_passes_through_the_breakers() -> None:
         with pytest.raises(CircuitOpenError, match=r"http://mock\.test:80"):
             await engine.http.get("http://mock.test/")
     await checkpoint()
+
+
+async def test_a_response_read_in_full_by_the_transport_frees_its_slot_at_once() -> None:
+    """An answer read in full before it is returned (MockTransport) frees its gate slot.
+
+    No body close will come for it: so more requests than slots go through, and a trial
+    answered that way closes the circuit.
+    """
+    answers = iter([503, 503, 200, 200, 200])
+    transport = httpx.MockTransport(lambda r: httpx.Response(next(answers), text="read"))
+    policy = HostPolicy(fail_max=2, reset_timeout=0.05)
+    async with Engine(http_transport=transport, host_policy=policy, max_connections=1) as engine:
+        with anyio.fail_after(5):
+            for _ in range(2):
+                await engine.http.get("http://mock.test/")  # two 503s open the circuit
+            with pytest.raises(CircuitOpenError) as info:
+                await engine.http.get("http://mock.test/")
+            await wait_for_trial(info.value)
+            for _ in range(3):
+                assert (await engine.http.get("http://mock.test/")).text == "read"
+        stats = engine.host_statistics()[host_key("http://mock.test/")]
+    assert (stats.state, stats.in_flight) == (CircuitState.CLOSED, 0)
 
 
 async def test_a_host_failing_mid_body_trips_the_circuit(host_a: FlakyServer) -> None:
@@ -391,7 +520,7 @@ async def test_unread_successes_still_break_a_run_of_failures(host_a: FlakyServe
             async with engine.http.stream("GET", host_a.url + "/unread") as response:
                 assert response.status_code == 200
         stats = engine.host_statistics()[host_key(host_a.url)]
-        assert (stats.state, stats.fail_counter) == (BreakerState.CLOSED, 0)
+        assert (stats.state, stats.fail_counter) == (CircuitState.CLOSED, 0)
 
 
 async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None:
@@ -410,7 +539,7 @@ async def test_healthy_idle_hosts_are_forgotten_and_troubled_ones_kept() -> None
                 assert (await client.get(server.url + "/ok")).status_code == 200
                 assert len(transport.statistics()) <= 4  # a sweep keeps it near max_hosts
             kept = transport.statistics()
-            assert kept[host_key(down.url)].state is BreakerState.OPEN
+            assert kept[host_key(down.url)].state is CircuitState.OPEN
             assert host_key(servers[-1].url) in kept
             assert host_key(servers[1].url) not in kept  # healthy and idle: forgotten
             with pytest.raises(CircuitOpenError):
@@ -442,7 +571,7 @@ async def test_step_timeouts_open_the_circuit_of_a_host_that_never_answers(
         assert isinstance(timeout, StepTimeoutError)
         assert timeout.attempts == 2
         stats = engine.host_statistics()
-        assert stats[host_key(host_a.url)].state is BreakerState.OPEN
+        assert stats[host_key(host_a.url)].state is CircuitState.OPEN
         again = await engine.run(flow_timing_out(0.2, attempts=2), url=host_a.url, run_id="again")
         step = again.steps["call"]
         refused = step.error and step.error.__cause__
@@ -454,7 +583,7 @@ async def test_step_timeouts_open_the_circuit_of_a_host_that_never_answers(
         fine = await engine.run(flow_timing_out(0.2, attempts=2), url=host_b.url)
         assert fine.steps["call"].status is StepStatus.SUCCEEDED
         b = engine.host_statistics()[host_key(host_b.url)]
-        assert (b.state, b.fail_counter) == (BreakerState.CLOSED, 0)
+        assert (b.state, b.fail_counter) == (CircuitState.CLOSED, 0)
 
 
 async def test_a_body_trickling_past_the_step_deadline_counts(
@@ -492,23 +621,23 @@ async def test_only_the_steps_own_deadline_counts(host_a: FlakyServer, no_waits:
     """A timed-out attempt counts; a cancelled run and a fail-fast cancellation do not."""
     async with Engine(host_policy=HostPolicy(fail_max=2, reset_timeout=60.0)) as engine:
 
-        def counted() -> tuple[BreakerState, int]:
+        def counted() -> tuple[CircuitState, int]:
             stats = engine.host_statistics()[host_key(host_a.url)]
             return stats.state, stats.fail_counter
 
         host_a.hang = True
         await engine.run(flow_timing_out(0.2, attempts=1), url=host_a.url)
-        assert counted() == (BreakerState.CLOSED, 1)
+        assert counted() == (CircuitState.CLOSED, 1)
         # The caller cancels a run while its request is in flight, its deadline still far off.
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(engine.run, flow_timing_out(30.0, attempts=1), url=host_a.url))
             await host_a.wait_for_requests(2)
             tg.cancel_scope.cancel()
-        assert counted() == (BreakerState.CLOSED, 1)
+        assert counted() == (CircuitState.CLOSED, 1)
         # A failing sibling cancels the step whose request is in flight.
         result = await engine.run(flow_with_failing_sibling(host_a), url=host_a.url, fail_fast=True)
         assert result.steps["call"].status is StepStatus.CANCELLED
-        assert counted() == (BreakerState.CLOSED, 1)
+        assert counted() == (CircuitState.CLOSED, 1)
     assert host_a.requests == 3
 
 
@@ -530,7 +659,7 @@ async def test_a_deadline_while_queued_for_a_connection_is_not_the_hosts(
             tg.cancel_scope.cancel()
         host_b.hang = True
         await engine.run(flow_timing_out(0.2, attempts=1), url=host_b.url, run_id="at-b")
-        assert stats()[host_key(host_b.url)].state is BreakerState.OPEN
+        assert stats()[host_key(host_b.url)].state is CircuitState.OPEN
     assert host_b.requests == 1
 
 

@@ -36,7 +36,7 @@ __all__ = ["QUEUED", "SHARD_SIZE", "ClosingStream", "ShardedTransport"]
 SHARD_SIZE = 8
 
 #: Set in a request's extensions while it waits for a free connection, and left set when it is
-#: cancelled there: the breaker then knows the host never had it (and takes the mark off).
+#: cancelled there: BreakerTransport then knows the host never had it (and takes the mark off).
 QUEUED = "asyncflow.queued"
 
 

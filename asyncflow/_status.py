@@ -1,0 +1,28 @@
+"""States and modes as enums: a leaf module, importing nothing from the package.
+
+Events, results, the HTTP stack and stores all name these, so they sit below all of them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["CircuitState", "OnOpen"]
+
+
+class CircuitState(enum.StrEnum):
+    """The state of a host's circuit. A ``StrEnum``: members compare equal to their values."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class OnOpen(enum.StrEnum):
+    """What a request does when its host's circuit is open."""
+
+    #: fail at once with :class:`~asyncflow.CircuitOpenError` (not retried by default).
+    FAIL = "fail"
+    #: wait until the circuit admits it, bounded by the caller's deadline (the step's attempt
+    #: timeout, itself bounded by its retry timeout), without spending attempts.
+    WAIT = "wait"
