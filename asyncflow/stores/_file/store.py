@@ -97,12 +97,11 @@ logger = logging.getLogger("asyncflow")
 class _CommitGroup:
     """The saves that one write and fsync of the journal will make durable together."""
 
-    __slots__ = ("bodies", "done", "error", "records", "size")
+    __slots__ = ("bodies", "done", "error", "records")
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.records: list[RunManifest | StepCheckpoint] = []
-        self.size = 0
         self.done = asyncio.Event()
         self.error: BaseException | None = None
 
@@ -322,15 +321,12 @@ class FileStore:
             await self._new_segment()
         fd = self._journal
         assert fd is not None
-        seq = self._seq = max(time.time_ns(), self._seq + 1)
-        first = seq
-        frames = []
-        for body in group.bodies:
-            frames.append(frame(seq, body))
-            seq += 1
-        data = b"".join(frames)
+        first = max(time.time_ns(), self._seq + 1)
+        # Taken before the write: a number is used once, even by a commit that fails (frames of
+        # it may survive a failed cut-back, and must not tie with a later record).
+        self._seq = first + len(group.bodies) - 1
+        data = b"".join(frame(n, body) for n, body in enumerate(group.bodies, first))
         await _append(fd, data, executor=self._executor)
-        self._seq = seq - 1
         self._journal_size += len(data)
         segment = self._segment_no
         index = self._index
@@ -407,7 +403,6 @@ class FileStore:
                 group.bodies.append(manifest_record(manifest).encode("utf-8"))
                 group.records.append(manifest)
         group.bodies.append(body)
-        group.size += len(body)
         group.records.append(rec)
         self._wake.set()
         return group
