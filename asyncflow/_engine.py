@@ -16,8 +16,8 @@ import httpx
 
 from ._batch import Batch
 from ._codec import JsonCodec
+from ._emit import Emitter
 from ._errors import AsyncflowError, CheckpointError, RunInputError
-from ._events import Emitter
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import validate_run_id
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._batch import BatchInput
-    from ._events import Observer
     from ._graph import Flow, Plan
     from ._result import RunResult
+    from .events import Observer
 
 __all__ = ["Engine"]
 

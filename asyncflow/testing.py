@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FlakyServer", "check_checkpoint_store", "serve_flaky"]
 
+check_checkpoint_store.__module__ = __name__  # it prints as asyncflow.testing.X
+
 Message = dict[str, Any]
 
 #: Request bodies larger than this are refused with 413: nothing unbounded, even in tests.

@@ -29,7 +29,7 @@ from .pool import QUEUED, ClosingStream
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from asyncflow._events import Emitter
+    from asyncflow._emit import Emitter
 
     from .circuit import Ticket
     from .host import HostStatistics
