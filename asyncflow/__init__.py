@@ -17,6 +17,7 @@ from ._errors import (
     CheckpointError,
     CircuitOpenError,
     FlowDefinitionError,
+    FlowRefError,
     InvalidRunIdError,
     RunFailedError,
     RunInputError,
@@ -26,6 +27,7 @@ from ._errors import (
 from ._graph import Context, Flow, Step
 from ._http import HostPolicy, HostStatistics
 from ._progress import ProgressBar
+from ._ref import FlowRef
 from ._result import RunResult, StepResult
 from ._retry import Retry, is_transient
 from ._status import CircuitState, OnOpen, RunStatus, StepStatus
@@ -66,6 +68,8 @@ __all__ = [
     "FileStore",
     "Flow",
     "FlowDefinitionError",
+    "FlowRef",
+    "FlowRefError",
     "HostPolicy",
     "HostStatistics",
     "InvalidRunIdError",
