@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Engine"]
 
 #: Default bound on steps in flight across every run of one engine.
-DEFAULT_MAX_CONCURRENCY = 10_000
+DEFAULT_CONCURRENCY = 10_000
 #: Where ``Engine()`` keeps checkpoints: ``.asyncflow`` in the working directory at open time.
 DEFAULT_CHECKPOINT_DIR = ".asyncflow"
 #: Default size of the engine's HTTP connection pool (all hosts together).
@@ -49,22 +49,22 @@ class Engine:
     """Runs flows. An async context manager owning the resources that runs share.
 
     Args:
-        max_concurrency: the most steps in flight at once, across every run of this engine.
+        concurrency: the most steps in flight at once, across every run of this engine.
         observers: callables that receive every :mod:`event <asyncflow.events>` of every run.
         fail_fast: the default for :meth:`run`: cancel the rest of a run on its first failure.
         store: where checkpoints go: a :class:`CheckpointStore`, a directory for a
             :class:`FileStore`, or ``None`` to run without checkpoints. The default is
             ``FileStore(".asyncflow")``, relative to the working directory when the engine opens.
-        hosts: circuit breaker and concurrency policies by host. A key is a bare host name
+        hosts: circuit and concurrency policies by host. A key is a bare host name
             (``"api.example.com"``: every scheme and port of that host) or an origin
             (``"https://api.example.com:8443"``, default port when left out: that origin only,
-            which wins over a bare host). Every origin gets its own breaker and gate.
+            which wins over a bare host). Every origin gets its own circuit and gate.
         host_policy: the policy of every host not in ``hosts``.
         http_timeout: httpx's timeout for requests through ``ctx.http`` (seconds or an
             ``httpx.Timeout``); a step's ``timeout=`` still bounds the whole attempt.
         max_connections: the size of the HTTP connection pool, all hosts together; also the
-            gate size of hosts whose policy leaves ``max_concurrency`` as ``None``.
-        http_transport: the transport the breaker layer sends through; defaults to httpx's
+            gate size of hosts whose policy leaves ``concurrency`` as ``None``.
+        http_transport: the transport the circuit layer sends through; defaults to httpx's
             pooled transport, split into pools of at most 8 connections (httpx's pool costs
             CPU per request in proportion to its connections squared). Pass an ``httpx.MockTransport`` in tests. The engine closes it.
 
@@ -81,7 +81,7 @@ class Engine:
     def __init__(
         self,
         *,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        concurrency: int = DEFAULT_CONCURRENCY,
         observers: Sequence[Observer] = (),
         fail_fast: bool = False,
         store: CheckpointStore | str | os.PathLike[str] | None = DEFAULT_CHECKPOINT_DIR,
@@ -91,10 +91,8 @@ class Engine:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(
-                f"max_concurrency={max_concurrency!r}: give a whole number of at least 1."
-            )
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency={concurrency!r}: give a whole number of at least 1.")
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ValueError(
                 f"max_connections={max_connections!r}: give a whole number of at least 1."
@@ -107,7 +105,7 @@ class Engine:
         self._http_transport = http_transport
         self._http: httpx.AsyncClient | None = None
         self._breakers: BreakerTransport | None = None
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._limiter = anyio.CapacityLimiter(concurrency)
         self._emit = Emitter(observers)
         self._fail_fast = fail_fast
         self._step_limiters: dict[tuple[str, str], anyio.CapacityLimiter | None] = {}

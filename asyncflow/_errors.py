@@ -133,11 +133,11 @@ class RunFailedError(AsyncflowError):
 
 
 class CircuitOpenError(AsyncflowError):
-    """The host's circuit breaker is open: the request was refused without being sent.
+    """The host's circuit is open: the request was refused without being sent.
 
     Attributes:
         host: the host key, ``scheme://host:port``.
-        retry_after: seconds until the breaker admits a trial request.
+        retry_after: seconds until the circuit admits a trial request.
     """
 
     def __init__(self, message: str, *, host: str, retry_after: float) -> None:

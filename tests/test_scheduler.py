@@ -219,7 +219,7 @@ async def test_per_step_concurrency_holds_across_runs(limit: int) -> None:
 
 
 async def test_engine_limit_bounds_steps_in_flight() -> None:
-    """max_concurrency bounds steps in flight across all runs and steps."""
+    """Engine(concurrency=) bounds steps in flight across all runs and steps."""
     flow = Flow("wide")
     in_flight = 0
     peak = 0
@@ -235,7 +235,7 @@ async def test_engine_limit_bounds_steps_in_flight() -> None:
     for k in range(20):
         flow.step(name=f"w{k}")(work)
 
-    async with Engine(store=None, max_concurrency=4) as engine, anyio.create_task_group() as tg:
+    async with Engine(store=None, concurrency=4) as engine, anyio.create_task_group() as tg:
         tg.start_soon(engine.run, flow)
         tg.start_soon(partial(engine.run, flow, run_id="second"))
         await wait_all_tasks_blocked()
