@@ -28,6 +28,9 @@ from asyncflow import (
     StepStatus,
     StepTimeoutError,
 )
+
+# The transport and the host keys are internal; these tests drive the circuit's state machine
+# below the engine, where a scripted host can time each request exactly.
 from asyncflow._http import BreakerTransport, host_key
 from asyncflow.testing import serve_flaky
 from tests.waiting import until
