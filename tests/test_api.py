@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 import textwrap
 import types
+from enum import StrEnum
 from pathlib import Path
 
 import pytest
+
+import asyncflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +92,51 @@ def test_errors_print_as_asyncflow_errors_in_a_traceback() -> None:
     assert out.returncode == 1
     assert out.stderr.splitlines()[-1].startswith("asyncflow.RunFailedError: Run 'r' of flow")
     assert "asyncflow._" not in out.stderr.replace(str(ROOT), "")
+
+
+#: The vocabulary at the bottom of the package, and the leaves each may import.
+LEAVES = {
+    "_errors.py": set(),
+    "_status.py": set(),
+    "events.py": {"_errors", "_status"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(LEAVES))
+def test_vocabulary_modules_import_only_leaves(module: str) -> None:
+    """Errors, statuses and events import nothing from the package but these leaves."""
+    tree = ast.parse((ROOT / "asyncflow" / module).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            imported.add(node.module or "")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asyncflow"):
+            imported.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names if a.name.startswith("asyncflow")}
+    assert imported <= LEAVES[module]
+
+
+# asyncflow.stores and asyncflow.testing: in tests/stores/test_contract.py, with the stores.
+@pytest.mark.parametrize(
+    "module",
+    ["asyncflow", "asyncflow.events", "asyncflow._status", "asyncflow._emit", "asyncflow._ref"],
+)
+def test_each_module_imports_alone(module: str) -> None:
+    """A fresh interpreter imports it first without an import cycle getting in the way."""
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "enum", [asyncflow.StepStatus, asyncflow.RunStatus, asyncflow.CircuitState, asyncflow.OnOpen]
+)
+def test_every_status_enum_is_one_kind(enum: type[StrEnum]) -> None:
+    """Each state and mode is a StrEnum: its members equal, print and serialise as their text."""
+    assert issubclass(enum, StrEnum)
+    for member in enum:
+        assert member == member.value
+        assert f"{member}" == member.value
+        assert json.dumps(member) == json.dumps(member.value)
 
 
 def test_hello_example_runs(tmp_path: Path) -> None:
