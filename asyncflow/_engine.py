@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._batch import BatchInput
-    from ._graph import Flow, Plan
+    from ._graph import Flow, Plan, Step
     from ._result import RunResult
     from .events import Observer
 
@@ -108,7 +108,9 @@ class Engine:
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._emit = Emitter(observers)
         self._fail_fast = fail_fast
-        self._step_limiters: dict[tuple[str, str], anyio.CapacityLimiter | None] = {}
+        # By the Step object, which belongs to one flow: flows or steps named alike never share a
+        # limit. The entry holds the step, so its id is not reused while the engine lives.
+        self._step_limiters: dict[int, tuple[Step, anyio.CapacityLimiter | None]] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._store: CheckpointStore | None = (
@@ -217,12 +219,13 @@ class Engine:
         self._emit.remove(observer)
 
     def _step_limiter(self, plan: Plan, i: int) -> anyio.CapacityLimiter | None:
-        key = (plan.flow, plan.steps[i].name)
+        step = plan.steps[i]
         try:
-            return self._step_limiters[key]
+            return self._step_limiters[id(step)][1]
         except KeyError:
-            n = plan.steps[i].concurrency
-            limiter = self._step_limiters[key] = None if n is None else anyio.CapacityLimiter(n)
+            n = step.concurrency
+            limiter = None if n is None else anyio.CapacityLimiter(n)
+            self._step_limiters[id(step)] = (step, limiter)
             return limiter
 
     def _check_open(self) -> None:

@@ -219,6 +219,31 @@ async def test_per_step_concurrency_holds_across_runs(limit: int) -> None:
     assert peak == limit
 
 
+async def test_two_flows_named_alike_do_not_share_step_limits() -> None:
+    """Per-step limits belong to the flow object: a same-named flow and step get their own."""
+    in_flight = 0
+    release = anyio.Event()
+
+    def limited_flow() -> Flow:
+        flow = Flow("same name")
+
+        @flow.step(concurrency=1)
+        async def call() -> None:
+            nonlocal in_flight
+            in_flight += 1
+            await release.wait()
+
+        return flow
+
+    first, second = limited_flow(), limited_flow()
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        tg.start_soon(partial(engine.run, first, run_id="first"))
+        tg.start_soon(partial(engine.run, second, run_id="second"))
+        await wait_all_tasks_blocked()
+        assert in_flight == 2
+        release.set()
+
+
 async def test_engine_limit_bounds_steps_in_flight() -> None:
     """Engine(concurrency=) bounds steps in flight across all runs and steps."""
     flow = Flow("wide")
