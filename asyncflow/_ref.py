@@ -97,9 +97,9 @@ class FlowRef:
     def load(self) -> Flow:
         """Import the module (or execute the file) and return the flow it names.
 
-        A file is executed as a module named after its stem, with its folder put first on
-        ``sys.path`` so that it can import its neighbours; a module already imported is not
-        imported again.
+        A module already imported is not imported again. A file is executed on every call, as
+        a module named after its stem (replacing one of that name in ``sys.modules``), with its
+        folder put first on ``sys.path`` so that it can import its neighbours.
 
         Raises:
             FlowRefError: the module is missing or fails to import (the message names the
