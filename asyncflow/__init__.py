@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from ._batch import Batch, BatchSummary
+from ._batch import Batch, BatchStatistics, BatchSummary
 from ._codec import Codec, JsonCodec
 from ._engine import Engine
 from ._errors import (
@@ -17,13 +17,21 @@ from ._errors import (
     CheckpointError,
     CircuitOpenError,
     FlowDefinitionError,
+    FlowRefError,
     InvalidRunIdError,
     RunFailedError,
     RunInputError,
     StepError,
     StepTimeoutError,
 )
-from ._events import (
+from ._graph import Context, Flow, Step
+from ._http import HostPolicy, HostStatistics
+from ._progress import ProgressBar
+from ._ref import FlowRef
+from ._result import RunResult, StepResult
+from ._retry import Retry, is_transient
+from ._status import CircuitState, OnOpen, RunStatus, StepStatus
+from .events import (
     BatchProgress,
     CheckpointDiscarded,
     CircuitStateChanged,
@@ -38,18 +46,13 @@ from ._events import (
     StepStarted,
     StepSucceeded,
 )
-from ._graph import Context, Flow, Step
-from ._http import HostPolicy, HostStatistics
-from ._progress import ProgressBar
-from ._result import RunResult, RunStatus, StepResult, StepStatus
-from ._retry import Retry, is_transient
-from ._status import CircuitState, OnOpen
 from .stores import CheckpointStore, FileStore
 
 __all__ = [
     "AsyncflowError",
     "Batch",
     "BatchProgress",
+    "BatchStatistics",
     "BatchSummary",
     "CheckpointDiscarded",
     "CheckpointEncodeError",
@@ -65,6 +68,8 @@ __all__ = [
     "FileStore",
     "Flow",
     "FlowDefinitionError",
+    "FlowRef",
+    "FlowRefError",
     "HostPolicy",
     "HostStatistics",
     "InvalidRunIdError",
@@ -92,6 +97,15 @@ __all__ = [
     "StepTimeoutError",
     "is_transient",
 ]
+
+for _name in __all__:
+    _value = globals()[_name]
+    # Defined in private modules, they print as asyncflow.X (as httpx and trio do): that is
+    # where users import them from. Names from public modules (asyncflow.events,
+    # asyncflow.stores) keep theirs.
+    if getattr(_value, "__module__", "").startswith("asyncflow._"):
+        _value.__module__ = __name__
+del _name, _value
 
 try:  # written once, in pyproject.toml; the installed distribution's metadata carries it
     __version__ = _metadata.version("asyncflow-engine")

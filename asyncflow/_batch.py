@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._errors import AsyncflowError
-from ._events import BatchProgress
 from ._progress import ProgressBar
-from ._result import RunResult, RunStatus, StepResult, StepStatus
+from ._result import RunResult, StepResult
+from ._status import RunStatus, StepStatus
+from .events import BatchProgress
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._graph import Flow, Plan
 
-__all__ = ["Batch", "BatchInput", "BatchSummary"]
+__all__ = ["Batch", "BatchInput", "BatchStatistics", "BatchSummary"]
 
 #: One item of a batch: the run inputs, or a ``(run_id, inputs)`` pair.
 BatchInput = Mapping[str, object] | tuple[str, Mapping[str, object]]
@@ -77,6 +78,33 @@ class BatchSummary:
     def ok(self) -> bool:
         """True when every input ran and none failed."""
         return self.failed == 0 and self.stopped is None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatistics:
+    """Where a batch stands: what :meth:`Batch.statistics` returns.
+
+    Attributes:
+        done: runs finished, failed ones included.
+        succeeded: runs that ended SUCCEEDED, restored ones included.
+        failed: runs that ended FAILED.
+        restored: runs whose every step came from a checkpoint.
+        in_flight: runs started and not finished.
+        total: the number of inputs, ``None`` when they have no length.
+        rate: finished runs per second since the batch started.
+        eta: seconds left at that rate, when ``total`` is known and the rate is not 0.
+        finished: True once the batch has ended.
+    """
+
+    done: int
+    succeeded: int
+    failed: int
+    restored: int
+    in_flight: int
+    total: int | None
+    rate: float
+    eta: float | None
+    finished: bool
 
 
 class Batch:
@@ -196,18 +224,15 @@ class Batch:
             self._receive.close()
         await anyio.lowlevel.checkpoint()
 
-    def statistics(self) -> BatchProgress:
+    def statistics(self) -> BatchStatistics:
         """Where the batch stands now."""
-        now = anyio.current_time()
         done = self._succeeded + self._failed
-        elapsed = now - self._t0 if self._receive is not None else 0.0
+        elapsed = anyio.current_time() - self._t0 if self._receive is not None else 0.0
         rate = done / elapsed if elapsed > 0 else 0.0
         eta: float | None = None
         if self._total is not None and rate > 0:
             eta = max(0, self._total - done - (self._not_started() or 0)) / rate
-        return BatchProgress(
-            batch=self.name,
-            time=now,
+        return BatchStatistics(
             done=done,
             succeeded=self._succeeded,
             failed=self._failed,
@@ -361,7 +386,20 @@ class Batch:
             return
         self._last_progress = now
         stats = self.statistics()
+        event = BatchProgress(
+            batch=self.name,
+            time=now,
+            done=stats.done,
+            succeeded=stats.succeeded,
+            failed=stats.failed,
+            restored=stats.restored,
+            in_flight=stats.in_flight,
+            total=stats.total,
+            rate=stats.rate,
+            eta=stats.eta,
+            finished=stats.finished,
+        )
         if emit:
-            emit(stats)
+            emit(event)
         if self._bar is not None:
-            self._bar(stats)
+            self._bar(event)

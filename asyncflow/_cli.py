@@ -6,7 +6,8 @@
     asyncflow resume path/to/pipeline.py:flow doc-42
     asyncflow graph path/to/pipeline.py:flow --format mermaid
 
-``TARGET`` is ``module:attribute`` or ``file.py:attribute`` naming a :class:`Flow`. Values of
+``TARGET`` is a :class:`~asyncflow.FlowRef`: ``module:attribute`` or ``file.py:attribute``
+naming a :class:`Flow`. Values of
 ``key=value`` inputs are read as JSON when they parse (``n=3``, ``tags=["a"]``), else as text.
 Exit status: 0 when the run succeeded, 1 when it failed, 2 for bad usage: a malformed target
 or input, a module that is missing or fails to import, a flow that is not valid. Every usage
@@ -16,24 +17,21 @@ error is one line on stderr, ``asyncflow: error: ...``, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
-import traceback
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError
-from ._graph import RESERVED_INPUTS, Flow
+from ._graph import RESERVED_INPUTS
+from ._ref import FlowRef
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import ModuleType
 
+    from ._graph import Flow
     from ._result import RunResult
 
 __all__ = ["main"]
@@ -51,79 +49,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"asyncflow: error: {message} (see {self.prog} --help)\n")
-
-
-def load_flow(target: str) -> Flow:
-    """Import ``module:attr`` or ``file.py:attr`` and return the Flow it names.
-
-    Raises:
-        UsageError: the target is malformed, its module is missing or fails to import (the
-            message names the module and the error, with the line it was raised at), or the
-            attribute is missing or is not a Flow.
-    """
-    where, sep, attr = target.rpartition(":")
-    if not sep or not where or not attr:
-        raise UsageError(
-            f"{target!r}: give the flow as module:attribute or path/to/file.py:attribute."
-        )
-    module = _import_file(where) if where.endswith(".py") or "/" in where else _import(where)
-    flows = sorted(name for name, value in vars(module).items() if isinstance(value, Flow))
-    hint = f" Flows in it: {', '.join(flows)}." if flows else " It defines no Flow."
-    if not hasattr(module, attr):
-        raise UsageError(f"{where!r} has no attribute {attr!r}.{hint}")
-    flow = getattr(module, attr)
-    if not isinstance(flow, Flow):
-        raise UsageError(f"{target!r} is {type(flow).__name__}, not a Flow.{hint}")
-    return flow
-
-
-def _import(name: str) -> ModuleType:
-    if not all(part.isidentifier() for part in name.split(".")):
-        raise UsageError(
-            f"{name!r} is not a module name: give the flow as module:attribute or "
-            f"path/to/file.py:attribute."
-        )
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        # The target itself (or a package on its path) is missing, not something it imports.
-        if exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}.")):
-            raise UsageError(
-                f"Cannot import {name!r}: there is no module named {exc.name!r} here. Give an "
-                f"importable module:attribute, or path/to/file.py:attribute."
-            ) from exc
-        raise UsageError(_import_failed(name, exc)) from exc
-    except Exception as exc:
-        raise UsageError(_import_failed(name, exc)) from exc
-
-
-def _import_file(where: str) -> ModuleType:
-    path = Path(where)
-    if not path.is_file():
-        raise UsageError(f"{where!r} is not a file.")
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"Cannot import {where!r}.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    sys.path.insert(0, str(path.resolve().parent))
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(path.stem, None)
-        raise UsageError(_import_failed(where, exc)) from exc
-    return module
-
-
-def _import_failed(where: str, exc: Exception) -> str:
-    """One line for an exception raised while importing the user's module."""
-    if isinstance(exc, SyntaxError):
-        at = f" in {exc.filename}, line {exc.lineno}" if exc.filename else ""
-        return f"Cannot import {where!r}: {type(exc).__name__}{at}: {exc.msg}."
-    # The innermost frame outside importlib's own, frozen, modules: where it was raised.
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
-    at = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-    return f"Importing {where!r} raised {type(exc).__name__}: {exc}{at}."
 
 
 def parse_inputs(pairs: Sequence[str]) -> dict[str, object]:
@@ -225,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         # Imported and parsed before the loop starts: an import does blocking I/O.
-        flow = load_flow(args.target)
+        flow = FlowRef.parse(args.target).load()
         if args.command == "graph":
             print(flow.draw(args.format))
             return 0

@@ -16,8 +16,8 @@ import httpx
 
 from ._batch import Batch
 from ._codec import JsonCodec
+from ._emit import Emitter
 from ._errors import AsyncflowError, CheckpointError, RunInputError
-from ._events import Emitter
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import validate_run_id
 from ._resume import CheckpointedRun, decode_inputs, encode_inputs
@@ -31,14 +31,14 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._batch import BatchInput
-    from ._events import Observer
-    from ._graph import Flow, Plan
+    from ._graph import Flow, Plan, Step
     from ._result import RunResult
+    from .events import Observer
 
 __all__ = ["Engine"]
 
 #: Default bound on steps in flight across every run of one engine.
-DEFAULT_MAX_CONCURRENCY = 10_000
+DEFAULT_CONCURRENCY = 10_000
 #: Where ``Engine()`` keeps checkpoints: ``.asyncflow`` in the working directory at open time.
 DEFAULT_CHECKPOINT_DIR = ".asyncflow"
 #: Default size of the engine's HTTP connection pool (all hosts together).
@@ -49,22 +49,22 @@ class Engine:
     """Runs flows. An async context manager owning the resources that runs share.
 
     Args:
-        max_concurrency: the most steps in flight at once, across every run of this engine.
+        concurrency: the most steps in flight at once, across every run of this engine.
         observers: callables that receive every :mod:`event <asyncflow.events>` of every run.
         fail_fast: the default for :meth:`run`: cancel the rest of a run on its first failure.
         store: where checkpoints go: a :class:`CheckpointStore`, a directory for a
             :class:`FileStore`, or ``None`` to run without checkpoints. The default is
             ``FileStore(".asyncflow")``, relative to the working directory when the engine opens.
-        hosts: circuit breaker and concurrency policies by host. A key is a bare host name
+        hosts: circuit and concurrency policies by host. A key is a bare host name
             (``"api.example.com"``: every scheme and port of that host) or an origin
             (``"https://api.example.com:8443"``, default port when left out: that origin only,
-            which wins over a bare host). Every origin gets its own breaker and gate.
+            which wins over a bare host). Every origin gets its own circuit and gate.
         host_policy: the policy of every host not in ``hosts``.
         http_timeout: httpx's timeout for requests through ``ctx.http`` (seconds or an
             ``httpx.Timeout``); a step's ``timeout=`` still bounds the whole attempt.
         max_connections: the size of the HTTP connection pool, all hosts together; also the
-            gate size of hosts whose policy leaves ``max_concurrency`` as ``None``.
-        http_transport: the transport the breaker layer sends through; defaults to httpx's
+            gate size of hosts whose policy leaves ``concurrency`` as ``None``.
+        http_transport: the transport the circuit layer sends through; defaults to httpx's
             pooled transport, split into pools of at most 8 connections (httpx's pool costs
             CPU per request in proportion to its connections squared). Pass an ``httpx.MockTransport`` in tests. The engine closes it.
 
@@ -81,7 +81,7 @@ class Engine:
     def __init__(
         self,
         *,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        concurrency: int = DEFAULT_CONCURRENCY,
         observers: Sequence[Observer] = (),
         fail_fast: bool = False,
         store: CheckpointStore | str | os.PathLike[str] | None = DEFAULT_CHECKPOINT_DIR,
@@ -91,10 +91,8 @@ class Engine:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(
-                f"max_concurrency={max_concurrency!r}: give a whole number of at least 1."
-            )
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency={concurrency!r}: give a whole number of at least 1.")
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ValueError(
                 f"max_connections={max_connections!r}: give a whole number of at least 1."
@@ -107,10 +105,12 @@ class Engine:
         self._http_transport = http_transport
         self._http: httpx.AsyncClient | None = None
         self._breakers: BreakerTransport | None = None
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._limiter = anyio.CapacityLimiter(concurrency)
         self._emit = Emitter(observers)
         self._fail_fast = fail_fast
-        self._step_limiters: dict[tuple[str, str], anyio.CapacityLimiter | None] = {}
+        # By the Step object, which belongs to one flow: flows or steps named alike never share a
+        # limit. The entry holds the step, so its id is not reused while the engine lives.
+        self._step_limiters: dict[int, tuple[Step, anyio.CapacityLimiter | None]] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._store: CheckpointStore | None = (
@@ -219,12 +219,13 @@ class Engine:
         self._emit.remove(observer)
 
     def _step_limiter(self, plan: Plan, i: int) -> anyio.CapacityLimiter | None:
-        key = (plan.flow, plan.steps[i].name)
+        step = plan.steps[i]
         try:
-            return self._step_limiters[key]
+            return self._step_limiters[id(step)][1]
         except KeyError:
-            n = plan.steps[i].concurrency
-            limiter = self._step_limiters[key] = None if n is None else anyio.CapacityLimiter(n)
+            n = step.concurrency
+            limiter = None if n is None else anyio.CapacityLimiter(n)
+            self._step_limiters[id(step)] = (step, limiter)
             return limiter
 
     def _check_open(self) -> None:

@@ -6,6 +6,7 @@
     ├── FlowDefinitionError      the flow is not a valid DAG of async steps (raised before any I/O)
     ├── RunInputError            a run was called with missing, unexpected or invalid inputs
     ├── InvalidRunIdError        a run id that is not a safe, plain name
+    ├── FlowRefError             a flow reference that is malformed or names no importable Flow
     ├── StepError                a step failed; .step names it, __cause__ is the original error
     │   ├── StepTimeoutError     an attempt ran past the step's timeout
     │   └── CheckpointEncodeError  the step's output cannot be checkpointed
@@ -74,6 +75,18 @@ class InvalidRunIdError(AsyncflowError, ValueError):
         self.run_id = run_id
 
 
+class FlowRefError(AsyncflowError, ValueError):
+    """A :class:`~asyncflow.FlowRef` that is malformed, or does not lead to an importable Flow.
+
+    Attributes:
+        ref: the reference (or the part of it) at fault, as text.
+    """
+
+    def __init__(self, message: str, *, ref: str) -> None:
+        super().__init__(message)
+        self.ref = ref
+
+
 class StepError(AsyncflowError):
     """A step failed. The original exception is ``__cause__``.
 
@@ -120,11 +133,11 @@ class RunFailedError(AsyncflowError):
 
 
 class CircuitOpenError(AsyncflowError):
-    """The host's circuit breaker is open: the request was refused without being sent.
+    """The host's circuit is open: the request was refused without being sent.
 
     Attributes:
         host: the host key, ``scheme://host:port``.
-        retry_after: seconds until the breaker admits a trial request.
+        retry_after: seconds until the circuit admits a trial request.
     """
 
     def __init__(self, message: str, *, host: str, retry_after: float) -> None:

@@ -16,12 +16,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ._events import BatchProgress
+from .events import BatchProgress
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._events import Event
+    from .events import Event
 
 __all__ = ["ProgressBar"]
 

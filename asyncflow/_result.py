@@ -1,35 +1,15 @@
-"""What a run returns: RunResult, StepResult and the status enums."""
+"""What a run returns: RunResult and StepResult (their status enums are in ``_status``)."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._errors import RunFailedError
+from ._status import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-
-class StepStatus(enum.Enum):
-    """What happened to one step of a run."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    #: not run, because a step it depends on failed (or the run failed fast).
-    SKIPPED = "skipped"
-    #: not run, because a valid checkpoint of its output was loaded.
-    RESTORED = "restored"
-    #: was running when a fail-fast run cancelled it.
-    CANCELLED = "cancelled"
-
-
-class RunStatus(enum.Enum):
-    """How a run ended."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._errors import CheckpointEncodeError, CheckpointError, RunInputError
-from ._events import CheckpointDiscarded, StepRestored
-from ._result import StepStatus
 from ._scheduler import RunState
+from ._status import StepStatus
+from .events import CheckpointDiscarded, StepRestored
 from .stores import RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:

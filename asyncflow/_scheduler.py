@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._errors import StepError, StepTimeoutError
-from ._events import (
+from ._graph import Context
+from ._http import step_deadline
+from ._result import RunResult, StepResult
+from ._retry import call_with_retry
+from ._status import RunStatus, StepStatus
+from .events import (
     RunFinished,
     RunStarted,
     StepFailed,
@@ -23,17 +28,13 @@ from ._events import (
     StepStarted,
     StepSucceeded,
 )
-from ._graph import Context
-from ._http import step_deadline
-from ._result import RunResult, RunStatus, StepResult, StepStatus
-from ._retry import call_with_retry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from anyio.abc import TaskGroup
 
-    from ._events import Emitter
+    from ._emit import Emitter
     from ._graph import Plan, Step
 
 __all__ = ["RunState", "StepRuntime"]

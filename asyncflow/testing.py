@@ -53,9 +53,11 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-__all__ = ["FlakyServer", "check_checkpoint_store", "serve_flaky"]
+__all__ = ["MAX_BODY", "FlakyServer", "check_checkpoint_store", "enrich", "serve_flaky"]
 
-Message = dict[str, Any]
+check_checkpoint_store.__module__ = __name__  # it prints as asyncflow.testing.X
+
+_Message = dict[str, Any]
 
 #: Request bodies larger than this are refused with 413: nothing unbounded, even in tests.
 MAX_BODY = 1 << 20
@@ -147,8 +149,8 @@ class FlakyServer:
     async def __call__(
         self,
         scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
+        receive: Callable[[], Awaitable[_Message]],
+        send: Callable[[_Message], Awaitable[None]],
     ) -> None:
         """Serve one ASGI request."""
         if scope["type"] != "http":
@@ -193,9 +195,9 @@ class FlakyServer:
         await self._release.wait()
 
     def _stalling(
-        self, send: Callable[[Message], Awaitable[None]]
-    ) -> Callable[[Message], Awaitable[None]]:
-        async def stalled(message: Message) -> None:
+        self, send: Callable[[_Message], Awaitable[None]]
+    ) -> Callable[[_Message], Awaitable[None]]:
+        async def stalled(message: _Message) -> None:
             if message["type"] != "http.response.body" or self._closed:
                 await send(message)
                 return
@@ -209,9 +211,9 @@ class FlakyServer:
         return stalled
 
     def _trickling(
-        self, send: Callable[[Message], Awaitable[None]], interval: float
-    ) -> Callable[[Message], Awaitable[None]]:
-        async def trickled(message: Message) -> None:
+        self, send: Callable[[_Message], Awaitable[None]], interval: float
+    ) -> Callable[[_Message], Awaitable[None]]:
+        async def trickled(message: _Message) -> None:
             if message["type"] != "http.response.body":
                 await send(message)
                 return
@@ -241,7 +243,7 @@ class FlakyServer:
         scope: MutableMapping[str, Any],
         path: str,
         body: bytes,
-        send: Callable[[Message], Awaitable[None]],
+        send: Callable[[_Message], Awaitable[None]],
     ) -> None:
         if (m := _STATUS_PATH.match(path)) is not None:
             status = int(m.group(1))
@@ -288,7 +290,7 @@ def _header_value(retry_after: float | str) -> str:
     return f"{retry_after:g}"
 
 
-async def _read_body(receive: Callable[[], Awaitable[Message]]) -> bytes | None:
+async def _read_body(receive: Callable[[], Awaitable[_Message]]) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -306,7 +308,7 @@ async def _read_body(receive: Callable[[], Awaitable[Message]]) -> bytes | None:
 
 
 async def _respond(
-    send: Callable[[Message], Awaitable[None]],
+    send: Callable[[_Message], Awaitable[None]],
     status: int,
     payload: object,
     headers: list[tuple[bytes, bytes]] | None = None,

@@ -28,6 +28,8 @@ import anyio
 import httpx
 
 from asyncflow import HostPolicy
+
+# Internal transports: the benchmark times each layer alone as well as the whole engine.
 from asyncflow._http import BreakerTransport, ShardedTransport
 
 ROUNDS = 2

@@ -12,6 +12,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import textwrap
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -185,13 +186,28 @@ async def test_without_run_id_the_same_call_resumes_the_same_run(tmp_path: Path)
 
 def test_derived_run_ids_are_the_same_in_every_process() -> None:
     """Set order depends on the hash seed; the derived id does not."""
-    code = (
-        "from asyncflow import Flow; from asyncflow._engine import derive_run_id\n"
-        "f = Flow('my flow/v2')\n"
-        "@f.step\nasync def a(tags: set, when: object) -> None: ...\n"
-        "import datetime\n"
-        "print(derive_run_id(f.validate(), {'tags': {'x', 'y', 'z', 'w'},"
-        " 'when': datetime.date(2026, 1, 1)}))"
+    code = textwrap.dedent(
+        """
+        import datetime
+
+        import anyio
+
+        from asyncflow import Engine, Flow
+
+        f = Flow("my flow/v2")
+
+        @f.step
+        async def a(tags: set, when: object) -> None: ...
+
+        async def main() -> None:
+            async with Engine(store=None) as engine:
+                result = await engine.run(
+                    f, tags={"x", "y", "z", "w"}, when=datetime.date(2026, 1, 1)
+                )
+            print(result.run_id)
+
+        anyio.run(main)
+        """
     )
     ids = {
         subprocess.run(

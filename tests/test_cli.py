@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+# The command line's entry point has no public Python name (it is the asyncflow script and
+# python -m asyncflow, tested in subprocesses below); calling it in-process keeps these fast.
 from asyncflow._cli import main
 
 FLOW = """

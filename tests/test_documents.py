@@ -1,6 +1,6 @@
 """The document pipeline exercise, end to end with real processes, on a small corpus.
 
-The API fails some requests, rate-limits others, then goes down; the breaker opens; the
+The API fails some requests, rate-limits others, then goes down; its circuit opens; the
 pipeline is killed with SIGKILL; a second run resumes from the checkpoints.
 """
 

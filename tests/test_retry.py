@@ -21,6 +21,9 @@ from asyncflow import (
     StepTimeoutError,
     is_transient,
 )
+
+# The retry loop and the Retry-After parser have no public name: these unit tests call them
+# directly; the tests through steps below use public names only.
 from asyncflow._retry import AttemptFailed, call_with_retry, retry_after
 
 if TYPE_CHECKING:

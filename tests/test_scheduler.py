@@ -11,6 +11,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from asyncflow import (
+    AsyncflowError,
     Engine,
     Event,
     Flow,
@@ -218,8 +219,33 @@ async def test_per_step_concurrency_holds_across_runs(limit: int) -> None:
     assert peak == limit
 
 
+async def test_two_flows_named_alike_do_not_share_step_limits() -> None:
+    """Per-step limits belong to the flow object: a same-named flow and step get their own."""
+    in_flight = 0
+    release = anyio.Event()
+
+    def limited_flow() -> Flow:
+        flow = Flow("same name")
+
+        @flow.step(concurrency=1)
+        async def call() -> None:
+            nonlocal in_flight
+            in_flight += 1
+            await release.wait()
+
+        return flow
+
+    first, second = limited_flow(), limited_flow()
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        tg.start_soon(partial(engine.run, first, run_id="first"))
+        tg.start_soon(partial(engine.run, second, run_id="second"))
+        await wait_all_tasks_blocked()
+        assert in_flight == 2
+        release.set()
+
+
 async def test_engine_limit_bounds_steps_in_flight() -> None:
-    """max_concurrency bounds steps in flight across all runs and steps."""
+    """Engine(concurrency=) bounds steps in flight across all runs and steps."""
     flow = Flow("wide")
     in_flight = 0
     peak = 0
@@ -235,7 +261,7 @@ async def test_engine_limit_bounds_steps_in_flight() -> None:
     for k in range(20):
         flow.step(name=f"w{k}")(work)
 
-    async with Engine(store=None, max_concurrency=4) as engine, anyio.create_task_group() as tg:
+    async with Engine(store=None, concurrency=4) as engine, anyio.create_task_group() as tg:
         tg.start_soon(engine.run, flow)
         tg.start_soon(partial(engine.run, flow, run_id="second"))
         await wait_all_tasks_blocked()
@@ -405,7 +431,7 @@ async def test_engine_must_be_open() -> None:
     @flow.step
     async def a() -> None: ...
 
-    with pytest.raises(Exception, match=r"async with Engine\(\) as engine"):
+    with pytest.raises(AsyncflowError, match=r"async with Engine\(\) as engine"):
         await Engine(store=None).run(flow)
 
 

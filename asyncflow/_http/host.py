@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from asyncflow._errors import CircuitOpenError
-from asyncflow._events import CircuitStateChanged
 from asyncflow._status import CircuitState, OnOpen
+from asyncflow.events import CircuitStateChanged
 
 from .circuit import Circuit
 
 if TYPE_CHECKING:
-    from asyncflow._events import Emitter
+    from asyncflow._emit import Emitter
 
     from .circuit import Ticket
     from .failures import Outcome

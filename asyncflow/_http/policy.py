@@ -28,14 +28,14 @@ class HostPolicy:
         fail_max: consecutive failures (transport errors and timeouts, requests cut off by a
             step's deadline, 5xx, 429) that open the circuit.
         reset_timeout: seconds the circuit stays open before one trial request is admitted.
-        max_concurrency: requests to this host in flight at once through the engine's client;
+        concurrency: requests to this host in flight at once through the engine's client;
             ``None`` for the engine's connection pool size.
         on_open: ``"fail"`` (default) or ``"wait"``; see :class:`OnOpen`.
     """
 
     fail_max: int = 5
     reset_timeout: float = 30.0
-    max_concurrency: int | None = None
+    concurrency: int | None = None
     on_open: OnOpen | Literal["fail", "wait"] = OnOpen.FAIL
 
     def __post_init__(self) -> None:
@@ -45,11 +45,11 @@ class HostPolicy:
             raise ValueError(
                 f"HostPolicy(reset_timeout={self.reset_timeout!r}): give positive seconds."
             )
-        if self.max_concurrency is not None and (
-            not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
+        if self.concurrency is not None and (
+            not isinstance(self.concurrency, int) or self.concurrency < 1
         ):
             raise ValueError(
-                f"HostPolicy(max_concurrency={self.max_concurrency!r}): give a whole number "
+                f"HostPolicy(concurrency={self.concurrency!r}): give a whole number "
                 f">= 1, or None for the engine's connection pool size."
             )
         try:

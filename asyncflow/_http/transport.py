@@ -29,7 +29,7 @@ from .pool import QUEUED, ClosingStream
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from asyncflow._events import Emitter
+    from asyncflow._emit import Emitter
 
     from .circuit import Ticket
     from .host import HostStatistics
@@ -91,7 +91,7 @@ class BreakerTransport(httpx.AsyncBaseTransport):
         hosts: per-host policies; keys are bare host names (any scheme and port) or
             ``scheme://host[:port]`` (that one origin; wins over a bare host).
         default: the policy of every other host.
-        default_concurrency: the gate size when a policy's ``max_concurrency`` is ``None``.
+        default_concurrency: the gate size when a policy's ``concurrency`` is ``None``.
         emit: receives :class:`~asyncflow.CircuitStateChanged` events.
         max_hosts: how many hosts' circuits are kept before the forgettable ones are dropped:
             closed, no failure counted, nothing in flight or waiting (a new circuit for that
@@ -128,7 +128,7 @@ class BreakerTransport(httpx.AsyncBaseTransport):
             if len(self._by_key) >= self._sweep_at:
                 self._sweep()
             policy = self._policies.for_url(url)
-            size = policy.max_concurrency or self._default_concurrency
+            size = policy.concurrency or self._default_concurrency
             host = self._by_key[key] = Host(key, policy, size, self._emit)
         self._hosts[(url.raw_scheme, url.raw_host, url.port)] = host
         return host

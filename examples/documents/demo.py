@@ -1,10 +1,10 @@
-"""The classic exercise, end to end: a flaky API, a breaker that opens, a kill, a resume.
+"""The classic exercise, end to end: a flaky API, a circuit that opens, a kill, a resume.
 
 1. Writes a seeded corpus of a few hundred documents.
 2. Starts the enrichment API (``api.py``) in its own process: some errors, some 429s, added
    latency, and an outage that strikes at a fixed request count.
 3. Runs the pipeline (``pipeline.py``) in a child process with a live progress bar. When the
-   outage strikes, the API host's breaker opens and the batch stops hammering it: only one
+   outage strikes, the API host's circuit opens and the batch stops hammering it: only one
    trial request per reset timeout gets through.
 4. Kills the pipeline the hard way (SIGKILL) while it waits for the API.
 5. Ends the outage and runs the pipeline again: finished documents are restored from their
@@ -128,13 +128,13 @@ def main(argv: list[str]) -> int:
         opened = wait_for_line(events1, '"open"', run1, timeout=90)
         if not opened:
             run1.kill()
-            raise RuntimeError("run 1 ended before the API's breaker opened; see its output")
+            raise RuntimeError("run 1 ended before the API's circuit opened; see its output")
         at_open = client.get("/_stats").json()["requests"]
         time.sleep(3.0)
         after_wait = client.get("/_stats").json()["requests"]
         say(
-            f"The API is down and the breaker is open: in 3 s the API got only "
-            f"{after_wait - at_open} request(s), the breaker's trial calls"
+            f"The API is down and its circuit is open: in 3 s the API got only "
+            f"{after_wait - at_open} request(s), the circuit's trial calls"
         )
         run1.send_signal(signal.SIGKILL)
         run1.wait()
@@ -162,7 +162,7 @@ def main(argv: list[str]) -> int:
     resent = sorted(d for d in stats["enrich_restored"] if after.get(d, 0) != before.get(d, 0))
     results = len(list((out / "results").glob("*.json")))
     story1 = events1.read_text(encoding="utf-8")
-    opened_run1 = story1.count('"breaker": "open"')
+    opened_run1 = story1.count('"circuit": "open"')
     retries_run1 = story1.count('"retry": ')
     report = [
         "Report",
@@ -176,8 +176,8 @@ def main(argv: list[str]) -> int:
         f"{stats_before['requests']} in run 1, "
         f"{stats_after['requests'] - stats_before['requests']} in run 2",
         f"  retries               run 1: {retries_run1}, run 2: {stats['retries']}",
-        f"  breaker opened        run 1: {opened_run1} time(s) (each failed trial call reopens "
-        f"it), run 2: {stats['breaker_opened']}",
+        f"  circuit opened        run 1: {opened_run1} time(s) (each failed trial call reopens "
+        f"it), run 2: {stats['circuit_opened']}",
         f"  time taken            {time.monotonic() - t0:.1f} s",
         f"  results               {out / 'results'} ({results} files)",
         f"  checkpoints           {out / 'checkpoints'}",
@@ -195,7 +195,7 @@ def main(argv: list[str]) -> int:
         "restored_enrichments_resent": resent,
         "results": results,
         "retries_run1": retries_run1,
-        "breaker_opened_run1": opened_run1,
+        "circuit_opened_run1": opened_run1,
     }
     (out / "report.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
     print("\n" + text, flush=True)

@@ -110,7 +110,7 @@ class Tally:
     """What one pipeline process saw, from the engine's events."""
 
     retries: int = 0
-    breaker_opened: int = 0
+    circuit_opened: int = 0
     restored_steps: int = 0
 
     def __call__(self, event: Event) -> None:
@@ -119,7 +119,7 @@ class Tally:
         elif isinstance(event, StepRestored):
             self.restored_steps += 1
         elif isinstance(event, CircuitStateChanged) and event.new == "open":
-            self.breaker_opened += 1
+            self.circuit_opened += 1
 
 
 async def run(
@@ -140,11 +140,11 @@ async def run(
     log = events.open("a", encoding="utf-8", buffering=1) if events else None
 
     def log_event(event: Event) -> None:
-        # A line per breaker change and per retry, so a killed run's story survives it.
+        # A line per circuit change and per retry, so a killed run's story survives it.
         if log is None:
             return
         if isinstance(event, CircuitStateChanged):
-            log.write(json.dumps({"breaker": event.new, "host": event.host}) + "\n")
+            log.write(json.dumps({"circuit": event.new, "host": event.host}) + "\n")
         elif isinstance(event, StepRetrying):
             log.write(json.dumps({"retry": event.step, "run": event.run_id}) + "\n")
 
@@ -191,7 +191,7 @@ async def run(
         "ran": done - restored,
         "failed": failed,
         "retries": tally.retries,
-        "breaker_opened": tally.breaker_opened,
+        "circuit_opened": tally.circuit_opened,
         "seconds": round(anyio.current_time() - started, 2),
         "pid": os.getpid(),
         "enrich_restored": sorted(enrich_restored),
@@ -210,7 +210,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--api", required=True, help="the enrichment API's base URL")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
-        "--events", type=Path, help="append breaker changes and retries here (JSON lines)"
+        "--events", type=Path, help="append circuit changes and retries here (JSON lines)"
     )
     parser.add_argument("--demo-scale", action="store_true", help="seconds instead of minutes")
     args = parser.parse_args(argv)

@@ -28,6 +28,9 @@ from asyncflow import (
     StepStatus,
     StepTimeoutError,
 )
+
+# The transport and the host keys are internal; these tests drive the circuit's state machine
+# below the engine, where a scripted host can time each request exactly.
 from asyncflow._http import BreakerTransport, host_key
 from asyncflow.testing import serve_flaky
 from tests.waiting import until
@@ -269,7 +272,7 @@ class ScriptedHost:
 
 async def test_a_request_queued_at_the_gate_while_the_circuit_opened_is_not_sent() -> None:
     """A request that queued at the gate while the circuit opened is refused, not sent."""
-    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=60.0, max_concurrency=1))
+    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=60.0, concurrency=1))
     async with api.client, anyio.create_task_group() as tg:
         tg.start_soon(api.call, "/held/first/503")  # takes the only gate slot
         await until(lambda: len(api.seen) == 1)
@@ -285,7 +288,7 @@ async def test_a_request_queued_at_the_gate_while_the_trial_was_taken_is_not_sen
 
     The second gets its gate slot while the trial is in flight and is refused, not sent.
     """
-    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=0.05, max_concurrency=2))
+    api = ScriptedHost(HostPolicy(fail_max=1, reset_timeout=0.05, concurrency=2))
     async with api.client, anyio.create_task_group() as tg:
         tg.start_soon(api.call, "/held/stale/200")  # gate slot 1, admitted while closed
         await until(lambda: len(api.seen) == 1)
@@ -342,8 +345,8 @@ async def test_transport_errors_trip_and_the_real_error_is_the_cause() -> None:
 
 
 async def test_gate_bounds_requests_in_flight_per_host(host_a: FlakyServer) -> None:
-    """max_concurrency=3: ten callers, three requests at the server at a time."""
-    async with Engine(hosts={"127.0.0.2": HostPolicy(max_concurrency=3)}) as engine:
+    """HostPolicy(concurrency=3): ten callers, three requests at the server at a time."""
+    async with Engine(hosts={"127.0.0.2": HostPolicy(concurrency=3)}) as engine:
         host_a.hang = True
         async with anyio.create_task_group() as tg:
             for _ in range(10):

@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from asyncflow import CircuitState, Engine, HostPolicy
+
+# ShardedTransport is internal: its sharding cannot be observed through the engine's client.
 from asyncflow._http import ShardedTransport
 from asyncflow.testing import serve_flaky
 from tests.waiting import until

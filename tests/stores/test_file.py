@@ -26,6 +26,9 @@ from asyncflow import (
     StepSucceeded,
 )
 from asyncflow.stores import RunInfo, RunManifest, StepCheckpoint
+
+# FileStore's internals (fsync counting, compaction, the listing batch, record types) have no
+# public name: these tests of its durability reach them on purpose.
 from asyncflow.stores._file.disk import Sync
 from asyncflow.stores._file.journal import compact_and_remove
 from asyncflow.stores._file.store import LIST_BATCH

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from asyncflow import Batch, BatchSummary, Context, Engine, Flow, RunResult, StepResult, StepStatus
+from asyncflow import (
+    Batch,
+    BatchStatistics,
+    BatchSummary,
+    Context,
+    Engine,
+    Flow,
+    FlowRef,
+    RunResult,
+    StepResult,
+    StepStatus,
+)
+from asyncflow.events import Event, Observer, StepSucceeded
 from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
 from asyncflow.testing import check_checkpoint_store
 
@@ -36,6 +48,7 @@ async def users_code() -> None:
             result.raise_for_status()
         batch = engine.map(flow, ({"path": f"{n}.txt"} for n in range(10)), concurrency=5)
         assert_type(batch, Batch)
+        assert_type(batch.statistics(), BatchStatistics)
         async for item in batch:
             assert_type(item, RunResult)
         assert_type(await engine.map(flow, [("id-1", {"path": "b.txt"})]).summary(), BatchSummary)
@@ -55,3 +68,20 @@ async def users_store_code() -> None:
             assert_type(info.failed_steps, tuple[str, ...])
     await check_checkpoint_store(MemoryStore, persistent=True)
     assert stores
+
+
+def users_observer(event: Event) -> None:
+    # An exporter imports the events alone; a plain function is an Observer.
+    if isinstance(event, StepSucceeded):
+        assert_type(event.attempts, int)
+
+
+observer: Observer = users_observer
+
+
+def users_flow_refs() -> None:
+    # A flow named by text (the CLI, a service, a worker) and back.
+    ref = FlowRef.parse("examples/hello.py:flow")
+    assert_type(ref.load(), Flow)
+    assert_type(FlowRef.of(flow), FlowRef)
+    assert_type(str(ref), str)

@@ -8,17 +8,27 @@ broken progress bar never fails a run. When no observer is registered, no event 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from ._status import CircuitState, RunStatus
 
-    from ._result import RunStatus
-    from ._status import CircuitState
-
-logger = logging.getLogger("asyncflow")
+__all__ = [
+    "BatchProgress",
+    "CheckpointDiscarded",
+    "CircuitStateChanged",
+    "Event",
+    "Observer",
+    "RunFinished",
+    "RunStarted",
+    "StepFailed",
+    "StepRestored",
+    "StepRetrying",
+    "StepSkipped",
+    "StepStarted",
+    "StepSucceeded",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,30 +177,3 @@ class Observer(Protocol):
 
     def __call__(self, event: Event, /) -> None:
         """Handle one event. Must not block."""
-
-
-class Emitter:
-    """Calls each observer with each event; a failing observer is logged, never raised."""
-
-    __slots__ = ("_observers",)
-
-    def __init__(self, observers: Sequence[Observer] = ()) -> None:
-        self._observers = list(observers)
-
-    def __bool__(self) -> bool:
-        return bool(self._observers)
-
-    def add(self, observer: Observer) -> None:
-        """Register another observer."""
-        self._observers.append(observer)
-
-    def remove(self, observer: Observer) -> None:
-        """Unregister an observer."""
-        self._observers.remove(observer)
-
-    def __call__(self, event: Event) -> None:
-        for observer in self._observers:
-            try:
-                observer(event)
-            except Exception:
-                logger.warning("observer %r failed on %r", observer, event, exc_info=True)
