@@ -12,7 +12,7 @@ import pytest
 from asyncflow import CircuitState, Engine, HostPolicy
 from asyncflow._http import ShardedTransport
 from asyncflow.testing import serve_flaky
-from tests.waiting import until
+from tests.helpers import until
 
 if TYPE_CHECKING:
     from asyncflow.testing import FlakyServer
