@@ -10,6 +10,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from asyncflow import (
+    AsyncflowError,
     BatchProgress,
     Engine,
     Event,
@@ -219,9 +220,11 @@ async def test_closing_the_engine_stops_an_abandoned_batch() -> None:
 
     async with Engine(store=None) as engine:
         batch = engine.map(flow, [{"x": 1}])
-        batch._start()
-        await started.wait()
-    with pytest.raises(Exception, match="stopped before it finished"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(batch.__anext__)  # starts the batch, then waits for its first result
+            await started.wait()
+            tg.cancel_scope.cancel()
+    with pytest.raises(AsyncflowError, match="stopped before it finished"):
         await batch.__anext__()
 
 

@@ -11,6 +11,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from asyncflow import (
+    AsyncflowError,
     Engine,
     Event,
     Flow,
@@ -398,7 +399,7 @@ async def test_engine_must_be_open() -> None:
     @flow.step
     async def a() -> None: ...
 
-    with pytest.raises(Exception, match=r"async with Engine\(\) as engine"):
+    with pytest.raises(AsyncflowError, match=r"async with Engine\(\) as engine"):
         await Engine(store=None).run(flow)
 
 
