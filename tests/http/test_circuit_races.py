@@ -7,6 +7,7 @@ state, and a request that waited at the host's gate while the circuit opened is 
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -34,12 +35,13 @@ pytestmark = pytest.mark.anyio
 class HoldingServer(FlakyServer):
     """A FlakyServer with ``/held/<name>/<status>``: held until :meth:`answer`, then that status.
 
-    ``held`` names the requests held at the server now.
+    ``held`` names the requests held at the server now, ``arrived`` counts them by name.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.held: set[str] = set()
+        self.arrived: collections.Counter[str] = collections.Counter()
         self._answer: dict[str, anyio.Event] = {}
 
     async def __call__(
@@ -52,6 +54,7 @@ class HoldingServer(FlakyServer):
         if scope["type"] == "http" and parts[0] == "held":
             _, name, status = parts
             self.held.add(name)
+            self.arrived[name] += 1
             try:
                 await self._answer.setdefault(name, anyio.Event()).wait()
             finally:
@@ -164,3 +167,33 @@ async def test_a_request_queued_at_the_gate_while_the_circuit_opened_is_not_sent
         assert server.count("/second") == 0
         assert server.requests == 1
         assert host().state is CircuitState.OPEN
+
+
+async def test_a_request_queued_at_the_gate_while_the_trial_was_taken_is_not_sent(
+    server: HoldingServer,
+) -> None:
+    """Half-open: of two requests queued at the gate before a trial was out, one is the trial.
+
+    The second gets its gate slot while the trial is in flight and is refused, not sent.
+    """
+    policy = HostPolicy(fail_max=1, reset_timeout=0.05, max_concurrency=2)
+    answers: list[int | str] = []
+    async with Engine(store=None, host_policy=policy) as engine:
+        host = host_of(engine, server)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, engine, f"{server.url}/held/stale/200", answers)  # gate slot 1
+            await until(lambda: "stale" in server.held)
+            async with engine.http.stream("GET", f"{server.url}/status/503"):  # opens; slot 2
+                assert host().state is CircuitState.OPEN
+                await until(lambda: host().retry_after == 0)  # a trial is allowed from now on
+                for waiting in (1, 2):
+                    tg.start_soon(call, engine, f"{server.url}/held/trial/200", answers)
+                    await until(lambda: host().waiting == waiting)  # noqa: B023 - awaited here
+            # The 503's body is closed: the first waiter gets its slot and is the trial.
+            await until(lambda: "trial" in server.held)
+            server.answer("stale")  # frees slot 1 for the second waiter, while the trial is out
+            await until(lambda: "refused" in answers or server.arrived["trial"] > 1)
+            assert server.arrived["trial"] == 1
+            server.answer("trial")
+        assert sorted(answers, key=str) == [200, 200, "refused"]
+        assert host().state is CircuitState.CLOSED
