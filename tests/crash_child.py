@@ -1,23 +1,22 @@
 """Child process of test_checkpoint_crash: a document pipeline with checkpoints, killed at will.
 
-    python tests/crash_child.py STORE_DIR LOG_PATH DOCS
+    python -m tests.crash_child STORE_DIR LOG_PATH DOCS
 
-Every step execution appends ``exec <run> <step>`` to LOG_PATH (O_APPEND, outside the process),
-and every step whose checkpoint is durable appends ``done <run> <step>`` (StepSucceeded is
-emitted only after the save returns). ``open`` is logged once the engine is open, ``close``
-before it closes. On success it prints every run's outputs as JSON on stdout.
+Every step execution appends ``exec <run> <step>`` to LOG_PATH, and every step whose checkpoint
+is durable appends ``done <run> <step>`` (:class:`~tests.helpers.ChildLog`). ``open`` is logged
+once the engine is open, ``close`` before it closes. On success it prints every run's outputs as JSON on stdout.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 
 import anyio
 
-from asyncflow import Engine, Event, FileStore, Flow, JsonCodec, StepSucceeded
+from asyncflow import Engine, FileStore, Flow, JsonCodec
+from tests.helpers import ChildLog
 
 CODEC = JsonCodec()
 
@@ -29,11 +28,7 @@ class Doc:
 
 
 flow = Flow("crash-documents")
-LOG_FD = -1
-
-
-def log(line: str) -> None:
-    os.write(LOG_FD, f"{line}\n".encode())
+log = ChildLog()
 
 
 @flow.step
@@ -56,11 +51,6 @@ async def summarize(enrich: dict[str, object], run: str) -> str:
     return f"{enrich['count']}:{sorted(enrich['tags'])}"  # type: ignore[call-overload]
 
 
-def on_event(event: Event) -> None:
-    if isinstance(event, StepSucceeded):
-        log(f"done {event.run_id} {event.step}")
-
-
 async def main(store_dir: str, docs: int) -> None:
     outputs: dict[str, object] = {}
     limiter = anyio.CapacityLimiter(40)
@@ -73,7 +63,7 @@ async def main(store_dir: str, docs: int) -> None:
         # Canonical JSON: restored dicts come back with sorted keys, and set order varies.
         outputs[run] = json.loads(CODEC.encode(dict(result.outputs)))
 
-    async with Engine(store=FileStore(store_dir), observers=[on_event]) as engine:
+    async with Engine(store=FileStore(store_dir), observers=[log.durable]) as engine:
         log("open")
         async with anyio.create_task_group() as tg:
             for i in range(docs):
@@ -83,5 +73,5 @@ async def main(store_dir: str, docs: int) -> None:
 
 
 if __name__ == "__main__":
-    LOG_FD = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    log.open(sys.argv[2])
     anyio.run(main, sys.argv[1], int(sys.argv[3]))

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -25,9 +19,11 @@ from asyncflow import (
     RunInputError,
     RunStatus,
 )
+from tests.helpers import Child, InFlight, dones, log_lines
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -67,17 +63,13 @@ async def test_results_stream_in_finishing_order() -> None:
 async def test_concurrency_bound_is_never_exceeded() -> None:
     """At most `concurrency` runs are in flight, and the bound is reached."""
     flow = Flow("bounded")
-    in_flight = 0
-    peak = 0
+    in_flight = InFlight()
     gate = anyio.Event()
 
     @flow.step
     async def work(n: int) -> int:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await gate.wait()
-        in_flight -= 1
+        with in_flight:
+            await gate.wait()
         return n
 
     async with Engine(store=None) as engine, anyio.create_task_group() as tg:
@@ -89,9 +81,9 @@ async def test_concurrency_bound_is_never_exceeded() -> None:
 
         tg.start_soon(consume)
         await wait_all_tasks_blocked()
-        assert in_flight == 3
+        assert in_flight.now == 3
         gate.set()
-    assert peak == 3
+    assert in_flight.peak == 3
     assert batch.statistics().succeeded == 50
 
 
@@ -228,33 +220,27 @@ async def test_closing_the_engine_stops_an_abandoned_batch() -> None:
 
     async with Engine(store=None) as engine:
         batch = engine.map(flow, [{"x": 1}])
-        batch._start()
-        await started.wait()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(batch.__anext__)  # starts the batch, then waits for its first result
+            await started.wait()
+            tg.cancel_scope.cancel()
     with pytest.raises(AsyncflowError, match="stopped before it finished"):
         await batch.__anext__()
 
 
 def _log_lines(path: Path) -> list[tuple[str, str, str]]:
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [(kind, run, step) for kind, run, step in (line.split() for line in lines)]
+    return [(kind, run, step) for kind, run, step in (line.split() for line in log_lines(path))]
 
 
 def test_sigkilled_batch_resumes_with_only_the_rest(tmp_path: Path) -> None:
     """A batch killed halfway with SIGKILL, run again, restores what was done and runs the rest."""
     n = 300
     store, log = tmp_path / "store", tmp_path / "log"
-    cmd = [sys.executable, str(Path(__file__).with_name("batch_child.py")), str(store), str(log)]
-    child = subprocess.Popen([*cmd, str(n)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    args = ("tests.batch_child", str(store), str(log), str(n))
+    child = Child(*args, log=log)
     # Kill once a good share of steps is durable: progress-driven, not a guessed sleep.
-    while sum(1 for kind, *_ in _log_lines(log) if kind == "done") < 200:
-        assert child.poll() is None, "the batch finished before it could be killed"
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    child.wait_for(lambda lines: dones(lines) >= 200)
+    child.kill()
     first = _log_lines(log)
     done = {(run, step) for kind, run, step in first if kind == "done"}
     half_done = {run for run, step in done if step == "parse" and (run, "score") not in done}
@@ -262,9 +248,10 @@ def test_sigkilled_batch_resumes_with_only_the_rest(tmp_path: Path) -> None:
     assert fully_done
     assert len(fully_done) < n
 
-    second = subprocess.run([*cmd, str(n)], capture_output=True, text=True, timeout=120, check=True)
-    summary = json.loads(second.stdout)
-    assert summary == {"succeeded": n, "restored": summary["restored"], "failed": 0}
+    summary = Child(*args, log=log).finish_json(timeout=120)
+    assert isinstance(summary, dict)
+    assert sorted(summary) == ["failed", "restored", "succeeded"]
+    assert (summary["succeeded"], summary["failed"]) == (n, 0)
     # Fully done runs are restored (a few more may have been saved just before the kill).
     assert len(fully_done) <= summary["restored"] <= len(fully_done) + 16
     rerun = _log_lines(log)[len(first) :]

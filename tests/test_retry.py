@@ -25,6 +25,7 @@ from asyncflow import (
 # The retry loop and the Retry-After parser have no public name: these unit tests call them
 # directly; the tests through steps below use public names only.
 from asyncflow._retry import AttemptFailed, call_with_retry, retry_after
+from tests.helpers import fetch_flow
 
 if TYPE_CHECKING:
     from asyncflow.testing import FlakyServer
@@ -182,19 +183,6 @@ async def test_cancellation_is_never_retried() -> None:
 
 
 # -- through the engine, against the real loopback server ------------------------------------
-
-
-def fetch_flow(path: str, retry: Retry, *, timeout: float | None = None) -> Flow:
-    flow = Flow("fetch")
-
-    @flow.step(retry=retry, timeout=timeout)
-    async def fetch(url: str, ctx: Context) -> int:
-        assert ctx.http is not None
-        response = await ctx.http.get(url + path)
-        response.raise_for_status()
-        return response.status_code
-
-    return flow
 
 
 @pytest.mark.usefixtures("no_waits")

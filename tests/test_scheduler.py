@@ -28,6 +28,7 @@ from asyncflow import (
     StepSucceeded,
     StepTimeoutError,
 )
+from tests.helpers import InFlight
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -197,26 +198,22 @@ async def test_fail_fast_cancels_running_steps() -> None:
 async def test_per_step_concurrency_holds_across_runs(limit: int) -> None:
     """concurrency= bounds a step across every run of the engine; the maximum is reached."""
     flow = Flow("limited")
-    in_flight = 0
-    peak = 0
+    in_flight = InFlight()
     release = anyio.Event()
 
     @flow.step(concurrency=limit)
     async def call(n: int) -> int:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await release.wait()
-        in_flight -= 1
+        with in_flight:
+            await release.wait()
         return n
 
     async with Engine(store=None) as engine, anyio.create_task_group() as tg:
         for n in range(10):
             tg.start_soon(partial(engine.run, flow, n=n))
         await wait_all_tasks_blocked()
-        assert in_flight == limit
+        assert in_flight.now == limit
         release.set()
-    assert peak == limit
+    assert in_flight.peak == limit
 
 
 async def test_two_flows_named_alike_do_not_share_step_limits() -> None:
@@ -247,16 +244,12 @@ async def test_two_flows_named_alike_do_not_share_step_limits() -> None:
 async def test_engine_limit_bounds_steps_in_flight() -> None:
     """Engine(concurrency=) bounds steps in flight across all runs and steps."""
     flow = Flow("wide")
-    in_flight = 0
-    peak = 0
+    in_flight = InFlight()
     release = anyio.Event()
 
     async def work() -> None:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await release.wait()
-        in_flight -= 1
+        with in_flight:
+            await release.wait()
 
     for k in range(20):
         flow.step(name=f"w{k}")(work)
@@ -265,9 +258,9 @@ async def test_engine_limit_bounds_steps_in_flight() -> None:
         tg.start_soon(engine.run, flow)
         tg.start_soon(partial(engine.run, flow, run_id="second"))
         await wait_all_tasks_blocked()
-        assert in_flight == 4
+        assert in_flight.now == 4
         release.set()
-    assert peak == 4
+    assert in_flight.peak == 4
 
 
 async def test_timeout_fails_the_step() -> None:

@@ -33,7 +33,7 @@ from asyncflow import (
 # below the engine, where a scripted host can time each request exactly.
 from asyncflow._http import BreakerTransport, host_key
 from asyncflow.testing import serve_flaky
-from tests.waiting import until
+from tests.helpers import fetch_flow, until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -360,19 +360,6 @@ async def test_gate_bounds_requests_in_flight_per_host(host_a: FlakyServer) -> N
     assert host_a.requests == 10
 
 
-def flow_calling(path: str) -> Flow:
-    flow = Flow("call")
-
-    @flow.step(retry=Retry(attempts=5, timeout=10.0))
-    async def call(url: str, ctx: Context) -> int:
-        assert ctx.http is not None
-        response = await ctx.http.get(url + path)
-        response.raise_for_status()
-        return response.status_code
-
-    return flow
-
-
 @pytest.mark.parametrize("on_open", [OnOpen.FAIL, OnOpen.WAIT])
 async def test_open_circuit_does_not_spend_attempts(host_a: FlakyServer, on_open: OnOpen) -> None:
     """fail: the step fails at once, unsent; wait: it waits for the trial and succeeds."""
@@ -383,8 +370,10 @@ async def test_open_circuit_does_not_spend_attempts(host_a: FlakyServer, on_open
         for _ in range(3):
             await engine.http.get(host_a.url + "/trip")
         host_a.reset()
-        result = await engine.run(flow_calling("/step"), url=host_a.url)
-    step = result.steps["call"]
+        result = await engine.run(
+            fetch_flow("/step", Retry(attempts=5, timeout=10.0)), url=host_a.url
+        )
+    step = result.steps["fetch"]
     assert step.attempts == 1
     if on_open is OnOpen.FAIL:
         assert step.status is StepStatus.FAILED

@@ -14,7 +14,7 @@ from asyncflow import CircuitState, Engine, HostPolicy
 # ShardedTransport is internal: its sharding cannot be observed through the engine's client.
 from asyncflow._http import ShardedTransport
 from asyncflow.testing import serve_flaky
-from tests.waiting import until
+from tests.helpers import until
 
 if TYPE_CHECKING:
     from asyncflow.testing import FlakyServer

@@ -1,6 +1,6 @@
 """Child process of test_file_faults: an engine on a FileStore, driven by its parent.
 
-    python tests/stores/store_child.py STORE_DIR LOG_PATH OPTIONS_JSON
+    python -m tests.stores.store_child STORE_DIR LOG_PATH OPTIONS_JSON
 
 OPTIONS_JSON: ``runs`` (how many), ``first`` (the first run's number), ``size`` (bytes of
 padding in each output), ``version`` (put in every output and input), ``block`` (the second step
@@ -10,7 +10,7 @@ as CPU-bound user code does), ``rounds`` (how many times to run the runs: 0 mean
 killed, each round with the next version, so every round writes new checkpoints).
 
 Every step whose checkpoint is durable appends ``done <run> <step> <version>`` to LOG_PATH
-(O_APPEND, outside the process); a step that fails appends ``fail <run> <step> <error type>``;
+(:class:`~tests.helpers.ChildLog`); a step that fails appends ``fail <run> <step> <error type>``;
 a run whose final manifest is durable (``engine.run`` returned) appends
 ``finished <run> <version> <status>``.
 ``open`` is
@@ -22,16 +22,16 @@ closes the engine and exits. It is meant to be SIGKILLed at any of these points.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 import anyio
 
 from asyncflow import Engine, Event, FileStore, Flow, JsonCodec, StepFailed, StepSucceeded
+from tests.helpers import ChildLog
 
 flow = Flow("faults")
-LOG_FD = -1
+log = ChildLog()
 VERSION = 0
 SPIN = 0.0
 JSON = JsonCodec()
@@ -45,10 +45,6 @@ class IndentedCodec:
 
     def decode(self, text: str, /) -> object:
         return JSON.decode(text)
-
-
-def log(line: str) -> None:
-    os.write(LOG_FD, f"{line}\n".encode())
 
 
 @flow.step
@@ -121,5 +117,5 @@ async def main(store_dir: str, opts: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
-    LOG_FD = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    log.open(sys.argv[2])
     anyio.run(main, sys.argv[1], json.loads(sys.argv[3]))

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,14 +33,13 @@ from asyncflow import (
     StepStatus,
 )
 from asyncflow.stores import StepCheckpoint
+from tests.helpers import Child, dones
 from tests.stores.store_child import IndentedCodec, flow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.anyio
-
-CHILD = Path(__file__).with_name("store_child.py")
 
 
 def required(reason: str) -> None:
@@ -85,56 +83,9 @@ def fill(where: Path, leave: int) -> Path:
     return filler
 
 
-class Child:
-    """A store_child.py process and its log."""
-
-    def __init__(self, store: Path, log: Path, **opts: object) -> None:
-        self.log = log
-        self.err = log.with_name(f"{log.name}.stderr")
-        with self.err.open("a") as err:  # a file, not a pipe nobody reads while it runs
-            self.proc = subprocess.Popen(
-                [sys.executable, str(CHILD), str(store), str(log), json.dumps(opts)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                text=True,
-                cwd=Path(__file__).parents[2],
-            )
-        self.err_start = self.err.stat().st_size
-
-    def lines(self) -> list[str]:
-        return self.log.read_text().splitlines() if self.log.exists() else []
-
-    def wait_for(self, condition: Callable[[list[str]], bool]) -> None:
-        """Wait until the log satisfies ``condition``; fail if the child stalls or exits."""
-        seen, deadline = -1, time.monotonic() + 30
-        while True:
-            now = self.lines()
-            if condition(now):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the child exited: {self.stderr()}")
-            if len(now) != seen:
-                seen, deadline = len(now), time.monotonic() + 30
-            elif time.monotonic() > deadline:
-                raise AssertionError(f"the child made no progress for 30 s ({seen} lines)")
-            time.sleep(0.002)  # polling a file another process writes; nothing to await
-
-    def send(self, word: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(word + "\n")
-        self.proc.stdin.flush()
-
-    def stderr(self) -> str:
-        with self.err.open() as f:
-            f.seek(self.err_start)
-            return f.read()
-
-    def kill(self) -> str:
-        """SIGKILL the child; return what it wrote on standard error."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.communicate(timeout=30)
-        return self.stderr()
+def spawn(store: Path, log: Path, **opts: object) -> Child:
+    """A store_child.py process (see its docstring for ``opts``) and its log."""
+    return Child("tests.stores.store_child", str(store), str(log), json.dumps(opts), log=log)
 
 
 def acknowledged(lines: list[str]) -> dict[tuple[str, str], int]:
@@ -146,10 +97,6 @@ def acknowledged(lines: list[str]) -> dict[tuple[str, str], int]:
             key = (rest[0], rest[1])
             acked[key] = max(acked.get(key, 0), int(rest[2]))
     return acked
-
-
-def dones(lines: list[str]) -> int:
-    return sum(ln.startswith("done ") for ln in lines)
 
 
 def failures(lines: list[str]) -> list[str]:
@@ -224,7 +171,7 @@ async def test_a_full_disk_fails_only_unwritten_saves_and_a_crash_loses_none_ack
     """
     fs = small_fs(2 * 1024 * 1024)
     filler = fill(fs, 150 * 1024)
-    child = Child(fs / "store", tmp_path / "log", runs=150, size=3000, concurrency=40)
+    child = spawn(fs / "store", tmp_path / "log", runs=150, size=3000, concurrency=40)
     child.wait_for(lambda lines: "end 1" in lines)
     lines = child.lines()
     child.kill()
@@ -241,7 +188,7 @@ async def test_after_a_full_disk_the_store_goes_on_once_there_is_room(
     """The engine keeps saving after ENOSPC: once space is freed, the failed runs complete."""
     fs = small_fs(2 * 1024 * 1024)
     filler = fill(fs, 150 * 1024)
-    child = Child(fs / "store", tmp_path / "log", runs=150, size=3000, concurrency=40)
+    child = spawn(fs / "store", tmp_path / "log", runs=150, size=3000, concurrency=40)
     child.wait_for(lambda lines: "end 1" in lines)
     assert failures(child.lines())
     filler.unlink()
@@ -302,7 +249,7 @@ async def test_an_old_segment_replayed_after_newer_run_files_changes_nothing(
     The finished run keeps its "succeeded" manifest, its new inputs and its new outputs.
     """
     store = tmp_path / "store"
-    stopped = Child(store, tmp_path / "log", runs=1, version=1, block=True)
+    stopped = spawn(store, tmp_path / "log", runs=1, version=1, block=True)
     stopped.wait_for(lambda lines: "done run-0 make 1" in lines)
     async with Engine(store=FileStore(store)) as engine:
         done = await engine.run(flow, run_id="run-0", n=0, size=10, version=2, block=False)
@@ -328,7 +275,7 @@ async def test_sigkill_during_compaction_in_a_loop_never_resurrects_old_records(
     for _ in range(30):
         # Few runs and small segments: each entry is rewritten every other segment or so, so
         # the segments a kill leaves behind hold older and newer records of the same entries.
-        child = Child(store, log, runs=1, version=version, rounds=0, segment_bytes=256)
+        child = spawn(store, log, runs=1, version=version, rounds=0, segment_bytes=256)
         target = dones(child.lines()) + rng.randint(1, 20)
         child.wait_for(lambda lines: dones(lines) >= target)  # noqa: B023 - waited on at once
         err = child.kill()
@@ -349,7 +296,7 @@ async def test_two_engines_on_one_folder_never_take_each_others_live_segments(
     store, log = tmp_path / "store", tmp_path / "log"
     # A's steps hold its event loop for 2 ms at a time, as CPU-bound user code does: the
     # moments between creating a segment and locking it (before the fix) grow that long.
-    a = Child(store, log, runs=20, rounds=0, segment_bytes=1, concurrency=4, spin_ms=2)
+    a = spawn(store, log, runs=20, rounds=0, segment_bytes=1, concurrency=4, spin_ms=2)
     a.wait_for(lambda lines: "open" in lines)
     opens = 0
     while sum(ln.startswith("end ") for ln in a.lines()) < 8 or opens < 200:
@@ -401,7 +348,7 @@ async def test_a_codec_whose_text_holds_newlines_is_recovered_after_a_crash(
 ) -> None:
     """Framing does not depend on the codec: indented JSON records survive SIGKILL."""
     store = tmp_path / "store"
-    child = Child(store, tmp_path / "log", runs=5, indented=True)
+    child = spawn(store, tmp_path / "log", runs=5, indented=True)
     child.wait_for(lambda lines: "end 1" in lines)
     child.kill()
     async with Engine(store=FileStore(store, codec=IndentedCodec())) as engine:
