@@ -28,7 +28,8 @@ import anyio
 
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError
-from ._graph import RESERVED_INPUTS, Flow
+from ._flow import Flow
+from ._plan import RESERVED_INPUTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

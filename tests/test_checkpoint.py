@@ -186,11 +186,11 @@ async def test_without_run_id_the_same_call_resumes_the_same_run(tmp_path: Path)
 def test_derived_run_ids_are_the_same_in_every_process() -> None:
     """Set order depends on the hash seed; the derived id does not."""
     code = (
-        "from asyncflow import Flow; from asyncflow._engine import derive_run_id\n"
+        "from asyncflow import Flow; from asyncflow._identity import derive_run_id\n"
         "f = Flow('my flow/v2')\n"
         "@f.step\nasync def a(tags: set, when: object) -> None: ...\n"
         "import datetime\n"
-        "print(derive_run_id(f.validate(), {'tags': {'x', 'y', 'z', 'w'},"
+        "print(derive_run_id(f.name, {'tags': {'x', 'y', 'z', 'w'},"
         " 'when': datetime.date(2026, 1, 1)}))"
     )
     ids = {

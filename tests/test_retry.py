@@ -186,7 +186,6 @@ def fetch_flow(path: str, retry: Retry, *, timeout: float | None = None) -> Flow
 
     @flow.step(retry=retry, timeout=timeout)
     async def fetch(url: str, ctx: Context) -> int:
-        assert ctx.http is not None
         response = await ctx.http.get(url + path)
         response.raise_for_status()
         return response.status_code
@@ -283,7 +282,6 @@ async def test_secrets_never_reach_stamina_logging(
 
     @flow.step(retry=Retry(attempts=3, wait_initial=0.0, wait_jitter=0.0))
     async def call(api_key: str, url: str, ctx: Context) -> int:
-        assert ctx.http is not None
         response = await ctx.http.get(f"{url}/x", params={"key": api_key})
         response.raise_for_status()
         return response.status_code

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
-from anyio.lowlevel import checkpoint
 
 from asyncflow import (
+    AsyncflowError,
     Engine,
     Event,
     Flow,
@@ -27,9 +26,6 @@ from asyncflow import (
     StepSucceeded,
     StepTimeoutError,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -384,20 +380,6 @@ async def test_run_id_is_derived_from_flow_and_inputs() -> None:
     assert r1.run_id.startswith("ids-")
 
 
-async def test_flow_run_shortcut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Await flow.run(...) opens a temporary engine with the default settings."""
-    monkeypatch.chdir(tmp_path)
-    flow = Flow("shortcut")
-
-    @flow.step
-    async def a(x: int) -> int:
-        await checkpoint()
-        return x * 3
-
-    result = await flow.run(x=2, run_id="shortcut-test")
-    assert result.outputs["a"] == 6
-
-
 async def test_engine_must_be_open() -> None:
     """Running on an engine that is not entered explains how to open it."""
     flow = Flow("closed")
@@ -405,7 +387,7 @@ async def test_engine_must_be_open() -> None:
     @flow.step
     async def a() -> None: ...
 
-    with pytest.raises(Exception, match=r"async with Engine\(\) as engine"):
+    with pytest.raises(AsyncflowError, match=r"async with Engine\(\) as engine"):
         await Engine(store=None).run(flow)
 
 

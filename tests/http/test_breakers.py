@@ -362,7 +362,6 @@ def flow_calling(path: str) -> Flow:
 
     @flow.step(retry=Retry(attempts=5, timeout=10.0))
     async def call(url: str, ctx: Context) -> int:
-        assert ctx.http is not None
         response = await ctx.http.get(url + path)
         response.raise_for_status()
         return response.status_code
@@ -554,7 +553,6 @@ def flow_timing_out(timeout: float, attempts: int) -> Flow:
 
     @flow.step(timeout=timeout, retry=Retry(attempts=attempts, timeout=10.0))
     async def call(url: str, ctx: Context) -> bytes:
-        assert ctx.http is not None
         return (await ctx.http.get(url + "/slow")).content
 
     return flow
@@ -606,7 +604,6 @@ def flow_with_failing_sibling(server: FlakyServer) -> Flow:
 
     @flow.step(timeout=30.0)
     async def call(url: str, ctx: Context) -> int:
-        assert ctx.http is not None
         return (await ctx.http.get(url + "/cancelled")).status_code
 
     @flow.step

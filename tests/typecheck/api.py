@@ -39,7 +39,6 @@ async def users_code() -> None:
         async for item in batch:
             assert_type(item, RunResult)
         assert_type(await engine.map(flow, [("id-1", {"path": "b.txt"})]).summary(), BatchSummary)
-    assert_type(await flow.run(path="c.txt"), RunResult)
 
 
 async def users_store_code() -> None:

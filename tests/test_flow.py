@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from asyncflow import Context, Engine, Flow, FlowDefinitionError, RunInputError
+from asyncflow._plan import compile_plan  # the compiled plan has no public name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -182,7 +183,7 @@ def test_parameters_are_classified() -> None:
     async def enrich(ingest: str, ctx: Context, api_key: str) -> str:
         return ingest
 
-    plan = flow.validate()
+    plan = compile_plan(flow)
     i = plan.index["enrich"]
     assert plan.data_deps[i] == (("ingest", plan.index["ingest"]),)
     assert plan.context_param[i] == "ctx"
