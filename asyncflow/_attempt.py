@@ -54,29 +54,24 @@ async def attempt_step(run: Run, i: int, step: Step) -> object:
                 step_limiter.acquire_nowait()
             except anyio.WouldBlock:
                 await step_limiter.acquire()
+        emit = run.emit
+        kwargs = run.kwargs(i)
+        now = run.shared.clock()
+        run.started_at[i] = now
+        if emit is not None:
+            emit(StepStarted(run.run_id, step.name, now))
         try:
-            return await _attempt_step(run, i, step)
+            return await _call_with_policies(run, i, step, kwargs)
+        except Exception as exc:
+            return Failed(step_error(step, run.attempts[i], exc))
+        except anyio.get_cancelled_exc_class():
+            run.cancelled(i)
+            raise
         finally:
             if step_limiter is not None:
                 step_limiter.release()
     finally:
         limiter.release()
-
-
-async def _attempt_step(run: Run, i: int, step: Step) -> object:
-    emit = run.emit
-    kwargs = run.kwargs(i)
-    now = run.shared.clock()
-    run.started_at[i] = now
-    if emit is not None:
-        emit(StepStarted(run.run_id, step.name, now))
-    try:
-        return await _call_with_policies(run, i, step, kwargs)
-    except Exception as exc:
-        return Failed(step_error(step, run.attempts[i], exc))
-    except anyio.get_cancelled_exc_class():
-        run.cancelled(i)
-        raise
 
 
 async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, object]) -> object:

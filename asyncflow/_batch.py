@@ -26,7 +26,7 @@ from ._progress import ProgressBar
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterable
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -65,7 +65,7 @@ class Runner(Protocol):
     def emit(self) -> Callable[[Event], None] | None:
         """Where the batch's events go; ``None`` when nobody listens."""
 
-    async def run(
+    def run(
         self,
         flow: Flow,
         /,
@@ -73,7 +73,7 @@ class Runner(Protocol):
         run_id: str | None,
         fail_fast: bool | None,
         inputs: Mapping[str, object],
-    ) -> RunResult:
+    ) -> Awaitable[RunResult]:
         """Run ``flow`` once, as :meth:`Engine.run <asyncflow.Engine.run>` does."""
 
 

@@ -1,12 +1,12 @@
 """Checkpointing for one run: restore what has a valid checkpoint, save every success durably.
 
 A run with a store holds a :class:`Checkpointing` (a run without one holds ``None``, so it pays
-nothing for this). :meth:`~Checkpointing.start` loads the run's checkpoints and writes its
-"running" manifest; when a step becomes ready and its checkpoint's fingerprint (see
+nothing for this). :meth:`~Checkpointing.run` loads the run's checkpoints and writes its
+"running" manifest before the run's steps start, and its final manifest after; when a step becomes ready and its checkpoint's fingerprint (see
 ``_identity``) matches, :meth:`~Checkpointing.restore` gives its output and the step is
 RESTORED without running. Otherwise it runs; after it succeeds :meth:`~Checkpointing.save`
 encodes its output and durably saves it, and only then does it count as done: its dependents
-start after the save returns. :meth:`~Checkpointing.finish` writes the final manifest.
+start after the save returns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointEncodeError, CheckpointError
 from ._events import CheckpointDiscarded
@@ -25,16 +25,19 @@ from ._result import StepStatus
 from .stores import RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from ._codec import Codec
     from ._result import RunResult
     from ._scheduler import Run
     from .stores import CheckpointStore, RunCheckpoints
 
-__all__ = ["Checkpointing", "decode_inputs"]
+__all__ = ["MISSING", "Checkpointing", "decode_inputs"]
 
 logger = logging.getLogger("asyncflow")
+
+#: What :meth:`Checkpointing.restore` returns for a step with no usable checkpoint.
+MISSING: Any = object()
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +64,22 @@ def decode_inputs(codec: Codec, text: str) -> dict[str, object]:
     }
 
 
+def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
+    """The manifest of a finished run: its status, and the steps that failed."""
+    return RunManifest(
+        run_id=manifest.run_id,
+        flow=manifest.flow,
+        flow_fingerprint=manifest.flow_fingerprint,
+        inputs=manifest.inputs,
+        status=result.status.value,
+        created_at=manifest.created_at,
+        updated_at=_now(),
+        failed_steps=()
+        if result.ok
+        else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
+    )
+
+
 class Checkpointing:
     """Restores one run's steps from a :class:`CheckpointStore` and saves its successes there."""
 
@@ -70,7 +89,6 @@ class Checkpointing:
         "_input_digests",
         "_inputs_text",
         "_loaded",
-        "_manifest",
         "_run",
         "_store",
     )
@@ -87,22 +105,34 @@ class Checkpointing:
         self._store = store
         self._codec = store.codec
         self._loaded = loaded
-        self._manifest: RunManifest | None = None
         self._digests: list[str | None] = [None] * len(run.plan.steps)
         self._input_digests = {k: digest(v) for k, v in encoded_inputs.items()}
         self._inputs_text = canonical_inputs(encoded_inputs)
 
-    async def start(self) -> None:
-        """Load the run's checkpoints (unless given) and write its "running" manifest.
+    async def run(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
+        """Load the run's checkpoints, write its "running" manifest, execute, write the final one.
 
         Raises:
-            CheckpointError: the run id belongs to another flow, or the store failed.
+            CheckpointError: the run id belongs to another flow, or the store failed (a failure
+                to write the final manifest is logged instead: the result is returned).
         """
-        run = self._run
-        plan = run.plan
         loaded = self._loaded
         if loaded is None:
-            loaded = self._loaded = await self._store.load_run(run.run_id)
+            loaded = self._loaded = await self._store.load_run(self._run.run_id)
+        manifest = self._start(loaded)
+        result = await execute()
+        try:
+            await self._store.save_manifest(_final(manifest, result))
+        except CheckpointError as exc:
+            # Every step's outcome is already saved or in the result; only the run's status
+            # line is lost (a resume recomputes it), so the result is still returned.
+            logger.warning("run %r: could not save its final manifest: %s", manifest.run_id, exc)
+        return result
+
+    def _start(self, loaded: RunCheckpoints) -> RunManifest:
+        """Report what the store discarded, check the run's flow, write its manifest."""
+        run = self._run
+        plan = run.plan
         emit = run.emit
         if emit is not None:
             for d in loaded.discarded:
@@ -114,7 +144,7 @@ class Checkpointing:
                 f"Give this run another run_id."
             )
         now = _now()
-        self._manifest = manifest = RunManifest(
+        manifest = RunManifest(
             run_id=run.run_id,
             flow=plan.flow,
             flow_fingerprint=plan.fingerprint,
@@ -125,43 +155,21 @@ class Checkpointing:
         )
         # Not awaited: the store makes it durable before any step checkpoint of this run.
         self._store.save_manifest_nowait(manifest)
-
-    async def finish(self, result: RunResult) -> None:
-        """Write the run's final manifest; a store failure here is logged, not raised."""
-        manifest = self._manifest
-        assert manifest is not None, "finish() before start()"
-        final = RunManifest(
-            run_id=manifest.run_id,
-            flow=manifest.flow,
-            flow_fingerprint=manifest.flow_fingerprint,
-            inputs=manifest.inputs,
-            status=result.status.value,
-            created_at=manifest.created_at,
-            updated_at=_now(),
-            failed_steps=()
-            if result.ok
-            else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
-        )
-        try:
-            await self._store.save_manifest(final)
-        except CheckpointError as exc:
-            # Every step's outcome is already saved or in the result; only the run's status
-            # line is lost (a resume recomputes it), so the result is still returned.
-            logger.warning("run %r: could not save its final manifest: %s", manifest.run_id, exc)
+        return manifest
 
     def fingerprint(self, i: int) -> str:
         """The identity of step ``i`` given its dependencies' outputs and its run inputs."""
         plan = self._run.plan
-        digests = self._digests
-        inputs = self._input_digests
         return step_fingerprint(
             plan.steps[i].code_fingerprint,
-            [(name, digests[j]) for name, j in plan.data_deps[i]],
-            [(name, inputs.get(name)) for name in plan.step_inputs[i]],
+            plan.data_deps[i],
+            self._digests,
+            plan.step_inputs[i],
+            self._input_digests,
         )
 
-    def restore(self, i: int) -> tuple[bool, object]:
-        """``(True, output)`` from step ``i``'s matching checkpoint, or ``(False, None)``.
+    def restore(self, i: int) -> object:
+        """Step ``i``'s output from its matching checkpoint, or :data:`MISSING`.
 
         A checkpoint whose output cannot be decoded or does not match its digest is discarded
         (a :class:`CheckpointDiscarded` event says why) and the step runs again.
@@ -171,7 +179,7 @@ class Checkpointing:
         step = run.plan.steps[i]
         saved = loaded.steps.get(step.name) if loaded is not None else None
         if saved is None or saved.fingerprint != self.fingerprint(i):
-            return False, None
+            return MISSING
         try:
             output = self._codec.decode(saved.output)
             # The stored text can differ from the codec's (a store may re-space it), so a
@@ -189,9 +197,9 @@ class Checkpointing:
         if not intact:
             if run.emit is not None:
                 run.emit(CheckpointDiscarded(run.run_id, step.name, run.shared.clock(), "", reason))
-            return False, None
+            return MISSING
         self._digests[i] = saved.digest
-        return True, output
+        return output
 
     async def save(self, i: int, output: object) -> None:
         """Encode step ``i``'s output and save it durably.

@@ -24,6 +24,7 @@ from .stores import CheckpointStore, FileStore
 if TYPE_CHECKING:
     from collections.abc import (
         AsyncIterable,
+        Awaitable,
         Callable,
         Coroutine,
         Iterable,
@@ -242,7 +243,7 @@ class Engine:
         self._step_limiters[flow] = (plan, limiters)
         return limiters
 
-    async def _execute(
+    def _new_run(
         self,
         flow: Flow,
         plan: Plan,
@@ -252,7 +253,7 @@ class Engine:
         *,
         encoded: Mapping[str, str] | None = None,
         loaded: RunCheckpoints | None = None,
-    ) -> RunResult:
+    ) -> Run:
         run = Run(
             plan,
             inputs,
@@ -265,7 +266,7 @@ class Engine:
             run.checkpointing = Checkpointing(
                 run, self._store, encoded_inputs=encoded, loaded=loaded
             )
-        return await run.execute()
+        return run
 
     def _check_open(self) -> None:
         if self._stack is None:
@@ -313,7 +314,7 @@ class Engine:
         else:
             codec = store.codec if store is not None else None
             rid = derive_run_id(plan.flow, inputs, codec, encoded=encoded)
-        return await self._execute(flow, plan, inputs, rid, fail_fast, encoded=encoded)
+        return await self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded).execute()
 
     async def resume(
         self, flow: Flow, run_id: str, /, *, fail_fast: bool | None = None
@@ -357,9 +358,8 @@ class Engine:
             ) from exc
         plan.check_inputs(inputs)
         encoded = encode_inputs(store.codec, inputs)
-        return await self._execute(
-            flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded
-        )
+        run = self._new_run(flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded)
+        return await run.execute()
 
     def map(
         self,
@@ -441,7 +441,7 @@ class _EngineRunner:
         emit = self._engine._emit
         return emit if emit else None
 
-    async def run(
+    def run(
         self,
         flow: Flow,
         /,
@@ -449,5 +449,6 @@ class _EngineRunner:
         run_id: str | None,
         fail_fast: bool | None,
         inputs: Mapping[str, object],
-    ) -> RunResult:
-        return await self._engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)
+    ) -> Awaitable[RunResult]:
+        # The engine's coroutine itself, not one more around it: this runs once per batch item.
+        return self._engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)

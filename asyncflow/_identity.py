@@ -43,7 +43,7 @@ from ._codec import JsonCodec
 from ._errors import InvalidRunIdError, RunInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from ._codec import Codec
 
@@ -241,19 +241,26 @@ def digest(text: str) -> str:
 
 
 def step_fingerprint(
-    code: str, outputs: Iterable[tuple[str, str | None]], inputs: Iterable[tuple[str, str | None]]
+    code: str,
+    data_deps: Iterable[tuple[str, int]],
+    output_digests: Sequence[str | None],
+    inputs_taken: Iterable[str],
+    input_digests: Mapping[str, str],
 ) -> str:
     """The identity of one step of one run, whatever order the run's steps finished in.
 
     Args:
         code: the step's code fingerprint.
-        outputs: (parameter, digest of the dependency's output) for each data dependency.
-        inputs: (name, digest of the encoded run input, or None when left to its default) for
-            each run input the step takes.
+        data_deps: (parameter, step index) for each data dependency.
+        output_digests: the digest of each step's encoded output, by index.
+        inputs_taken: the run inputs the step takes.
+        input_digests: the digest of each encoded run input given (absent: left to its default).
     """
     parts = [code]
-    parts += [f"d:{name}={d}" for name, d in outputs]
-    parts += [f"i:{name}={'<default>' if d is None else d}" for name, d in inputs]
+    for name, j in data_deps:
+        parts.append(f"d:{name}={output_digests[j]}")
+    for name in inputs_taken:
+        parts.append(f"i:{name}={input_digests.get(name, '<default>')}")
     return digest("\x00".join(parts))
 
 

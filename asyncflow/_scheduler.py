@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._attempt import Failed, attempt_step, step_error
+from ._checkpointing import MISSING
 from ._events import RunFinished, RunStarted, StepFailed, StepRestored, StepSkipped, StepSucceeded
 from ._result import RunResult, RunStatus, StepResult, StepStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     import httpx
     from anyio.abc import TaskGroup
@@ -108,7 +109,7 @@ class Run:
         self.finished_at: list[float | None] = [None] * n
         self.tg: TaskGroup | None = None
 
-    async def execute(self) -> RunResult:
+    def execute(self) -> Awaitable[RunResult]:
         """Run every step; return when all have finished, failed or been skipped.
 
         With checkpointing, the run's checkpoints are loaded and its manifest written first,
@@ -121,12 +122,8 @@ class Run:
             CheckpointError: the run id belongs to another flow, or the store failed.
         """
         checkpointing = self.checkpointing
-        if checkpointing is None:
-            return await self._execute()
-        await checkpointing.start()
-        result = await self._execute()
-        await checkpointing.finish(result)
-        return result
+        # The coroutine itself, not one more around it: this runs once per run.
+        return self._execute() if checkpointing is None else checkpointing.run(self._execute)
 
     async def _execute(self) -> RunResult:
         emit = self.emit
@@ -170,7 +167,8 @@ class Run:
             j = ready.pop()
             if statuses[j] is not None:
                 continue
-            if checkpointing is not None and self._restore(checkpointing, j):
+            if checkpointing is not None and (out := checkpointing.restore(j)) is not MISSING:
+                self._restored(j, out)
                 for k in dependents[j]:
                     remaining[k] -= 1
                     if remaining[k] == 0:
@@ -181,17 +179,13 @@ class Run:
                 self._launch(j)
         return inline
 
-    def _restore(self, checkpointing: Checkpointing, i: int) -> bool:
-        """Mark step ``i`` restored from its checkpoint; False when it has none and must run."""
-        found, output = checkpointing.restore(i)
-        if not found:
-            return False
+    def _restored(self, i: int, output: object) -> None:
+        """Record step ``i`` as restored from its checkpoint with ``output``."""
         name = self.plan.steps[i].name
         self.outputs[name] = output
         self.statuses[i] = StepStatus.RESTORED
         if self.emit is not None:
             self.emit(StepRestored(self.run_id, name, self.shared.clock()))
-        return True
 
     def kwargs(self, i: int) -> dict[str, object]:
         """The arguments of step ``i``: its dependencies' outputs and the run inputs it takes."""
