@@ -214,6 +214,53 @@ async def test_per_step_concurrency_holds_across_runs(limit: int) -> None:
     assert peak == limit
 
 
+async def test_two_flows_named_alike_do_not_share_a_step_limit() -> None:
+    """Per-step limits belong to the flow object: a namesake flow's step is not held back."""
+    started: list[str] = []
+    release = anyio.Event()
+    flows = [Flow("same name"), Flow("same name")]
+    for label, flow in zip("ab", flows, strict=True):
+
+        @flow.step(concurrency=1)
+        async def call(label: str = label) -> str:
+            started.append(label)
+            await release.wait()
+            return label
+
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        for flow in flows:
+            tg.start_soon(engine.run, flow)
+        await wait_all_tasks_blocked()
+        assert sorted(started) == ["a", "b"]
+        release.set()
+
+
+async def test_a_flow_keeps_its_step_limits_when_steps_are_added() -> None:
+    """Adding a step recompiles the flow; runs before and after still share the old step's limit."""
+    flow = Flow("growing")
+    in_flight = 0
+    release = anyio.Event()
+
+    @flow.step(concurrency=1)
+    async def call() -> None:
+        nonlocal in_flight
+        in_flight += 1
+        await release.wait()
+        in_flight -= 1
+
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        tg.start_soon(engine.run, flow)
+        await wait_all_tasks_blocked()
+
+        @flow.step
+        async def later(call: None) -> None: ...
+
+        tg.start_soon(engine.run, flow)
+        await wait_all_tasks_blocked()
+        assert in_flight == 1
+        release.set()
+
+
 async def test_engine_limit_bounds_steps_in_flight() -> None:
     """max_concurrency bounds steps in flight across all runs and steps."""
     flow = Flow("wide")
