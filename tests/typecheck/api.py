@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import assert_type
 
+import httpx
+
 from asyncflow import Batch, BatchSummary, Context, Engine, Flow, RunResult, StepResult, StepStatus
 from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
 from asyncflow.testing import check_checkpoint_store
@@ -18,6 +20,7 @@ async def ingest(path: str) -> dict[str, str]:
 
 @flow.step(timeout=30.0, concurrency=50)
 async def enrich(ingest: dict[str, str], ctx: Context) -> dict[str, str]:
+    assert_type(ctx.http, httpx.AsyncClient)  # present inside a step: no None check
     return {**ingest, "run": ctx.run_id}
 
 
