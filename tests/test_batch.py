@@ -16,6 +16,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from asyncflow import (
+    AsyncflowError,
     Batch,
     BatchProgress,
     Engine,
@@ -233,7 +234,7 @@ async def test_closing_the_engine_stops_an_abandoned_batch() -> None:
         batch = engine.map(flow, [{"x": 1}])
         batch._start()
         await started.wait()
-    with pytest.raises(Exception, match="stopped before it finished"):
+    with pytest.raises(AsyncflowError, match="stopped before it finished"):
         await batch.__anext__()
 
 
