@@ -10,6 +10,7 @@ from importlib import metadata as _metadata
 
 from ._batch import Batch, BatchStatistics, BatchSummary
 from ._codec import Codec, JsonCodec
+from ._context import Context
 from ._engine import Engine
 from ._errors import (
     AsyncflowError,
@@ -24,7 +25,7 @@ from ._errors import (
     StepError,
     StepTimeoutError,
 )
-from ._graph import Context, Flow, Step
+from ._flow import Flow, Step
 from ._http import HostPolicy, HostStatistics
 from ._progress import ProgressBar
 from ._ref import FlowRef

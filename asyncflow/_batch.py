@@ -2,8 +2,9 @@
 
 A :class:`Batch` pulls an input only when a run slot is free, so a generator of a million
 inputs is never materialised: what is held at once is at most ``concurrency`` runs in flight
-plus ``concurrency`` finished results the consumer has not taken yet. Its runs live in the
-engine's task group, which outlives any one ``async for``; leaving the loop early without
+plus ``concurrency`` finished results the consumer has not taken yet. A batch runs its runs
+through a :class:`Runner` (an open engine, today; a service or an executor later). Its runs live
+in the engine's task group, which outlives any one ``async for``; leaving the loop early without
 closing the batch (``async with`` or :meth:`Batch.aclose`) leaves them running until the engine
 closes.
 """
@@ -14,27 +15,29 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from ._errors import AsyncflowError
+from ._plan import compile_plan
 from ._progress import ProgressBar
 from ._result import RunResult, StepResult
 from ._status import RunStatus, StepStatus
 from .events import BatchProgress
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable
     from types import TracebackType
 
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._engine import Engine
-    from ._graph import Flow, Plan
+    from ._flow import Flow
+    from ._plan import Plan
+    from .events import Event
 
-__all__ = ["Batch", "BatchInput", "BatchStatistics", "BatchSummary"]
+__all__ = ["Batch", "BatchInput", "BatchStatistics", "BatchSummary", "Runner"]
 
 #: One item of a batch: the run inputs, or a ``(run_id, inputs)`` pair.
 BatchInput = Mapping[str, object] | tuple[str, Mapping[str, object]]
@@ -47,6 +50,32 @@ RATE_MIN_RUNS = 20
 PROGRESS_INTERVAL = 0.1
 #: Failed results a summary keeps, so that its memory stays bounded too.
 SUMMARY_FAILURES_KEPT = 100
+
+
+class Runner(Protocol):
+    """What a :class:`Batch` needs from whoever runs its runs: an open engine, today."""
+
+    def start_soon(self, fn: Callable[[], Coroutine[object, object, None]], /) -> None:
+        """Run ``fn`` in a task that outlives the caller, until the runner closes.
+
+        Raises:
+            AsyncflowError: the runner is not open.
+        """
+
+    @property
+    def emit(self) -> Callable[[Event], None] | None:
+        """Where the batch's events go; ``None`` when nobody listens."""
+
+    def run(
+        self,
+        flow: Flow,
+        /,
+        *,
+        run_id: str | None,
+        fail_fast: bool | None,
+        inputs: Mapping[str, object],
+    ) -> Awaitable[RunResult]:
+        """Run ``flow`` once, as :meth:`Engine.run <asyncflow.Engine.run>` does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +144,7 @@ class Batch:
 
     def __init__(
         self,
-        engine: Engine,
+        runner: Runner,
         flow: Flow,
         inputs: Iterable[BatchInput] | AsyncIterable[BatchInput],
         *,
@@ -134,9 +163,9 @@ class Batch:
             raise ValueError(
                 f"max_failure_rate={max_failure_rate!r}: give a fraction from 0.0 to 1.0, or None."
             )
-        self._engine = engine
+        self._runner = runner
         self._flow = flow
-        self._plan: Plan = flow.validate()
+        self._plan: Plan = compile_plan(flow)
         self._inputs = inputs
         self._total: int | None
         try:
@@ -256,7 +285,7 @@ class Batch:
             return self._receive
         self._send, self._receive = anyio.create_memory_object_stream[RunResult](self._concurrency)
         self._t0 = anyio.current_time()
-        self._engine._spawn(self._drive)
+        self._runner.start_soon(self._drive)
         return self._receive
 
     async def _drive(self) -> None:
@@ -317,8 +346,8 @@ class Batch:
     ) -> None:
         try:
             try:
-                result = await self._engine.run(
-                    self._flow, run_id=run_id, fail_fast=self._fail_fast, **inputs
+                result = await self._runner.run(
+                    self._flow, run_id=run_id, fail_fast=self._fail_fast, inputs=inputs
                 )
             except Exception as exc:
                 # Bad inputs, a hostile run id, a run id of another flow, a failed store: this
@@ -378,8 +407,8 @@ class Batch:
         return self._stopped is not None
 
     def _progress(self) -> None:
-        emit = self._engine._emit
-        if not emit and self._bar is None:
+        emit = self._runner.emit
+        if emit is None and self._bar is None:
             return
         now = anyio.current_time()
         if self._t1 is None and now - self._last_progress < PROGRESS_INTERVAL:
@@ -399,7 +428,7 @@ class Batch:
             eta=stats.eta,
             finished=stats.finished,
         )
-        if emit:
+        if emit is not None:
             emit(event)
         if self._bar is not None:
             self._bar(event)

@@ -25,13 +25,13 @@ import anyio
 
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError
-from ._graph import RESERVED_INPUTS
+from ._plan import RESERVED_INPUTS
 from ._ref import FlowRef
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._graph import Flow
+    from ._flow import Flow
     from ._result import RunResult
 
 __all__ = ["main"]

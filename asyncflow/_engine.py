@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
-import json
 import os
-import re
+import weakref
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -15,25 +12,38 @@ import anyio
 import httpx
 
 from ._batch import Batch
-from ._codec import JsonCodec
+from ._checkpointing import Checkpointing, decode_inputs
 from ._emit import Emitter
-from ._errors import AsyncflowError, CheckpointError, RunInputError
+from ._errors import AsyncflowError, CheckpointError
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
-from ._identity import validate_run_id
-from ._resume import CheckpointedRun, decode_inputs, encode_inputs
-from ._scheduler import RunState, StepRuntime
+from ._identity import derive_run_id, encode_inputs, validate_run_id
+from ._plan import compile_plan
+from ._scheduler import Run, Shared
 from .stores import CheckpointStore, FileStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping, Sequence
+    from collections.abc import (
+        AsyncIterable,
+        Awaitable,
+        Callable,
+        Coroutine,
+        Iterable,
+        Mapping,
+        Sequence,
+    )
     from types import TracebackType
 
     from anyio.abc import TaskGroup
 
     from ._batch import BatchInput
-    from ._graph import Flow, Plan, Step
+    from ._flow import Flow
+    from ._plan import Plan
     from ._result import RunResult
-    from .events import Observer
+    from .events import Event, Observer
+    from .stores import RunCheckpoints
+
+#: Each step's own limit, by index, for one compiled plan of a flow.
+StepLimiters = tuple["anyio.CapacityLimiter | None", ...]
 
 __all__ = ["Engine"]
 
@@ -108,24 +118,24 @@ class Engine:
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._emit = Emitter(observers)
         self._fail_fast = fail_fast
-        # By the Step object, which belongs to one flow: flows or steps named alike never share a
-        # limit. The entry holds the step, so its id is not reused while the engine lives.
-        self._step_limiters: dict[int, tuple[Step, anyio.CapacityLimiter | None]] = {}
+        # Keyed by the flow object, not its name: two flows named alike never share limits.
+        self._step_limiters: weakref.WeakKeyDictionary[Flow, tuple[Plan, StepLimiters]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._store: CheckpointStore | None = (
             FileStore(store) if isinstance(store, str | os.PathLike) else store
         )
-        self._runtime = StepRuntime(
-            limiter=self._limiter, step_limiters=self._step_limiter, emit=self._emit
-        )
+        self._shared = Shared(limiter=self._limiter, emit=self._emit)
+        self._runner = _EngineRunner(self)
 
     async def __aenter__(self) -> Engine:
         if self._stack is not None:
             raise RuntimeError("This Engine is already open; an Engine is entered once.")
         stack = AsyncExitStack()
         await stack.__aenter__()
-        self._runtime.clock = current_clock()
+        self._shared.clock = current_clock()
         try:
             if self._store is not None:
                 await stack.enter_async_context(self._store.open())
@@ -139,7 +149,7 @@ class Engine:
             self._http = None
             await stack.aclose()
             raise
-        self._runtime.http = self._http
+        self._shared.http = self._http
         self._stack = stack
         return self
 
@@ -157,16 +167,11 @@ class Engine:
                 tg.cancel_scope.cancel()
                 await tg.__aexit__(None, None, None)
         finally:
-            self._runtime.http = self._http = None
+            self._shared.http = self._http = None
             if stack is not None:
                 # Left without the body's exception: the store's task groups would hand it
                 # back wrapped in an ExceptionGroup. It propagates as it is, after this.
                 await stack.__aexit__(None, None, None)
-
-    def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._check_open()
-        assert self._tg is not None
-        self._tg.start_soon(fn)
 
     @property
     def store(self) -> CheckpointStore | None:
@@ -218,15 +223,48 @@ class Engine:
         """Unregister an observer."""
         self._emit.remove(observer)
 
-    def _step_limiter(self, plan: Plan, i: int) -> anyio.CapacityLimiter | None:
-        step = plan.steps[i]
-        try:
-            return self._step_limiters[id(step)][1]
-        except KeyError:
-            n = step.concurrency
-            limiter = None if n is None else anyio.CapacityLimiter(n)
-            self._step_limiters[id(step)] = (step, limiter)
-            return limiter
+    def _limiters(self, flow: Flow, plan: Plan) -> StepLimiters:
+        """Each step's own limit, shared by every run of ``flow`` (this very object)."""
+        cached = self._step_limiters.get(flow)
+        if cached is not None and cached[0] is plan:
+            return cached[1]
+        # A new plan (steps were added since): the steps already there keep their limiters.
+        kept = (
+            dict(zip((s.name for s in cached[0].steps), cached[1], strict=True)) if cached else {}
+        )
+        limiters = tuple(
+            kept[s.name]
+            if s.name in kept
+            else (None if s.concurrency is None else anyio.CapacityLimiter(s.concurrency))
+            for s in plan.steps
+        )
+        self._step_limiters[flow] = (plan, limiters)
+        return limiters
+
+    def _new_run(
+        self,
+        flow: Flow,
+        plan: Plan,
+        inputs: Mapping[str, object],
+        run_id: str,
+        fail_fast: bool | None,
+        *,
+        encoded: Mapping[str, str] | None = None,
+        loaded: RunCheckpoints | None = None,
+    ) -> Run:
+        run = Run(
+            plan,
+            inputs,
+            run_id,
+            self._shared,
+            step_limiters=self._limiters(flow, plan),
+            fail_fast=self._fail_fast if fail_fast is None else fail_fast,
+        )
+        if self._store is not None and encoded is not None:
+            run.checkpointing = Checkpointing(
+                run, self._store, encoded_inputs=encoded, loaded=loaded
+            )
+        return run
 
     def _check_open(self) -> None:
         if self._stack is None:
@@ -264,19 +302,17 @@ class Engine:
             CheckpointError: the run id belongs to another flow, or the store failed.
         """
         self._check_open()
-        plan = flow.validate()
+        plan = compile_plan(flow)
         plan.check_inputs(inputs)
         store = self._store
         # Before the run id: an input the store cannot keep is refused as that, whatever run_id.
-        encoded = encode_inputs(store.codec, inputs) if store is not None else {}
-        rid = validate_run_id(run_id) if run_id is not None else derive_run_id(plan, inputs)
-        ff = self._fail_fast if fail_fast is None else fail_fast
-        if store is None:
-            return await RunState(plan, inputs, rid, self._runtime, fail_fast=ff).execute()
-        state = CheckpointedRun(
-            plan, inputs, rid, self._runtime, store=store, encoded_inputs=encoded, fail_fast=ff
-        )
-        return await state.execute()
+        encoded = encode_inputs(store.codec, inputs) if store is not None else None
+        if run_id is not None:
+            rid = validate_run_id(run_id)
+        else:
+            codec = store.codec if store is not None else None
+            rid = derive_run_id(plan.flow, inputs, codec, encoded=encoded)
+        return await self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded).execute()
 
     async def resume(
         self, flow: Flow, run_id: str, /, *, fail_fast: bool | None = None
@@ -291,7 +327,7 @@ class Engine:
             InvalidRunIdError: ``run_id`` is not a safe, plain name.
         """
         self._check_open()
-        plan = flow.validate()
+        plan = compile_plan(flow)
         validate_run_id(run_id)
         store = self._store
         if store is None:
@@ -319,17 +355,9 @@ class Engine:
                 f"engine.run(flow, run_id={run_id!r}, **inputs)."
             ) from exc
         plan.check_inputs(inputs)
-        state = CheckpointedRun(
-            plan,
-            inputs,
-            run_id,
-            self._runtime,
-            store=store,
-            encoded_inputs=encode_inputs(store.codec, inputs),
-            loaded=loaded,
-            fail_fast=self._fail_fast if fail_fast is None else fail_fast,
-        )
-        return await state.execute()
+        encoded = encode_inputs(store.codec, inputs)
+        run = self._new_run(flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded)
+        return await run.execute()
 
     def map(
         self,
@@ -372,7 +400,7 @@ class Engine:
         """
         self._check_open()
         return Batch(
-            self,
+            self._runner,
             flow,
             inputs,
             concurrency=concurrency,
@@ -392,71 +420,33 @@ def current_clock() -> Callable[[], float]:
         return anyio.current_time
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+=,~-]+")
-_encode_inputs = JsonCodec().encode
+class _EngineRunner:
+    """An open engine as the :class:`~asyncflow._batch.Runner` its batches run on."""
 
+    __slots__ = ("_engine",)
 
-def derive_run_id(plan: Plan, inputs: Mapping[str, object]) -> str:
-    """A run id from the flow's name and its inputs, the same in every process.
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
-    Inputs are encoded canonically (sorted keys and sets) with :class:`JsonCodec`, so the id does
-    not depend on dict order or hash seeds. Inputs it cannot encode fall back to their ``repr``,
-    which is stable only when the ``repr`` is. The flow name is made safe for a file name.
+    def start_soon(self, fn: Callable[[], Coroutine[object, object, None]], /) -> None:
+        engine = self._engine
+        engine._check_open()
+        assert engine._tg is not None
+        engine._tg.start_soon(fn)
 
-    Raises:
-        RunInputError: an input can be neither encoded nor ``repr``-ed (nested too deeply, or
-            its ``__repr__`` raised); its name is in ``err.invalid``.
-    """
-    digest = hashlib.blake2b(_inputs_key(inputs), digest_size=10).hexdigest()
-    return validate_run_id(f"{_safe_name(plan.flow)}-{digest}")
+    @property
+    def emit(self) -> Callable[[Event], None] | None:
+        emit = self._engine._emit
+        return emit if emit else None
 
-
-def _inputs_key(inputs: Mapping[str, object]) -> bytes:
-    if all(type(v) in _PLAIN for v in inputs.values()):
-        # The common case, fast: for plain values this is the very text JsonCodec makes.
-        try:
-            return json.dumps(
-                inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode()
-        except ValueError:  # NaN, infinity, a huge int or a lone surrogate: the codec decides
-            pass
-    try:
-        return _encode_inputs(dict(inputs)).encode()
-    except (TypeError, ValueError):  # a type it cannot store, a cycle, too deep
-        pass
-    try:
-        # surrogatepass: a __repr__ may return a lone surrogate; other text is plain UTF-8.
-        return repr(sorted(inputs.items(), key=lambda kv: kv[0])).encode("utf-8", "surrogatepass")
-    except Exception as exc:
-        raise _underivable(inputs, exc) from exc
-
-
-def _underivable(inputs: Mapping[str, object], exc: Exception) -> RunInputError:
-    """The error for inputs no run id can be derived from, naming the input at fault."""
-    culprits = sorted(inputs)  # all of them, unless one alone can be neither encoded nor repr-ed
-    for name in sorted(inputs):
-        try:
-            _encode_inputs(inputs[name])
-            continue
-        except (TypeError, ValueError):
-            pass
-        try:
-            repr(inputs[name])
-        except Exception as e:
-            exc, culprits = e, [name]
-            break
-    if isinstance(exc, RecursionError):
-        reason = "it is nested too deeply for JsonCodec and for repr()"
-    else:
-        reason = f"JsonCodec cannot encode it and its repr() raised {exc!r:.200}"
-    return RunInputError(
-        f"Cannot derive a run id from run input {', '.join(map(repr, culprits))}: {reason}. "
-        f"Pass run_id= explicitly, or an input JsonCodec can encode.",
-        invalid=tuple(culprits),
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _safe_name(flow: str) -> str:
-    return _UNSAFE.sub("_", flow).lstrip(".")[:100] or "run"
+    def run(
+        self,
+        flow: Flow,
+        /,
+        *,
+        run_id: str | None,
+        fail_fast: bool | None,
+        inputs: Mapping[str, object],
+    ) -> Awaitable[RunResult]:
+        # The engine's coroutine itself, not one more around it: this runs once per batch item.
+        return self._engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)

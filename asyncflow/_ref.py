@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._errors import FlowRefError
-from ._graph import Flow
+from ._flow import Flow
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -1,75 +1,67 @@
 """Runs one Flow inside one anyio task group, launching each step the moment it is ready.
 
-Run state lives in one :class:`RunState` per run. Steps update it only between awaits, and
+Run state lives in one :class:`Run` per run. Steps update it only between awaits, and
 asyncflow runs on one event loop thread, so the bookkeeping needs no lock and no scheduler
 task: a finishing step marks itself done and starts each dependent whose last dependency it
 was, in the same synchronous stretch. That keeps the per-step cost near that of a bare task
-group (see benchmarks/bench_scheduler.py).
+group (see benchmarks/bench_scheduler.py). Each step runs through the attempt layer
+(``_attempt``); a run with a store holds a :class:`~asyncflow._checkpointing.Checkpointing`
+that restores steps from checkpoints and saves each success.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import StepError, StepTimeoutError
-from ._graph import Context
-from ._http import step_deadline
+from ._attempt import Failed, attempt_step, step_error
+from ._checkpointing import MISSING
 from ._result import RunResult, StepResult
-from ._retry import call_with_retry
 from ._status import RunStatus, StepStatus
-from .events import (
-    RunFinished,
-    RunStarted,
-    StepFailed,
-    StepRetrying,
-    StepSkipped,
-    StepStarted,
-    StepSucceeded,
-)
+from .events import RunFinished, RunStarted, StepFailed, StepRestored, StepSkipped, StepSucceeded
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+    import httpx
     from anyio.abc import TaskGroup
 
+    from ._checkpointing import Checkpointing
     from ._emit import Emitter
-    from ._graph import Plan, Step
+    from ._flow import Step
+    from ._plan import Plan
 
-__all__ = ["RunState", "StepRuntime"]
+__all__ = ["Run", "Shared"]
 
 _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
-#: What _run_acquired returns for a step that failed (None is a valid output).
-_FAILED: Any = object()
 
 
-class StepRuntime:
-    """What the scheduler needs from the engine: limits, observers, the HTTP client."""
+class Shared:
+    """What every run of an engine shares: its limit, observers, HTTP client and clock."""
 
-    __slots__ = ("clock", "emit", "http", "limiter", "step_limiters")
+    __slots__ = ("clock", "emit", "http", "limiter")
 
     def __init__(
         self,
         *,
         limiter: anyio.CapacityLimiter,
-        step_limiters: Callable[[Plan, int], anyio.CapacityLimiter | None],
         emit: Emitter,
-        http: Any = None,
+        http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         self.clock = clock
         self.limiter = limiter
-        self.step_limiters = step_limiters
         self.emit = emit
         self.http = http
 
 
-class RunState:
+class Run:
     """One run of a plan: outputs, statuses and the counters that decide what is ready."""
 
     __slots__ = (
         "attempts",
+        "checkpointing",
         "emit",
         "errors",
         "fail_fast",
@@ -78,33 +70,36 @@ class RunState:
         "outputs",
         "plan",
         "remaining",
-        "rt",
         "run_id",
+        "shared",
         "started_at",
         "statuses",
+        "step_limiters",
         "tg",
     )
-
-    #: Subclasses that persist outputs set this: each success then awaits :meth:`_save`.
-    saves = False
 
     def __init__(
         self,
         plan: Plan,
         inputs: Mapping[str, object],
         run_id: str,
-        rt: StepRuntime,
+        shared: Shared,
         *,
+        step_limiters: Sequence[anyio.CapacityLimiter | None],
         fail_fast: bool = False,
     ) -> None:
         n = len(plan.steps)
         self.plan = plan
         self.inputs = inputs
         self.run_id = run_id
-        self.rt = rt
+        self.shared = shared
+        #: each step's own concurrency limit, by index (None: no per-step limit).
+        self.step_limiters = step_limiters
+        #: restores steps from and saves them to a store; None for a run without one.
+        self.checkpointing: Checkpointing | None = None
         # Observers are read once per run: one added mid-run sees that run's events from the
         # next run on. None when nobody listens, so no event is built.
-        self.emit: Emitter | None = rt.emit if rt.emit else None
+        self.emit: Emitter | None = shared.emit if shared.emit else None
         self.fail_fast = fail_fast
         self.outputs: dict[str, object] = {}
         self.remaining = list(plan.n_deps)
@@ -115,14 +110,25 @@ class RunState:
         self.finished_at: list[float | None] = [None] * n
         self.tg: TaskGroup | None = None
 
-    async def execute(self) -> RunResult:
+    def execute(self) -> Awaitable[RunResult]:
         """Run every step; return when all have finished, failed or been skipped.
+
+        With checkpointing, the run's checkpoints are loaded and its manifest written first,
+        and its final manifest after.
 
         Cancelling the caller cancels every running step and propagates; cancellation is not
         recorded as a failure.
+
+        Raises:
+            CheckpointError: the run id belongs to another flow, or the store failed.
         """
+        checkpointing = self.checkpointing
+        # The coroutine itself, not one more around it: this runs once per run.
+        return self._execute() if checkpointing is None else checkpointing.run(self._execute)
+
+    async def _execute(self) -> RunResult:
         emit = self.emit
-        started = self.rt.clock()
+        started = self.shared.clock()
         if emit is not None:
             emit(RunStarted(self.run_id, self.plan.flow, started))
         roots = list(self.plan.roots)
@@ -148,7 +154,7 @@ class RunState:
     def _dispatch(self, ready: list[int]) -> int | None:
         """Start the steps in ``ready`` (all their dependencies are done).
 
-        Steps that :meth:`_restore` restores count as done at once, and so may make more
+        Steps restored from a checkpoint count as done at once, and so may make more
         steps ready (a worklist, not recursion: a long restored chain must not hit the
         recursion limit). Of the steps that must run, all but one are launched in tasks of
         their own; that one is returned for the caller to run in its own task.
@@ -157,11 +163,13 @@ class RunState:
         remaining = self.remaining
         dependents = self.plan.dependents
         statuses = self.statuses
+        checkpointing = self.checkpointing
         while ready:
             j = ready.pop()
             if statuses[j] is not None:
                 continue
-            if self._restore(j):
+            if checkpointing is not None and (out := checkpointing.restore(j)) is not MISSING:
+                self._restored(j, out)
                 for k in dependents[j]:
                     remaining[k] -= 1
                     if remaining[k] == 0:
@@ -172,18 +180,16 @@ class RunState:
                 self._launch(j)
         return inline
 
-    def _restore(self, i: int) -> bool:
-        """Mark step ``i`` done from a saved output instead of running it; see CheckpointedRun."""
-        return False
+    def _restored(self, i: int, output: object) -> None:
+        """Record step ``i`` as restored from its checkpoint with ``output``."""
+        name = self.plan.steps[i].name
+        self.outputs[name] = output
+        self.statuses[i] = StepStatus.RESTORED
+        if self.emit is not None:
+            self.emit(StepRestored(self.run_id, name, self.shared.clock()))
 
-    async def _save(self, i: int, step: Step, output: object) -> bool:
-        """Persist a step's output before it counts as done (when ``saves`` is set).
-
-        Returns False when the step failed to save (and was marked failed).
-        """
-        return True
-
-    def _kwargs(self, i: int) -> dict[str, object]:
+    def kwargs(self, i: int) -> dict[str, object]:
+        """The arguments of step ``i``: its dependencies' outputs and the run inputs it takes."""
         plan = self.plan
         outputs = self.outputs
         kwargs: dict[str, object] = {
@@ -197,101 +203,37 @@ class RunState:
 
     async def _run_step(self, i: int | None) -> None:
         """Run step ``i``, then go on in this task with a dependent it made ready, if any."""
-        limiter = self.rt.limiter
-        saves = self.saves
+        checkpointing = self.checkpointing
         while i is not None:
             step = self.plan.steps[i]
-            step_limiter = self.rt.step_limiters(self.plan, i)
-            # Fast path: take a free token without yielding to the loop.
-            try:
-                limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                await limiter.acquire()
-            try:
-                if step_limiter is not None:
-                    try:
-                        step_limiter.acquire_nowait()
-                    except anyio.WouldBlock:
-                        await step_limiter.acquire()
-                try:
-                    output = await self._run_acquired(i, step)
-                finally:
-                    if step_limiter is not None:
-                        step_limiter.release()
-            finally:
-                limiter.release()
+            output = await attempt_step(self, i, step)
+            if type(output) is Failed:
+                self._failed(i, step, output.error)
+                return
             # Saving happens outside the limits: it is our work, not the step's, and must not
             # hold a slot of an external service's limit. Dependents start after it.
-            if output is _FAILED or (saves and not await self._save(i, step, output)):
-                return
+            if checkpointing is not None:
+                try:
+                    await checkpointing.save(i, output)
+                except Exception as exc:
+                    self._failed(i, step, exc)
+                    return
+                except anyio.get_cancelled_exc_class():
+                    self.cancelled(i)
+                    raise
             i = self._succeeded(i, step, output)
 
-    async def _run_acquired(self, i: int, step: Step) -> object:
-        """Run one step under its limits; its output, or ``_FAILED`` (recorded as failed)."""
-        emit = self.emit
-        kwargs = self._kwargs(i)
-        now = self.rt.clock()
-        self.started_at[i] = now
-        if emit is not None:
-            emit(StepStarted(self.run_id, step.name, now))
-        try:
-            output = await self._call(i, step, kwargs)
-        except Exception as exc:
-            self._failed(i, step, exc)
-            return _FAILED
-        except anyio.get_cancelled_exc_class():
-            if self.statuses[i] is None:
-                self.statuses[i] = StepStatus.CANCELLED
-                self.finished_at[i] = self.rt.clock()
-            raise
-        return output
-
-    async def _call(self, i: int, step: Step, kwargs: dict[str, object]) -> object:
-        ctx_name = self.plan.context_param[i]
-        if step.retry is None:
-            self.attempts[i] = 1
-            if ctx_name is not None:
-                kwargs[ctx_name] = Context(run_id=self.run_id, step=step.name, http=self.rt.http)
-            if step.timeout is None:
-                return await step.fn(**kwargs)
-            return await self._attempt_with_timeout(step, kwargs, step.timeout, 1)
-
-        def on_retry(attempt: int, error: Exception, wait: float) -> None:
-            if self.emit is not None:
-                self.emit(
-                    StepRetrying(self.run_id, step.name, self.rt.clock(), attempt, wait, error)
-                )
-
-        async def attempt(n: int, budget: float | None) -> object:
-            self.attempts[i] = n
-            if ctx_name is not None:
-                kwargs[ctx_name] = Context(
-                    run_id=self.run_id, step=step.name, attempt=n, http=self.rt.http
-                )
-            limit = step.timeout if budget is None else min(step.timeout or budget, budget)
-            if limit is None:
-                return await step.fn(**kwargs)
-            return await self._attempt_with_timeout(step, kwargs, limit, n)
-
-        return await call_with_retry(
-            step.retry, attempt, on_retry=on_retry, label=f"step {step.name!r}"
-        )
-
-    @staticmethod
-    async def _attempt_with_timeout(
-        step: Step, kwargs: dict[str, object], limit: float, attempt: int
-    ) -> object:
-        # Built up front: a request the deadline cuts off counts against its host with it.
-        timeout = StepTimeoutError(step=step.name, timeout=limit, attempt=attempt)
-        with step_deadline(limit, timeout):
-            return await step.fn(**kwargs)
-        raise timeout
+    def cancelled(self, i: int) -> None:
+        """Record that step ``i`` was cancelled while it ran (a step already done stays so)."""
+        if self.statuses[i] is None:
+            self.statuses[i] = StepStatus.CANCELLED
+            self.finished_at[i] = self.shared.clock()
 
     def _succeeded(self, i: int, step: Step, output: object) -> int | None:
         """Record the output and start what it made ready; return one of those to run inline."""
         self.outputs[step.name] = output
         self.statuses[i] = StepStatus.SUCCEEDED
-        now = self.finished_at[i] = self.rt.clock()
+        now = self.finished_at[i] = self.shared.clock()
         emit = self.emit
         if emit is not None:
             emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i]))
@@ -304,18 +246,10 @@ class RunState:
         return self._dispatch(ready) if ready else None
 
     def _failed(self, i: int, step: Step, exc: Exception) -> None:
-        if not isinstance(exc, StepError):
-            err: StepError = StepError(
-                f"Step {step.name!r} failed after {self.attempts[i]} attempt(s): "
-                f"{type(exc).__name__}: {exc}",
-                step=step.name,
-                attempts=self.attempts[i],
-            )
-            err.__cause__ = exc
-            exc = err
+        exc = step_error(step, self.attempts[i], exc)
         self.statuses[i] = StepStatus.FAILED
         self.errors[i] = exc
-        now = self.finished_at[i] = self.rt.clock()
+        now = self.finished_at[i] = self.shared.clock()
         emit = self.emit
         if emit is not None:
             emit(StepFailed(self.run_id, step.name, now, self.attempts[i], exc))
@@ -333,12 +267,12 @@ class RunState:
                 continue
             self.statuses[j] = StepStatus.SKIPPED
             if emit is not None:
-                emit(StepSkipped(self.run_id, steps[j].name, self.rt.clock(), reason))
+                emit(StepSkipped(self.run_id, steps[j].name, self.shared.clock(), reason))
             stack.extend(self.plan.dependents[j])
 
     def _result(self, started: float) -> RunResult:
         plan = self.plan
-        finished = self.rt.clock()
+        finished = self.shared.clock()
         steps: dict[str, StepResult] = {}
         failed = False
         for i, step in enumerate(plan.steps):

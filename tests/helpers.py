@@ -71,7 +71,6 @@ def fetch_flow(path: str, retry: Retry, *, timeout: float | None = None) -> Flow
 
     @flow.step(retry=retry, timeout=timeout)
     async def fetch(url: str, ctx: Context) -> int:
-        assert ctx.http is not None
         response = await ctx.http.get(url + path)
         response.raise_for_status()
         return response.status_code

@@ -11,19 +11,23 @@ from anyio import wait_all_tasks_blocked
 
 from asyncflow import (
     AsyncflowError,
+    Batch,
     BatchProgress,
     Engine,
     Event,
     Flow,
     ProgressBar,
     RunInputError,
+    RunResult,
     RunStatus,
 )
 from tests.helpers import Child, InFlight, dones, log_lines
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
     from pathlib import Path
+
+    from anyio.abc import TaskGroup
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +267,61 @@ def test_sigkilled_batch_resumes_with_only_the_rest(tmp_path: Path) -> None:
     assert not {(run, "parse") for run in half_done} & executed
     ever = {(run, step) for kind, run, step in first if kind == "exec"} | executed
     assert all((f"item-{x}", step) in ever for x in range(n) for step in ("parse", "score"))
+
+
+class RecordingRunner:
+    """A runner that is not an Engine: its own task group, its own event list, runs on an engine."""
+
+    def __init__(self, engine: Engine, tg: TaskGroup) -> None:
+        self.engine = engine
+        self.tg = tg
+        self.events: list[Event] = []
+        self.run_ids: list[str | None] = []
+
+    def start_soon(self, fn: Callable[[], Coroutine[object, object, None]], /) -> None:
+        self.tg.start_soon(fn)
+
+    @property
+    def emit(self) -> Callable[[Event], None]:
+        return self.events.append
+
+    def run(
+        self,
+        flow: Flow,
+        /,
+        *,
+        run_id: str | None,
+        fail_fast: bool | None,
+        inputs: Mapping[str, object],
+    ) -> Awaitable[RunResult]:
+        self.run_ids.append(run_id)
+        return self.engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)
+
+
+async def test_a_batch_runs_on_any_runner_not_only_an_engine() -> None:
+    """Batch needs only start_soon, emit and run: a service or an executor can drive it."""
+    flow = Flow("runner")
+
+    @flow.step
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        runner = RecordingRunner(engine, tg)
+        batch = Batch(
+            runner,
+            flow,
+            [{"x": 1}, ("two", {"x": 2})],
+            concurrency=2,
+            max_failures=None,
+            max_failure_rate=None,
+            fail_fast=None,
+            name=None,
+            progress=False,
+        )
+        summary = await batch.summary()
+    assert (summary.succeeded, summary.failed) == (2, 0)
+    assert sorted(runner.run_ids, key=str) == [None, "two"]
+    progress = [e for e in runner.events if isinstance(e, BatchProgress)]
+    assert progress[-1].finished
+    assert progress[-1].succeeded == 2

@@ -274,7 +274,6 @@ async def test_secrets_never_reach_stamina_logging(
 
     @flow.step(retry=Retry(attempts=3, wait_initial=0.0, wait_jitter=0.0))
     async def call(api_key: str, url: str, ctx: Context) -> int:
-        assert ctx.http is not None
         response = await ctx.http.get(f"{url}/x", params={"key": api_key})
         response.raise_for_status()
         return response.status_code

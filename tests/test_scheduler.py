@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
-from anyio.lowlevel import checkpoint
 
 from asyncflow import (
     AsyncflowError,
@@ -29,9 +27,6 @@ from asyncflow import (
     StepTimeoutError,
 )
 from tests.helpers import InFlight
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -241,6 +236,53 @@ async def test_two_flows_named_alike_do_not_share_step_limits() -> None:
         release.set()
 
 
+async def test_two_flows_named_alike_do_not_share_a_step_limit() -> None:
+    """Per-step limits belong to the flow object: a namesake flow's step is not held back."""
+    started: list[str] = []
+    release = anyio.Event()
+    flows = [Flow("same name"), Flow("same name")]
+    for label, flow in zip("ab", flows, strict=True):
+
+        @flow.step(concurrency=1)
+        async def call(label: str = label) -> str:
+            started.append(label)
+            await release.wait()
+            return label
+
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        for flow in flows:
+            tg.start_soon(engine.run, flow)
+        await wait_all_tasks_blocked()
+        assert sorted(started) == ["a", "b"]
+        release.set()
+
+
+async def test_a_flow_keeps_its_step_limits_when_steps_are_added() -> None:
+    """Adding a step recompiles the flow; runs before and after still share the old step's limit."""
+    flow = Flow("growing")
+    in_flight = 0
+    release = anyio.Event()
+
+    @flow.step(concurrency=1)
+    async def call() -> None:
+        nonlocal in_flight
+        in_flight += 1
+        await release.wait()
+        in_flight -= 1
+
+    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
+        tg.start_soon(engine.run, flow)
+        await wait_all_tasks_blocked()
+
+        @flow.step
+        async def later(call: None) -> None: ...
+
+        tg.start_soon(engine.run, flow)
+        await wait_all_tasks_blocked()
+        assert in_flight == 1
+        release.set()
+
+
 async def test_engine_limit_bounds_steps_in_flight() -> None:
     """Engine(concurrency=) bounds steps in flight across all runs and steps."""
     flow = Flow("wide")
@@ -401,20 +443,6 @@ async def test_run_id_is_derived_from_flow_and_inputs() -> None:
     assert r1.run_id == r2.run_id
     assert r1.run_id != r3.run_id
     assert r1.run_id.startswith("ids-")
-
-
-async def test_flow_run_shortcut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Await flow.run(...) opens a temporary engine with the default settings."""
-    monkeypatch.chdir(tmp_path)
-    flow = Flow("shortcut")
-
-    @flow.step
-    async def a(x: int) -> int:
-        await checkpoint()
-        return x * 3
-
-    result = await flow.run(x=2, run_id="shortcut-test")
-    assert result.outputs["a"] == 6
 
 
 async def test_engine_must_be_open() -> None:

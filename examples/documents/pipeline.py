@@ -83,7 +83,6 @@ def build_flow(api_url: str, settings: Settings) -> Flow:
         ),
     )
     async def enrich(ingest: dict[str, str], ctx: Context) -> dict[str, object]:
-        assert ctx.http is not None
         response = await ctx.http.post(f"{api_url}/enrich", json=ingest)
         response.raise_for_status()
         answer: dict[str, object] = response.json()

@@ -546,7 +546,6 @@ def flow_timing_out(timeout: float, attempts: int) -> Flow:
 
     @flow.step(timeout=timeout, retry=Retry(attempts=attempts, timeout=10.0))
     async def call(url: str, ctx: Context) -> bytes:
-        assert ctx.http is not None
         return (await ctx.http.get(url + "/slow")).content
 
     return flow
@@ -598,7 +597,6 @@ def flow_with_failing_sibling(server: FlakyServer) -> Flow:
 
     @flow.step(timeout=30.0)
     async def call(url: str, ctx: Context) -> int:
-        assert ctx.http is not None
         return (await ctx.http.get(url + "/cancelled")).status_code
 
     @flow.step

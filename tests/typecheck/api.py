@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import assert_type
 
+import httpx
+
 from asyncflow import (
     Batch,
     BatchStatistics,
@@ -30,6 +32,7 @@ async def ingest(path: str) -> dict[str, str]:
 
 @flow.step(timeout=30.0, concurrency=50)
 async def enrich(ingest: dict[str, str], ctx: Context) -> dict[str, str]:
+    assert_type(ctx.http, httpx.AsyncClient)  # present inside a step: no None check
     return {**ingest, "run": ctx.run_id}
 
 
@@ -52,7 +55,6 @@ async def users_code() -> None:
         async for item in batch:
             assert_type(item, RunResult)
         assert_type(await engine.map(flow, [("id-1", {"path": "b.txt"})]).summary(), BatchSummary)
-    assert_type(await flow.run(path="c.txt"), RunResult)
 
 
 async def users_store_code() -> None:

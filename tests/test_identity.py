@@ -1,4 +1,8 @@
-"""Code fingerprints are the same in every process, or the flow refuses the step clearly."""
+"""Run identity: derived run ids and code fingerprints are the same in every process.
+
+Derived run ids follow the store's codec; a step whose code has no stable fingerprint is refused
+clearly.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from asyncflow import Flow, FlowDefinitionError
+from asyncflow import Engine, Flow, FlowDefinitionError, StepStatus
+from asyncflow.stores import MemoryStore
 
 CHILD = Path(__file__).with_name("fingerprint_child.py")
 
@@ -198,3 +203,59 @@ def test_methods_and_wrapped_functions_are_fingerprinted(fn: Any) -> None:
 def test_a_bound_method_is_fingerprinted_by_its_function() -> None:
     """The instance is state, not code: two instances give one fingerprint."""
     assert fingerprint(Scorer().bound) == fingerprint(Scorer().bound)
+
+
+class Point:
+    """A value only its own codec can store: its repr shows its address, unique per object."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+
+class PointCodec:
+    """Stores Points as [x, y]; everything else as JSON."""
+
+    def encode(self, value: object, /) -> str:
+        if isinstance(value, Point):
+            return json.dumps([value.x, value.y])
+        return json.dumps(value)
+
+    def decode(self, text: str, /) -> object:
+        raw = json.loads(text)
+        return Point(*raw) if isinstance(raw, list) else raw
+
+
+@pytest.mark.anyio
+async def test_a_derived_run_id_comes_from_the_stores_codec() -> None:
+    """Equal inputs the store's codec encodes alike name one run, whatever their repr says."""
+    flow = Flow("points")
+    calls = 0
+
+    @flow.step
+    async def norm(p: Point) -> int:
+        nonlocal calls
+        calls += 1
+        return p.x * p.x + p.y * p.y
+
+    async with Engine(store=MemoryStore(codec=PointCodec())) as engine:
+        first = await engine.run(flow, p=Point(3, 4))
+        again = await engine.run(flow, p=Point(3, 4))
+        other = await engine.run(flow, p=Point(4, 3))
+    assert first.run_id == again.run_id != other.run_id
+    assert again.steps["norm"].status is StepStatus.RESTORED
+    assert calls == 2
+
+
+@pytest.mark.anyio
+async def test_without_a_custom_codec_run_ids_stay_as_they_were() -> None:
+    """The default codec derives the ids it always has (pinned), so old checkpoints are found."""
+    flow = Flow("stable")
+
+    @flow.step
+    async def a(x: int, name: str) -> None: ...
+
+    async with Engine(store=MemoryStore()) as engine:
+        with_store = await engine.run(flow, x=1, name="é")
+    async with Engine(store=None) as engine:
+        without = await engine.run(flow, x=1, name="é")
+    assert with_store.run_id == without.run_id == "stable-4dcf3cb6d7343483986c"

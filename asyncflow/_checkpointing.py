@@ -1,0 +1,234 @@
+"""Checkpointing for one run: restore what has a valid checkpoint, save every success durably.
+
+A run with a store holds a :class:`Checkpointing` (a run without one holds ``None``, so it pays
+nothing for this). :meth:`~Checkpointing.run` loads the run's checkpoints and writes its
+"running" manifest before the run's steps start, and its final manifest after; when a step becomes ready and its checkpoint's fingerprint (see
+``_identity``) matches, :meth:`~Checkpointing.restore` gives its output and the step is
+RESTORED without running. Otherwise it runs; after it succeeds :meth:`~Checkpointing.save`
+encodes its output and durably saves it, and only then does it count as done: its dependents
+start after the save returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._errors import CheckpointEncodeError, CheckpointError
+from ._identity import canonical_inputs, digest, step_fingerprint
+from ._status import StepStatus
+from .events import CheckpointDiscarded
+from .stores import RunManifest, StepCheckpoint
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from ._codec import Codec
+    from ._result import RunResult
+    from ._scheduler import Run
+    from .stores import CheckpointStore, RunCheckpoints
+
+__all__ = ["MISSING", "Checkpointing", "decode_inputs"]
+
+logger = logging.getLogger("asyncflow")
+
+#: What :meth:`Checkpointing.restore` returns for a step with no usable checkpoint.
+MISSING: Any = object()
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _now() -> str:
+    """The wall-clock time, ISO 8601 UTC to the millisecond, as ``datetime.isoformat`` writes it.
+
+    For people reading the manifest; never used for durations. Two manifests per run ask for
+    it, so the formatted second is reused and only the milliseconds are formatted.
+    """
+    ms = time.time_ns() // 1_000_000
+    second, frac = divmod(ms, 1000)
+    return f"{_iso_second(second)}.{frac:03d}+00:00"
+
+
+def decode_inputs(codec: Codec, text: str) -> dict[str, object]:
+    """Decode a manifest's inputs (a JSON object of codec texts)."""
+    raw = json.loads(text)
+    return {
+        name: codec.decode(json.dumps(value, ensure_ascii=False)) for name, value in raw.items()
+    }
+
+
+def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
+    """The manifest of a finished run: its status, and the steps that failed."""
+    return RunManifest(
+        run_id=manifest.run_id,
+        flow=manifest.flow,
+        flow_fingerprint=manifest.flow_fingerprint,
+        inputs=manifest.inputs,
+        status=result.status.value,
+        created_at=manifest.created_at,
+        updated_at=_now(),
+        failed_steps=()
+        if result.ok
+        else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
+    )
+
+
+class Checkpointing:
+    """Restores one run's steps from a :class:`CheckpointStore` and saves its successes there."""
+
+    __slots__ = (
+        "_codec",
+        "_digests",
+        "_input_digests",
+        "_inputs_text",
+        "_loaded",
+        "_run",
+        "_store",
+    )
+
+    def __init__(
+        self,
+        run: Run,
+        store: CheckpointStore,
+        *,
+        encoded_inputs: Mapping[str, str],
+        loaded: RunCheckpoints | None = None,
+    ) -> None:
+        self._run = run
+        self._store = store
+        self._codec = store.codec
+        self._loaded = loaded
+        self._digests: list[str | None] = [None] * len(run.plan.steps)
+        self._input_digests = {k: digest(v) for k, v in encoded_inputs.items()}
+        self._inputs_text = canonical_inputs(encoded_inputs)
+
+    async def run(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
+        """Load the run's checkpoints, write its "running" manifest, execute, write the final one.
+
+        Raises:
+            CheckpointError: the run id belongs to another flow, or the store failed (a failure
+                to write the final manifest is logged instead: the result is returned).
+        """
+        loaded = self._loaded
+        if loaded is None:
+            loaded = self._loaded = await self._store.load_run(self._run.run_id)
+        manifest = self._start(loaded)
+        result = await execute()
+        try:
+            await self._store.save_manifest(_final(manifest, result))
+        except CheckpointError as exc:
+            # Every step's outcome is already saved or in the result; only the run's status
+            # line is lost (a resume recomputes it), so the result is still returned.
+            logger.warning("run %r: could not save its final manifest: %s", manifest.run_id, exc)
+        return result
+
+    def _start(self, loaded: RunCheckpoints) -> RunManifest:
+        """Report what the store discarded, check the run's flow, write its manifest."""
+        run = self._run
+        plan = run.plan
+        emit = run.emit
+        if emit is not None:
+            for d in loaded.discarded:
+                emit(CheckpointDiscarded(run.run_id, d.step, run.shared.clock(), d.path, d.reason))
+        old = loaded.manifest
+        if old is not None and old.flow != plan.flow:
+            raise CheckpointError(
+                f"Run id {run.run_id!r} belongs to flow {old.flow!r}, not {plan.flow!r}. "
+                f"Give this run another run_id."
+            )
+        now = _now()
+        manifest = RunManifest(
+            run_id=run.run_id,
+            flow=plan.flow,
+            flow_fingerprint=plan.fingerprint,
+            inputs=self._inputs_text,
+            status="running",
+            created_at=old.created_at if old is not None else now,
+            updated_at=now,
+        )
+        # Not awaited: the store makes it durable before any step checkpoint of this run.
+        self._store.save_manifest_nowait(manifest)
+        return manifest
+
+    def fingerprint(self, i: int) -> str:
+        """The identity of step ``i`` given its dependencies' outputs and its run inputs."""
+        plan = self._run.plan
+        return step_fingerprint(
+            plan.steps[i].code_fingerprint,
+            plan.data_deps[i],
+            self._digests,
+            plan.step_inputs[i],
+            self._input_digests,
+        )
+
+    def restore(self, i: int) -> object:
+        """Step ``i``'s output from its matching checkpoint, or :data:`MISSING`.
+
+        A checkpoint whose output cannot be decoded or does not match its digest is discarded
+        (a :class:`CheckpointDiscarded` event says why) and the step runs again.
+        """
+        run = self._run
+        loaded = self._loaded
+        step = run.plan.steps[i]
+        saved = loaded.steps.get(step.name) if loaded is not None else None
+        if saved is None or saved.fingerprint != self.fingerprint(i):
+            return MISSING
+        try:
+            output = self._codec.decode(saved.output)
+            # The stored text can differ from the codec's (a store may re-space it), so a
+            # mismatch is checked again against the codec's text for the decoded value.
+            intact = digest(saved.output) == saved.digest or (
+                digest(self._codec.encode(output)) == saved.digest
+            )
+        except Exception as exc:
+            # The file is sound but its content cannot be rebuilt (a class was renamed):
+            # run the step, whose new checkpoint replaces this one.
+            reason = f"cannot decode the output: {exc}"
+            intact = False
+        else:
+            reason = "its output does not match its digest (edited or damaged)"
+        if not intact:
+            if run.emit is not None:
+                run.emit(CheckpointDiscarded(run.run_id, step.name, run.shared.clock(), "", reason))
+            return MISSING
+        self._digests[i] = saved.digest
+        return output
+
+    async def save(self, i: int, output: object) -> None:
+        """Encode step ``i``'s output and save it durably.
+
+        Raises:
+            CheckpointEncodeError: the store's codec cannot encode the output.
+            Exception: whatever the store raised (a :class:`CheckpointError`).
+        """
+        run = self._run
+        step = run.plan.steps[i]
+        try:
+            text = self._codec.encode(output)
+            output_digest = digest(text)  # UTF-8, as the store writes it: a lone surrogate fails
+        except Exception as exc:
+            t = type(output)
+            raise CheckpointEncodeError(
+                f"Step {step.name!r} returned a {t.__module__}.{t.__qualname__} that cannot be "
+                f"checkpointed: {exc} Return a dataclass, dict, list or another JSON-friendly "
+                f"value, give the store a codec for this type, or run with Engine(store=None).",
+                step=step.name,
+                attempts=run.attempts[i],
+            ) from exc
+        await self._store.save_step(
+            StepCheckpoint(
+                run_id=run.run_id,
+                step=step.name,
+                fingerprint=self.fingerprint(i),
+                digest=output_digest,
+                output=text,
+            )
+        )
+        self._digests[i] = output_digest

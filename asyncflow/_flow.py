@@ -1,0 +1,270 @@
+"""Flow and Step: the definition of a workflow, validated, with no I/O.
+
+A step's parameters say what it needs. A parameter named after another step receives that
+step's output; a parameter annotated :class:`Context` receives the step context; every other
+parameter is a run input. The definition layer (this module, ``_plan``, ``_draw``,
+``_context``) never imports the runtime: an :class:`~asyncflow.Engine` runs a flow.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._context import Context
+from ._draw import draw
+from ._errors import FlowDefinitionError
+from ._identity import UnstableFingerprintError, code_fingerprint
+from ._plan import compile_plan
+
+if TYPE_CHECKING:
+    from ._plan import Plan
+    from ._retry import Retry
+
+__all__ = ["Flow", "Step"]
+
+StepFn = Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=StepFn)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of a step function, as the flow sees it."""
+
+    name: str
+    has_default: bool
+    is_context: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A step of a flow: an async function and its policies. Built by :meth:`Flow.step`."""
+
+    name: str
+    fn: StepFn
+    params: tuple[Param, ...]
+    after: tuple[str, ...] = ()
+    timeout: float | None = None
+    concurrency: int | None = None
+    retry: Retry | None = None
+    code_fingerprint: str = ""
+
+
+def _is_context_annotation(annotation: object) -> bool:
+    if annotation is Context:
+        return True
+    if isinstance(annotation, str):
+        return annotation.rsplit(".", 1)[-1].strip("'\"") in {"Context", "Context | None"}
+    return False
+
+
+class Flow:
+    """A workflow definition: named async steps and their dependencies.
+
+    A Flow does no I/O. It is validated when first run or by :meth:`validate`, which raises
+    :class:`FlowDefinitionError` naming the step at fault and what to do.
+
+    Example::
+
+        flow = Flow("documents")
+
+        @flow.step
+        async def ingest(path: str) -> str: ...
+
+        @flow.step(timeout=30.0)
+        async def enrich(ingest: str) -> dict: ...
+    """
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise FlowDefinitionError(
+                "A flow needs a non-empty name: Flow('documents').", flow=str(name)
+            )
+        self.name = name
+        self._steps: dict[str, Step] = {}
+        #: The compiled plan, made and cached by :func:`compile_plan`; reset by every new step.
+        self._plan: Plan | None = None
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r}, steps={list(self._steps)})"
+
+    @property
+    def steps(self) -> Mapping[str, Step]:
+        """The steps, by name, in the order they were added."""
+        return dict(self._steps)
+
+    @overload
+    def step(self, fn: F, /) -> F: ...
+
+    @overload
+    def step(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        after: Iterable[str | Callable[..., object]] = (),
+        timeout: float | None = None,
+        concurrency: int | None = None,
+        retry: Retry | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        after: Iterable[str | Callable[..., object]] = (),
+        timeout: float | None = None,
+        concurrency: int | None = None,
+        retry: Retry | None = None,
+    ) -> F | Callable[[F], F]:
+        """Add an async function as a step. Use bare (``@flow.step``) or with options.
+
+        Args:
+            fn: the step function, when used bare.
+            name: the step's name; defaults to the function's name.
+            after: steps (names or functions) this one runs after without taking their output.
+            timeout: seconds one attempt may take; past it the attempt fails with
+                :class:`StepTimeoutError`.
+            concurrency: how many runs of this step may be in flight at once, across every run
+                of the engine.
+            retry: the retry policy for this step.
+
+        Returns:
+            The function itself, unchanged, so it can still be called directly.
+        """
+        after_names = tuple(
+            a if isinstance(a, str) else getattr(a, "__name__", repr(a)) for a in after
+        )
+
+        def add(f: F) -> F:
+            self._add(
+                f,
+                name=name,
+                after=after_names,
+                timeout=timeout,
+                concurrency=concurrency,
+                retry=retry,
+            )
+            return f
+
+        return add(fn) if fn is not None else add
+
+    def _add(
+        self,
+        fn: StepFn,
+        *,
+        name: str | None,
+        after: tuple[str, ...],
+        timeout: float | None,
+        concurrency: int | None,
+        retry: Retry | None,
+    ) -> None:
+        step_name = name or getattr(fn, "__name__", None)
+        if not step_name or not isinstance(step_name, str):
+            raise FlowDefinitionError(
+                f"Cannot name the step {fn!r}; pass name= to flow.step.", flow=self.name
+            )
+        if not inspect.iscoroutinefunction(fn):
+            kind = (
+                "an async generator" if inspect.isasyncgenfunction(fn) else "not an async function"
+            )
+            raise FlowDefinitionError(
+                f"Step {step_name!r} is {kind}. Steps are coroutines: "
+                f"declare it with 'async def {step_name}(...)'.",
+                flow=self.name,
+                step=step_name,
+            )
+        if step_name in self._steps:
+            raise FlowDefinitionError(
+                f"Flow {self.name!r} already has a step named {step_name!r}. "
+                f"Rename one of them or pass name= to flow.step.",
+                flow=self.name,
+                step=step_name,
+            )
+        if timeout is not None and not timeout > 0:
+            raise FlowDefinitionError(
+                f"Step {step_name!r} has timeout={timeout!r}; give a positive number of seconds "
+                f"or None for no timeout.",
+                flow=self.name,
+                step=step_name,
+            )
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise FlowDefinitionError(
+                f"Step {step_name!r} has concurrency={concurrency!r}; give a whole number of at "
+                f"least 1, or None for no per-step limit.",
+                flow=self.name,
+                step=step_name,
+            )
+        try:
+            fingerprint = code_fingerprint(fn)
+        except UnstableFingerprintError as exc:
+            raise FlowDefinitionError(
+                f"Step {step_name!r} cannot be fingerprinted the same way in every process, so "
+                f"its checkpoints would never be reused: {exc}. Bind only plain values (numbers, "
+                f"text, tuples, lists, dicts, sets, enums, dataclasses, functions), give its "
+                f"class a __repr__ that shows its state, or let the step reach the object (a "
+                f"module global, a closure) instead of binding it.",
+                flow=self.name,
+                step=step_name,
+            ) from exc
+        self._steps[step_name] = Step(
+            name=step_name,
+            fn=fn,
+            params=self._params(step_name, fn),
+            after=after,
+            timeout=timeout,
+            concurrency=concurrency,
+            retry=retry,
+            code_fingerprint=fingerprint,
+        )
+        self._plan = None
+
+    def _params(self, step_name: str, fn: StepFn) -> tuple[Param, ...]:
+        try:
+            sig = inspect.signature(fn, eval_str=True)
+        except (NameError, TypeError, SyntaxError):
+            sig = inspect.signature(fn)
+        params = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+                raise FlowDefinitionError(
+                    f"Step {step_name!r} has parameter {p}: steps receive their inputs by name, so "
+                    f"*args, **kwargs and positional-only parameters are not allowed. "
+                    f"Name each input as a parameter.",
+                    flow=self.name,
+                    step=step_name,
+                )
+            params.append(
+                Param(
+                    name=p.name,
+                    has_default=p.default is not p.empty,
+                    is_context=_is_context_annotation(p.annotation),
+                )
+            )
+        return tuple(params)
+
+    def draw(self, format: str = "text") -> str:
+        """A picture of the flow: its steps, what each takes and what it waits for.
+
+        Args:
+            format: ``"text"`` (one line per step, in a topological order), ``"mermaid"``
+                (a flowchart for Markdown renderers) or ``"dot"`` (Graphviz).
+
+        Raises:
+            FlowDefinitionError: the flow is not valid.
+            ValueError: an unknown format.
+        """
+        return draw(self, format)
+
+    def validate(self) -> None:
+        """Check the flow before anything runs; an engine does it on every run too.
+
+        Raises:
+            FlowDefinitionError: no steps, an unknown ``after=`` step, a cycle, or a run input
+                with a reserved name.
+        """
+        compile_plan(self)
