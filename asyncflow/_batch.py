@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import AsyncIterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -415,19 +415,8 @@ class Batch:
             return
         self._last_progress = now
         stats = self.statistics()
-        event = BatchProgress(
-            batch=self.name,
-            time=now,
-            done=stats.done,
-            succeeded=stats.succeeded,
-            failed=stats.failed,
-            restored=stats.restored,
-            in_flight=stats.in_flight,
-            total=stats.total,
-            rate=stats.rate,
-            eta=stats.eta,
-            finished=stats.finished,
-        )
+        # The event is the statistics with the batch's name and the time (rare: rate-limited).
+        event = BatchProgress(batch=self.name, time=now, **asdict(stats))
         if emit is not None:
             emit(event)
         if self._bar is not None:

@@ -236,27 +236,6 @@ async def test_two_flows_named_alike_do_not_share_step_limits() -> None:
         release.set()
 
 
-async def test_two_flows_named_alike_do_not_share_a_step_limit() -> None:
-    """Per-step limits belong to the flow object: a namesake flow's step is not held back."""
-    started: list[str] = []
-    release = anyio.Event()
-    flows = [Flow("same name"), Flow("same name")]
-    for label, flow in zip("ab", flows, strict=True):
-
-        @flow.step(concurrency=1)
-        async def call(label: str = label) -> str:
-            started.append(label)
-            await release.wait()
-            return label
-
-    async with Engine(store=None) as engine, anyio.create_task_group() as tg:
-        for flow in flows:
-            tg.start_soon(engine.run, flow)
-        await wait_all_tasks_blocked()
-        assert sorted(started) == ["a", "b"]
-        release.set()
-
-
 async def test_a_flow_keeps_its_step_limits_when_steps_are_added() -> None:
     """Adding a step recompiles the flow; runs before and after still share the old step's limit."""
     flow = Flow("growing")
