@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -232,3 +234,15 @@ def test_registry_is_private_and_max_runs_is_checked() -> None:
     assert PrometheusObserver().registry is not PrometheusObserver().registry
     with pytest.raises(ValueError, match="max_runs=0"):
         PrometheusObserver(max_runs=0)
+
+
+def test_prometheus_client_is_imported_only_by_its_module() -> None:
+    """Importing asyncflow and asyncflow.observe leaves prometheus_client unimported."""
+    code = (
+        "import sys, asyncflow, asyncflow.observe; "
+        "assert 'prometheus_client' not in sys.modules, 'imported'; "
+        "asyncflow.observe.PrometheusObserver; "
+        "assert 'prometheus_client' in sys.modules"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
