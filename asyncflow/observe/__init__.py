@@ -1,0 +1,20 @@
+"""Observers that turn an engine's :mod:`events <asyncflow.events>` into logs, metrics and traces.
+
+Each exporter lives in its own module; one that needs an optional dependency imports it only
+there, so importing this package costs nothing extra.
+
+- :class:`LogObserver`: stdlib logging to the ``asyncflow`` logger.
+- :func:`redact_urls`: URLs in a text without credentials, query strings or fragments.
+- :data:`quiet_stamina`: the filter that keeps stamina's own line about asyncflow's retries
+  off the console (asyncflow logs a better one); remove it to get stamina's line back.
+"""
+
+from __future__ import annotations
+
+from ._logging import LogObserver
+from ._redact import redact_urls
+from ._stamina import quiet_stamina
+
+__all__ = ["LogObserver", "quiet_stamina", "redact_urls"]
+
+LogObserver.__module__ = redact_urls.__module__ = __name__  # they print as asyncflow.observe.X
