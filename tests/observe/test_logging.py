@@ -219,3 +219,21 @@ def test_quiet_stamina_lets_other_stamina_users_through() -> None:
     assert quiet_stamina in logger.filters
     assert not quiet_stamina.filter(record("AttemptFailed('call: attempt 1 failed with X')"))
     assert quiet_stamina.filter(record("ConnectError('refused')"))
+
+
+async def test_a_failing_observer_is_reported_without_the_urls_secret(
+    host_a: FlakyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning about an observer that raised shows the event with its URLs redacted."""
+
+    def broken(event: object) -> None:
+        raise RuntimeError("observer bug")
+
+    host_a.fail_next(1, status=503)
+    caplog.set_level(logging.WARNING, logger="asyncflow")
+    async with Engine(observers=[broken], store=None) as engine:
+        assert (await engine.run(call_flow(), api_key=SECRET, url=host_a.url)).ok
+    retrying = [r for r in records(caplog) if "failed on StepRetrying(" in r.getMessage()]
+    assert len(retrying) == 1
+    assert f"{host_a.url}/x'" in retrying[0].getMessage()
+    assert SECRET not in retrying[0].getMessage()
