@@ -154,6 +154,7 @@ class Batch:
         fail_fast: bool | None,
         name: str | None,
         progress: bool | None = None,
+        total: int | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r}: give a whole number of at least 1.")
@@ -167,11 +168,14 @@ class Batch:
         self._flow = flow
         self._plan: Plan = compile_plan(flow)
         self._inputs = inputs
-        self._total: int | None
-        try:
-            self._total = len(inputs)  # type: ignore[arg-type]
-        except TypeError:
-            self._total = None
+        if total is not None and (not isinstance(total, int) or total < 0):
+            raise ValueError(f"total={total!r}: give the number of inputs (0 or more), or None.")
+        self._total: int | None = total
+        if total is None:
+            try:
+                self._total = len(inputs)  # type: ignore[arg-type]
+            except TypeError:
+                pass
         self._concurrency = concurrency
         self._max_failures = max_failures
         self._max_failure_rate = max_failure_rate

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .observe._redact import redact_urls
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -39,4 +41,7 @@ class Emitter:
             try:
                 observer(event)
             except Exception:
-                logger.warning("observer %r failed on %r", observer, event, exc_info=True)
+                # The event's error may hold a URL with a key in it: the line never does.
+                logger.warning(
+                    "observer %r failed on %s", observer, redact_urls(repr(event)), exc_info=True
+                )

@@ -19,6 +19,7 @@ from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTranspor
 from ._identity import derive_run_id, encode_inputs, validate_run_id
 from ._plan import compile_plan
 from ._scheduler import Run, Shared
+from .observe import _stamina
 from .stores import CheckpointStore, FileStore
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ DEFAULT_CONCURRENCY = 10_000
 DEFAULT_CHECKPOINT_DIR = ".asyncflow"
 #: Default size of the engine's HTTP connection pool (all hosts together).
 DEFAULT_MAX_CONNECTIONS = 100
+
+# stamina's own line about our retries stays off the console (see asyncflow/observe/_stamina.py).
+# Once, here, not per engine: a user who removed the filter keeps it removed.
+_stamina.install()
 
 
 class Engine:
@@ -371,6 +376,7 @@ class Engine:
         fail_fast: bool | None = None,
         name: str | None = None,
         progress: bool | None = None,
+        total: int | None = None,
     ) -> Batch:
         """Run ``flow`` once per input, ``concurrency`` runs at a time; iterate for results.
 
@@ -391,6 +397,8 @@ class Engine:
             name: the batch's name in progress events; the flow's name by default.
             progress: draw a live progress bar on standard error; by default, when it is a
                 terminal.
+            total: how many inputs there are, for the bar's total and eta when ``inputs``
+                has no length (a generator); ``len(inputs)`` otherwise.
 
         Returns:
             A :class:`Batch`: ``async for result in batch`` or ``await batch.summary()``.
@@ -409,6 +417,7 @@ class Engine:
             fail_fast=fail_fast,
             name=name,
             progress=progress,
+            total=total,
         )
 
 

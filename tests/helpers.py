@@ -7,7 +7,9 @@ its parent drives every kill by that log with :class:`Child`, never by sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,9 +21,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from asyncflow import Context, Event, Flow, StepSucceeded
+from asyncflow.observe import quiet_stamina
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
     from asyncflow import Retry
@@ -30,6 +33,17 @@ ROOT = Path(__file__).parents[1]
 
 #: A child that writes no new log line for this long has stalled: the test fails.
 STALL = 30.0
+
+
+@contextlib.contextmanager
+def stamina_line_back() -> Iterator[None]:
+    """What the README tells users: remove ``quiet_stamina`` to get stamina's retry line back."""
+    logger = logging.getLogger("stamina")
+    logger.removeFilter(quiet_stamina)
+    try:
+        yield
+    finally:
+        logger.addFilter(quiet_stamina)
 
 
 async def until(condition: Callable[[], bool]) -> None:

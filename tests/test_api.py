@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 #: Every public module; everything else in the package is private (its name starts with _).
-PUBLIC_MODULES = ("asyncflow", "asyncflow.events", "asyncflow.stores", "asyncflow.testing")
+PUBLIC_MODULES = (
+    "asyncflow",
+    "asyncflow.events",
+    "asyncflow.observe",
+    "asyncflow.observe.prometheus",
+    "asyncflow.stores",
+    "asyncflow.testing",
+)
 
 
 def _public_attributes(module: types.ModuleType) -> set[str]:
@@ -120,7 +127,14 @@ def test_vocabulary_modules_import_only_leaves(module: str) -> None:
 # asyncflow.stores and asyncflow.testing: in tests/stores/test_contract.py, with the stores.
 @pytest.mark.parametrize(
     "module",
-    ["asyncflow", "asyncflow.events", "asyncflow._status", "asyncflow._emit", "asyncflow._ref"],
+    [
+        "asyncflow",
+        "asyncflow.events",
+        "asyncflow.observe",
+        "asyncflow._status",
+        "asyncflow._emit",
+        "asyncflow._ref",
+    ],
 )
 def test_each_module_imports_alone(module: str) -> None:
     """A fresh interpreter imports it first without an import cycle getting in the way."""

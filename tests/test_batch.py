@@ -212,6 +212,33 @@ async def test_progress_events_and_bar() -> None:
     assert "failed 1" in out.getvalue()
 
 
+async def test_total_gives_generator_inputs_a_total_and_an_eta() -> None:
+    """map(..., total=N) over a generator: progress events and the bar show N, and an eta."""
+    events: list[Event] = []
+    out = io.StringIO()
+    bar = ProgressBar(out, force=True)
+    inputs = ({"x": x} for x in range(1, 5))
+    async with Engine(store=None, observers=[events.append, bar]) as engine:
+        summary = await engine.map(doubling_flow(), inputs, total=4, name="gen").summary()
+        untold = engine.map(doubling_flow(), ({"x": x} for x in range(1, 5)), name="untold")
+        await untold.summary()
+    gen = [e for e in events if isinstance(e, BatchProgress) and e.batch == "gen"]
+    assert {e.total for e in gen} == {4}
+    assert gen[-1].eta == 0.0
+    assert summary.total == 4
+    assert "4/4" in out.getvalue()
+    last_untold = [e for e in events if isinstance(e, BatchProgress) and e.batch == "untold"][-1]
+    assert (last_untold.total, last_untold.eta) == (None, None)
+
+
+@pytest.mark.parametrize("total", [-1, 2.5, "4"])
+async def test_total_must_be_a_count(total: object) -> None:
+    """A total that is not a whole number of inputs is refused before anything runs."""
+    async with Engine(store=None) as engine:
+        with pytest.raises(ValueError, match="total="):
+            engine.map(doubling_flow(), [], total=total)  # type: ignore[arg-type]
+
+
 async def test_closing_the_engine_stops_an_abandoned_batch() -> None:
     """A batch left mid-iteration is cancelled when its engine closes; iterating says so."""
     flow = Flow("hang")

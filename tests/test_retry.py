@@ -25,7 +25,7 @@ from asyncflow import (
 # The retry loop and the Retry-After parser have no public name: these unit tests call them
 # directly; the tests through steps below use public names only.
 from asyncflow._retry import AttemptFailed, call_with_retry, retry_after
-from tests.helpers import fetch_flow
+from tests.helpers import fetch_flow, stamina_line_back
 
 if TYPE_CHECKING:
     from asyncflow.testing import FlakyServer
@@ -144,7 +144,7 @@ async def test_stamina_sleeps_the_wait_that_is_reported(caplog: pytest.LogCaptur
 
     caplog.set_level(logging.WARNING, logger="stamina")
     policy = Retry(attempts=3, wait_initial=0.0625, wait_jitter=0.0)
-    with pytest.raises(httpx.ConnectError):
+    with stamina_line_back(), pytest.raises(httpx.ConnectError):
         await call_with_retry(policy, attempt, on_retry=lambda n, e, w: reports.append(w))
     assert reports == [0.0625, 0.125]
     slept = [r.__dict__["stamina.wait_for"] for r in caplog.records if r.name == "stamina"]
@@ -268,7 +268,7 @@ async def test_cancelled_step_is_not_retried(host_a: FlakyServer) -> None:
 async def test_secrets_never_reach_stamina_logging(
     host_a: FlakyServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Stamina logs the retry, but neither the step's arguments nor the error's URL."""
+    """Stamina says nothing of our retries; with its line back, it sees no argument or URL."""
     secret = "sk-live-0123456789"
     flow = Flow("secret")
 
@@ -283,10 +283,15 @@ async def test_secrets_never_reach_stamina_logging(
     caplog.set_level(logging.DEBUG)
     async with Engine(observers=[events.append]) as engine:
         result = await engine.run(flow, api_key=secret, url=host_a.url)
+        assert result.ok
+        assert not [r for r in caplog.records if r.name == "stamina"]  # quiet by default
+        host_a.fail_next(2, status=503)
+        with stamina_line_back():
+            result = await engine.run(flow, run_id="again", api_key=secret, url=host_a.url)
     assert result.ok
     retries = [e for e in events if isinstance(e, StepRetrying)]
     # The real error, with the secret in its URL, goes to our own event...
-    assert len(retries) == 2
+    assert len(retries) == 4
     assert secret in str(retries[0].error)
     # ...while stamina's logging hook did run, but saw only the redacted carrier.
     stamina_records = [r for r in caplog.records if r.name == "stamina"]

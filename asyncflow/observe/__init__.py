@@ -1,26 +1,23 @@
-"""Observers that export what the engine does: metrics (and, later, logs and traces).
+"""Observers that turn an engine's :mod:`events <asyncflow.events>` into logs, metrics and traces.
 
-Each exporter is an :class:`~asyncflow.events.Observer` in its own module, whose third-party
-library is an optional extra imported only when that exporter is used:
+Each exporter lives in its own module; one that needs an optional dependency imports it only
+there, so importing this package costs nothing extra.
 
-- :class:`~asyncflow.observe.prometheus.PrometheusObserver` (``pip install
-  'asyncflow-engine[prometheus]'``): Prometheus metrics in a registry you expose.
+- :class:`LogObserver`: stdlib logging to the ``asyncflow`` logger.
+- :func:`redact_urls`: URLs in a text without credentials, query strings or fragments.
+- :data:`quiet_stamina`: the filter that keeps stamina's own line about asyncflow's retries
+  off the console (asyncflow logs a better one); remove it to get stamina's line back.
+- :class:`asyncflow.observe.prometheus.PrometheusObserver` (``pip install
+  'asyncflow-engine[prometheus]'``): Prometheus metrics in a registry you expose; import it
+  from its module, so that importing this package never imports ``prometheus_client``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from ._logging import LogObserver
+from ._redact import redact_urls
+from ._stamina import quiet_stamina
 
-if TYPE_CHECKING:
-    from .prometheus import PrometheusObserver
+__all__ = ["LogObserver", "quiet_stamina", "redact_urls"]
 
-__all__ = ["PrometheusObserver"]
-
-
-def __getattr__(name: str) -> object:
-    # Lazy: importing asyncflow.observe must not import prometheus_client.
-    if name == "PrometheusObserver":
-        from .prometheus import PrometheusObserver
-
-        return PrometheusObserver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+LogObserver.__module__ = redact_urls.__module__ = __name__  # they print as asyncflow.observe.X

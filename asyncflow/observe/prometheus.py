@@ -25,20 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
-from asyncflow._status import CircuitState
-from asyncflow.events import (
-    BatchProgress,
-    CheckpointDiscarded,
-    CircuitStateChanged,
-    RunFinished,
-    RunStarted,
-    StepFailed,
-    StepRestored,
-    StepRetrying,
-    StepSkipped,
-    StepStarted,
-    StepSucceeded,
-)
+from asyncflow import _status, events
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -72,7 +59,7 @@ DEFAULT_BUCKETS: Final = (
 _M = TypeVar("_M", bound=MetricWrapperBase)
 
 #: The flow label of a step event whose run was never seen starting (or was forgotten).
-UNKNOWN_FLOW: Final = "unknown"
+_UNKNOWN_FLOW: Final = "unknown"
 
 
 @dataclass(slots=True)
@@ -203,17 +190,17 @@ class PrometheusObserver:
         # The hottest pair, a step's finish and its duration, from one lookup.
         self._step_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
-            StepStarted: self._step_started,
-            StepSucceeded: self._step_succeeded,
-            RunStarted: self._run_started,
-            RunFinished: self._run_finished,
-            StepFailed: self._step_failed,
-            StepRetrying: self._step_retrying,
-            StepSkipped: self._step_skipped,
-            StepRestored: self._step_restored,
-            CircuitStateChanged: self._circuit,
-            BatchProgress: self._batch,
-            CheckpointDiscarded: self._checkpoint_discarded,
+            events.StepStarted: self._step_started,
+            events.StepSucceeded: self._step_succeeded,
+            events.RunStarted: self._run_started,
+            events.RunFinished: self._run_finished,
+            events.StepFailed: self._step_failed,
+            events.StepRetrying: self._step_retrying,
+            events.StepSkipped: self._step_skipped,
+            events.StepRestored: self._step_restored,
+            events.CircuitStateChanged: self._circuit,
+            events.BatchProgress: self._batch,
+            events.CheckpointDiscarded: self._checkpoint_discarded,
         }
 
     def __call__(self, event: Event, /) -> None:
@@ -223,30 +210,30 @@ class PrometheusObserver:
         if handler is not None:
             handler(event)
 
-    def _step_started(self, event: StepStarted) -> None:
+    def _step_started(self, event: events.StepStarted) -> None:
         run = self._runs.get(event.run_id)
         if run is not None:
             run.steps.setdefault(event.step, event.time)
 
-    def _step_succeeded(self, event: StepSucceeded) -> None:
+    def _step_succeeded(self, event: events.StepSucceeded) -> None:
         self._step_done(event.run_id, event.step, event.time, "succeeded")
 
-    def _step_failed(self, event: StepFailed) -> None:
+    def _step_failed(self, event: events.StepFailed) -> None:
         self._step_done(event.run_id, event.step, event.time, "failed")
 
-    def _step_retrying(self, event: StepRetrying) -> None:
+    def _step_retrying(self, event: events.StepRetrying) -> None:
         self._child(self._retries, self._flow(event.run_id), event.step).inc()
 
-    def _step_skipped(self, event: StepSkipped) -> None:
+    def _step_skipped(self, event: events.StepSkipped) -> None:
         flow = self._flow(event.run_id)
         self._child(self._steps_finished, flow, event.step, "skipped").inc()
 
-    def _step_restored(self, event: StepRestored) -> None:
+    def _step_restored(self, event: events.StepRestored) -> None:
         flow = self._flow(event.run_id)
         self._child(self._steps_finished, flow, event.step, "restored").inc()
         self._child(self._restored, flow).inc()
 
-    def _checkpoint_discarded(self, event: CheckpointDiscarded) -> None:
+    def _checkpoint_discarded(self, event: events.CheckpointDiscarded) -> None:
         self._child(self._discarded, self._flow(event.run_id)).inc()
 
     def _child(self, metric: _M, *labels: str) -> _M:
@@ -258,9 +245,9 @@ class PrometheusObserver:
 
     def _flow(self, run_id: str) -> str:
         run = self._runs.get(run_id)
-        return run.flow if run is not None else UNKNOWN_FLOW
+        return run.flow if run is not None else _UNKNOWN_FLOW
 
-    def _run_started(self, event: RunStarted) -> None:
+    def _run_started(self, event: events.RunStarted) -> None:
         runs = self._runs
         runs.pop(event.run_id, None)  # a resumed run id starts afresh, at the end of the order
         while len(runs) >= self._max_runs:
@@ -269,7 +256,7 @@ class PrometheusObserver:
         runs[event.run_id] = _Run(event.flow, event.time, time.monotonic())
         self._child(self._runs_started, event.flow).inc()
 
-    def _run_finished(self, event: RunFinished) -> None:
+    def _run_finished(self, event: events.RunFinished) -> None:
         status = str(event.status)
         self._child(self._runs_finished, event.flow, status).inc()
         run = self._runs.pop(event.run_id, None)
@@ -278,7 +265,7 @@ class PrometheusObserver:
 
     def _step_done(self, run_id: str, step: str, now: float, status: str) -> None:
         run = self._runs.get(run_id)
-        flow = run.flow if run is not None else UNKNOWN_FLOW
+        flow = run.flow if run is not None else _UNKNOWN_FLOW
         pair = self._step_children.get((flow, step, status))
         if pair is None:
             pair = self._step_children[flow, step, status] = (
@@ -289,14 +276,14 @@ class PrometheusObserver:
         if run is not None and (started := run.steps.pop(step, None)) is not None:
             pair[1].observe(now - started)
 
-    def _circuit(self, event: CircuitStateChanged) -> None:
-        for state in CircuitState:
+    def _circuit(self, event: events.CircuitStateChanged) -> None:
+        for state in _status.CircuitState:
             self._child(self._circuit_state, event.host, str(state)).set(
                 1.0 if state == event.new else 0.0
             )
         self._child(self._circuit_transitions, event.host, str(event.new)).inc()
 
-    def _batch(self, event: BatchProgress) -> None:
+    def _batch(self, event: events.BatchProgress) -> None:
         last = self._batches.pop(event.batch, (0, 0, 0, 0))
         if event.succeeded < last[0] or event.failed < last[1]:
             last = (0, 0, 0, 0)  # counts went back: a new batch of the same name

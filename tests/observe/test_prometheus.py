@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncflow import Engine, FileStore, Flow, HostPolicy, Retry
-from asyncflow.observe import PrometheusObserver
+from asyncflow.observe.prometheus import PrometheusObserver
 from tests.helpers import fetch_flow, until
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ def test_prometheus_client_is_imported_only_by_its_module() -> None:
     code = (
         "import sys, asyncflow, asyncflow.observe; "
         "assert 'prometheus_client' not in sys.modules, 'imported'; "
-        "asyncflow.observe.PrometheusObserver; "
+        "import asyncflow.observe.prometheus; "
         "assert 'prometheus_client' in sys.modules"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -19,6 +19,7 @@ from asyncflow import (
     StepStatus,
 )
 from asyncflow.events import Event, Observer, StepSucceeded
+from asyncflow.observe import LogObserver, redact_urls
 from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
 from asyncflow.testing import check_checkpoint_store
 
@@ -49,12 +50,18 @@ async def users_code() -> None:
         assert_type(result.steps["enrich"], StepResult)
         if result.steps["enrich"].status is StepStatus.SUCCEEDED:
             result.raise_for_status()
-        batch = engine.map(flow, ({"path": f"{n}.txt"} for n in range(10)), concurrency=5)
+        batch = engine.map(flow, ({"path": f"{n}.txt"} for n in range(10)), concurrency=5, total=10)
         assert_type(batch, Batch)
         assert_type(batch.statistics(), BatchStatistics)
         async for item in batch:
             assert_type(item, RunResult)
         assert_type(await engine.map(flow, [("id-1", {"path": "b.txt"})]).summary(), BatchSummary)
+
+
+async def users_logging_code() -> None:
+    observer: Observer = LogObserver("app.flows", retry_level=10)
+    async with Engine(observers=[observer, LogObserver()]):
+        assert_type(redact_urls("https://u:p@h/x?k=1"), str)
 
 
 async def users_store_code() -> None:
