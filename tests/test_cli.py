@@ -291,13 +291,12 @@ def test_run_tells_its_run_id_before_it_ends_so_a_killed_run_can_be_found(tmp_pa
         [str(SCRIPT), "run", "hangs.py:flow"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
     ) as proc:
         try:
-            assert proc.stderr is not None
-            first = proc.stderr.readline()
             while not (tmp_path / "waiting").exists():  # its first step's checkpoint is saved
-                assert proc.poll() is None, proc.stderr.read()
+                assert proc.poll() is None, proc.communicate()
                 time.sleep(0.01)
         finally:
             proc.kill()
+        first = proc.communicate()[1].splitlines()[0]
     prefix = "asyncflow: run "
     assert first.startswith(prefix)
     run_id = first.removeprefix(prefix).strip()
