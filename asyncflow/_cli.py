@@ -15,7 +15,9 @@ naming a :class:`Flow`. Values of
 ``key=value`` inputs are read as JSON when they parse (``n=3``, ``tags=["a"]``), else as text.
 ``run`` and ``resume`` write ``asyncflow: run <id>`` on stderr as the run starts (so a run that
 is killed has told its id), then its JSON report on stdout. The store is ``--store DIR``, a
-FileStore folder (``.asyncflow`` by default, as for the engine).
+FileStore folder (``.asyncflow`` by default, as for the engine), or any store with
+``--store-ref module:attribute`` naming a :class:`~asyncflow.stores.CheckpointStore` (or a
+function returning one).
 Exit status: 0 when the run succeeded, 1 when it failed, 2 for bad usage: a malformed target
 or input, a module that is missing or fails to import, a flow that is not valid, an unknown
 run, a path that is not a store; 3 when the store failed (it cannot be read or written, or
@@ -40,7 +42,7 @@ from . import __version__
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
 from ._plan import RESERVED_INPUTS
-from ._ref import FlowRef
+from ._ref import FlowRef, _import, _import_file
 from .events import RunStarted
 from .stores import FileStore
 from .stores._file.disk import JOURNAL_DIR
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from ._flow import Flow
     from ._result import RunResult
     from .events import Event
-    from .stores import RunInfo
+    from .stores import CheckpointStore, RunInfo
 
 __all__ = ["main"]
 
@@ -146,7 +148,9 @@ def _tell_run_id(event: Event) -> None:
 
 
 def _engine(args: argparse.Namespace, *, tell: bool) -> Engine:
-    store = None if args.no_store else args.store
+    store: str | CheckpointStore | None = None if args.no_store else args.store
+    if args.store_ref is not None and not args.no_store:
+        store = args.chosen_store
     return Engine(store=store, observers=[_tell_run_id] if tell else ())
 
 
@@ -237,12 +241,50 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _store(directory: str) -> FileStore:
-    """The FileStore in ``directory``, which must exist and be one: inspecting never makes one.
+#: What a --store-ref must name: an object with the CheckpointStore methods (or a maker of one).
+_STORE_METHODS = ("open", "load_run", "save_manifest", "save_step", "list_runs", "delete_run")
+
+
+def referenced_store(text: str) -> CheckpointStore:
+    """The store ``--store-ref module:attribute`` names: a store, or a function returning one.
+
+    Raises:
+        UsageError: the text is malformed, or it names something else.
+        FlowRefError: the module is missing or fails to import.
+    """
+    where, sep, attr = text.rpartition(":")
+    if not sep or not where or not attr:
+        raise UsageError(
+            f"--store-ref {text!r}: give the store as module:attribute or path/to/file.py:attribute."
+        )
+    module = _import_file(where) if FlowRef(where, attr).is_file else _import(where)
+    value = getattr(module, attr, None)
+    if callable(value) and not all(hasattr(value, m) for m in _STORE_METHODS):
+        value = value()
+    if not all(hasattr(value, m) for m in _STORE_METHODS):
+        raise UsageError(
+            f"--store-ref {text!r} is {type(value).__name__}, not a CheckpointStore (with "
+            f"{', '.join(_STORE_METHODS)}) nor a function returning one."
+        )
+    store: CheckpointStore = value  # type: ignore[assignment]
+    return store
+
+
+def _named(store: CheckpointStore) -> str:
+    return str(store.directory) if isinstance(store, FileStore) else repr(store)
+
+
+def _store(args: argparse.Namespace) -> CheckpointStore:
+    """The store of an inspecting command: ``--store-ref``'s, or the FileStore in ``--store``.
+
+    A folder must exist and be a store already: inspecting never makes one.
 
     Raises:
         UsageError: there is nothing there, or it is not a store.
     """
+    if args.store_ref is not None:
+        return args.chosen_store  # type: ignore[no-any-return]
+    directory: str = args.store
     path = Path(directory)
     if not path.exists():
         raise UsageError(
@@ -264,7 +306,7 @@ def _when(iso: str) -> str:
         return iso
 
 
-async def _within(store: FileStore, fn: Callable[[], Awaitable[T]]) -> T:
+async def _within(store: CheckpointStore, fn: Callable[[], Awaitable[T]]) -> T:
     """``await fn()`` with the store open; what it raises is raised after the store's block.
 
     So it is not wrapped in an ExceptionGroup by the task group the store's block runs.
@@ -280,7 +322,7 @@ async def _within(store: FileStore, fn: Callable[[], Awaitable[T]]) -> T:
     return result
 
 
-async def _listing(store: FileStore) -> list[dict[str, object]]:
+async def _listing(store: CheckpointStore) -> list[dict[str, object]]:
     """Every run in the store as a JSON-ready row, by creation time; unreadable files as corrupt."""
     rows: list[dict[str, object]] = []
 
@@ -291,6 +333,8 @@ async def _listing(store: FileStore) -> list[dict[str, object]]:
             infos = [info async for info in store.list_runs()]
         finally:
             _LOGGER.removeFilter(_left_out)
+        if not isinstance(store, FileStore):
+            return infos, {}
         return infos, await anyio.to_thread.run_sync(_run_files, store.directory)
 
     infos, on_disk = await _within(store, read)
@@ -378,7 +422,7 @@ def _print_runs(rows: list[dict[str, object]], as_json: bool) -> None:
         print("(no runs)")
 
 
-async def _known(store: FileStore, run_id: str) -> None:
+async def _known(store: CheckpointStore, run_id: str) -> None:
     """Raise a UsageError naming the nearest run ids when the store has no run ``run_id``."""
     ids = [str(row["run_id"]) for row in await _listing(store)]
     if run_id in ids:
@@ -394,10 +438,10 @@ async def _known(store: FileStore, run_id: str) -> None:
         if ids
         else " It holds no runs."
     )
-    raise UsageError(f"There is no run {run_id!r} in the store {str(store.directory)!r}.{hint}")
+    raise UsageError(f"There is no run {run_id!r} in the store {_named(store)!r}.{hint}")
 
 
-async def _show(store: FileStore, run_id: str) -> dict[str, object]:
+async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
     """What the store keeps of a run, JSON-ready."""
     await _known(store, run_id)
     kept = await _within(store, lambda: store.load_run(run_id))
@@ -459,9 +503,12 @@ def _print_show(shown: dict[str, object]) -> None:
     print(NOT_KEPT)
 
 
-async def _forget(store: FileStore, run_id: str) -> None:
+async def _forget(store: CheckpointStore, run_id: str) -> None:
     await _known(store, run_id)
     await _within(store, lambda: store.delete_run(run_id))
+
+
+_STORE_REF_HELP = "another store: module:attribute naming a CheckpointStore or a maker of one"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -485,6 +532,7 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--concurrency", type=int, default=100, help="runs at once (default 100)")
     for command in (run, resume, batch):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
+        command.add_argument("--store-ref", help=_STORE_REF_HELP)
         command.add_argument("--no-store", action="store_true", help="run without checkpoints")
         command.add_argument(
             "--fail-fast", action="store_true", help="cancel the rest of the run on a failure"
@@ -499,12 +547,17 @@ def parser() -> argparse.ArgumentParser:
     forget.add_argument("run_id")
     for command in (runs, show, forget):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
+        command.add_argument("--store-ref", help=_STORE_REF_HELP)
     for command in (runs, show):
         command.add_argument("--json", action="store_true", help="JSON (runs: one per line)")
     graph = sub.add_parser("graph", help="draw the flow's steps and dependencies")
     graph.add_argument("target", help="module:flow or file.py:flow")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
     return p
+
+
+async def _load_store(text: str) -> CheckpointStore:
+    return referenced_store(text)  # in a running loop, as _load
 
 
 async def _load(target: str) -> Flow:
@@ -514,7 +567,7 @@ async def _load(target: str) -> Flow:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    store = _store(args.store)
+    store = _store(args)
     if args.command == "runs":
         since = parse_since(args.since) if args.since is not None else None
         rows = anyio.run(_listing, store)
@@ -532,6 +585,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if getattr(args, "store_ref", None) is not None:
+        # Made once, so every part of the command uses the same store object.
+        args.chosen_store = anyio.run(_load_store, args.store_ref)
     if args.command in ("runs", "show", "forget"):
         return _inspect(args)
     # Imported and parsed before the run starts: an import does blocking I/O.
@@ -551,12 +607,12 @@ def _command(args: argparse.Namespace) -> int:
         # A run that is not there is a usage error (2), like one the store holds under no name.
         if args.no_store:
             raise UsageError("resume reads the run's manifest from a store: drop --no-store.")
-        if not Path(args.store).exists():
+        if args.store_ref is None and not Path(args.store).exists():
             raise UsageError(
                 f"There is no run {args.run_id!r} to resume: there is no store at "
                 f"{args.store!r}; give the folder it was saved in with --store DIR."
             )
-        anyio.run(_known, _store(args.store), args.run_id)
+        anyio.run(_known, _store(args), args.run_id)
     inputs = parse_inputs(args.inputs) if args.command == "run" else {}
     result = anyio.run(_run, flow, args, inputs)
     print(json.dumps(report(result), indent=2))

@@ -513,3 +513,53 @@ def test_a_module_starting_an_event_loop_at_import_is_told_the_fix(
         (line,) = out.stderr.splitlines()
         assert line.startswith("asyncflow: error: Importing 'script.py' starts an event loop")
         assert 'Put that call under if __name__ == "__main__":' in line
+
+
+#: A module naming stores for --store-ref: a store, a function making one, and neither.
+STORES = """
+from pathlib import Path
+
+from asyncflow import FileStore
+
+HERE = Path(__file__).parent
+store = FileStore(HERE / "kept")
+
+
+def make() -> FileStore:
+    return FileStore(HERE / "kept")
+
+
+not_a_store = 42
+"""
+
+
+def test_any_store_by_reference(store: Path) -> None:
+    """--store-ref module:attribute names the store (or a maker of one) for every command."""
+    (store / "mystores.py").write_text(textwrap.dedent(STORES), encoding="utf-8")
+    ran = cli(
+        store, "run", "cliflow.py:flow", "n=4", "--run-id", "r", "--store-ref", "mystores.py:store"
+    )
+    assert ran.returncode == 0
+    (store / "in.jsonl").write_text('{"n": 500, "run_id": "m"}\n', encoding="utf-8")
+    assert (
+        cli(
+            store, "map", "cliflow.py:flow", "in.jsonl", "--store-ref", "mystores.py:make"
+        ).returncode
+        == 1
+    )
+    listed = rows(cli(store, "runs", "--json", "--store-ref", "mystores.py:make").stdout)
+    assert {k: v["status"] for k, v in listed.items()} == {"r": "succeeded", "m": "failed"}
+    assert "good-1" in rows(cli(store, "runs", "--json").stdout)  # --store's folder is apart
+    shown = json.loads(cli(store, "show", "m", "--json", "--store-ref", "mystores.py:store").stdout)
+    assert shown["failed_steps"] == ["check"]
+    assert (
+        cli(store, "resume", "cliflow.py:flow", "r", "--store-ref", "mystores.py:store").returncode
+        == 0
+    )
+    assert cli(store, "forget", "m", "--store-ref", "mystores.py:store").returncode == 0
+    assert set(rows(cli(store, "runs", "--json", "--store-ref", "mystores.py:store").stdout)) == {
+        "r"
+    }
+    bad = cli(store, "runs", "--store-ref", "mystores.py:not_a_store")
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert "'mystores.py:not_a_store' is int, not a CheckpointStore" in bad.stderr
