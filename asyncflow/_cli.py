@@ -1,40 +1,64 @@
-"""A thin command line over the public API: run, resume and draw a flow.
+"""The command line over the public API: run flows, and inspect and forget the runs a store keeps.
 
 ::
 
-    asyncflow run  path/to/pipeline.py:flow  path=a.txt retries=3   # inputs as key=value
+    asyncflow run    path/to/pipeline.py:flow  path=a.txt retries=3   # inputs as key=value
+    asyncflow map    path/to/pipeline.py:flow  inputs.jsonl --out results.jsonl
     asyncflow resume path/to/pipeline.py:flow doc-42
-    asyncflow graph path/to/pipeline.py:flow --format mermaid
+    asyncflow runs   --status failed --since 1h      # the runs in the store (--json: JSON lines)
+    asyncflow show   doc-42                          # a run's inputs and steps
+    asyncflow forget doc-42                          # delete a run's checkpoints
+    asyncflow graph  path/to/pipeline.py:flow --format mermaid
 
 ``TARGET`` is a :class:`~asyncflow.FlowRef`: ``module:attribute`` or ``file.py:attribute``
 naming a :class:`Flow`. Values of
 ``key=value`` inputs are read as JSON when they parse (``n=3``, ``tags=["a"]``), else as text.
+``run`` and ``resume`` write ``asyncflow: run <id>`` on stderr as the run starts (so a run that
+is killed has told its id), then its JSON report on stdout. The store is ``--store DIR``, a
+FileStore folder (``.asyncflow`` by default, as for the engine), or any store with
+``--store-ref module:attribute`` naming a :class:`~asyncflow.stores.CheckpointStore` (or a
+function returning one).
 Exit status: 0 when the run succeeded, 1 when it failed, 2 for bad usage: a malformed target
-or input, a module that is missing or fails to import, a flow that is not valid. Every usage
-error is one line on stderr, ``asyncflow: error: ...``, never a traceback.
+or input, a module that is missing or fails to import, a flow that is not valid, an unknown
+run, a path that is not a store; 3 when the store failed (it cannot be read or written, or
+refuses). Every error is one line on stderr, ``asyncflow: error: ...``, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import logging
+import re
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 import anyio
 
+from . import __version__
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
-from ._errors import AsyncflowError
+from ._errors import AsyncflowError, CheckpointError
 from ._plan import RESERVED_INPUTS
-from ._ref import FlowRef
+from ._ref import FlowRef, _import, _import_file
+from .events import RunStarted
+from .stores import FileStore
+from .stores._file.disk import JOURNAL_DIR
+from .stores._file.runfiles import list_run_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ._flow import Flow
     from ._result import RunResult
+    from .events import Event
+    from .stores import CheckpointStore, RunInfo
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 #: How deeply a key=value input may nest lists and objects.
 MAX_INPUT_DEPTH = 100
@@ -113,53 +137,502 @@ def report(result: RunResult) -> dict[str, object]:
     }
 
 
+class StoreUnusable(Exception):
+    """The store failed or refused; the message says what happened (exit status 3)."""
+
+
+def _tell_run_id(event: Event) -> None:
+    """Write a run's id on stderr as it starts: a run killed later has still told its id."""
+    if isinstance(event, RunStarted):
+        print(f"asyncflow: run {event.run_id}", file=sys.stderr, flush=True)
+
+
+def _engine(args: argparse.Namespace, *, tell: bool) -> Engine:
+    store: str | CheckpointStore | None = None if args.no_store else args.store
+    if args.store_ref is not None and not args.no_store:
+        store = args.chosen_store
+    return Engine(store=store, observers=[_tell_run_id] if tell else ())
+
+
+def _fail_fast(args: argparse.Namespace) -> bool | None:
+    return True if args.fail_fast else None  # None: the engine's default
+
+
 async def _run(flow: Flow, args: argparse.Namespace, inputs: dict[str, object]) -> RunResult:
-    store = None if args.no_store else args.store
-    fail_fast = True if args.fail_fast else None  # None: the engine's default
-    async with Engine(store=store) as engine:
+    async with _engine(args, tell=True) as engine:
         if args.command == "resume":
-            return await engine.resume(flow, args.run_id, fail_fast=fail_fast)
-        return await engine.run(flow, run_id=args.run_id, fail_fast=fail_fast, **inputs)
+            return await engine.resume(flow, args.run_id, fail_fast=_fail_fast(args))
+        return await engine.run(flow, run_id=args.run_id, fail_fast=_fail_fast(args), **inputs)
+
+
+def read_batch(path: str) -> list[dict[str, object] | tuple[str, dict[str, object]]]:
+    """The inputs of ``map``: one JSON object per line (blank lines skipped).
+
+    A ``"run_id"`` key in a line is that run's id, not an input.
+
+    Raises:
+        UsageError: the file cannot be read, or a line is not a JSON object.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read the inputs {path!r}: {exc}.") from exc
+    batch: list[dict[str, object] | tuple[str, dict[str, object]]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            inputs = json.loads(line)
+        except (ValueError, RecursionError):
+            inputs = None
+        if not isinstance(inputs, dict):
+            raise UsageError(
+                f"{path}, line {n}: give each run's inputs as a JSON object on one line, e.g. "
+                f'{{"path": "a.txt", "n": 3}}.'
+            )
+        run_id = inputs.pop("run_id", None)
+        if run_id is not None and not isinstance(run_id, str):
+            raise UsageError(f'{path}, line {n}: "run_id" must be a string.')
+        batch.append(inputs if run_id is None else (run_id, inputs))
+    return batch
+
+
+async def _map(flow: Flow, args: argparse.Namespace, out: TextIO) -> int:
+    """Run the batch, writing each run's report as a JSON line as it finishes; count failures."""
+    batch = read_batch(args.inputs)
+    failed = 0
+    async with _engine(args, tell=False) as engine:
+        runs = engine.map(
+            flow, batch, concurrency=args.concurrency, fail_fast=_fail_fast(args), progress=None
+        )
+        async for result in runs:
+            failed += not result.ok
+            out.write(json.dumps(report(result)) + "\n")
+    return failed
+
+
+# --- inspecting a store ---------------------------------------------------------------------
+
+#: What a run file that cannot be read shows as in ``runs``.
+CORRUPT = "corrupt"
+_ASIDE = re.compile(r"(.+)\.json\.corrupt-\d+")
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """Read ``--since``: an ISO 8601 time (UTC unless it says), or a time ago (``30m``, ``1d``).
+
+    Ago is a whole number of ``s``, ``m``, ``h``, ``d`` or ``w``.
+
+    Raises:
+        UsageError: it is neither.
+    """
+    m = _RELATIVE.fullmatch(text.strip())
+    if m is not None:
+        ago = timedelta(**{_UNITS[m[2]]: int(m[1])})
+        return (now or datetime.now(UTC)) - ago
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: give an ISO time (2026-01-31T12:00) or a time ago (30m, 2h, 1d)."
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+#: What a --store-ref must name: an object with the CheckpointStore methods (or a maker of one).
+_STORE_METHODS = ("open", "load_run", "save_manifest", "save_step", "list_runs", "delete_run")
+
+
+def referenced_store(text: str) -> CheckpointStore:
+    """The store ``--store-ref module:attribute`` names: a store, or a function returning one.
+
+    Raises:
+        UsageError: the text is malformed, or it names something else.
+        FlowRefError: the module is missing or fails to import.
+    """
+    where, sep, attr = text.rpartition(":")
+    if not sep or not where or not attr:
+        raise UsageError(
+            f"--store-ref {text!r}: give the store as module:attribute or path/to/file.py:attribute."
+        )
+    module = _import_file(where) if FlowRef(where, attr).is_file else _import(where)
+    value = getattr(module, attr, None)
+    if callable(value) and not all(hasattr(value, m) for m in _STORE_METHODS):
+        value = value()
+    if not all(hasattr(value, m) for m in _STORE_METHODS):
+        raise UsageError(
+            f"--store-ref {text!r} is {type(value).__name__}, not a CheckpointStore (with "
+            f"{', '.join(_STORE_METHODS)}) nor a function returning one."
+        )
+    store: CheckpointStore = value  # type: ignore[assignment]
+    return store
+
+
+def _named(store: CheckpointStore) -> str:
+    return str(store.directory) if isinstance(store, FileStore) else repr(store)
+
+
+def _store(args: argparse.Namespace) -> CheckpointStore:
+    """The store of an inspecting command: ``--store-ref``'s, or the FileStore in ``--store``.
+
+    A folder must exist and be a store already: inspecting never makes one.
+
+    Raises:
+        UsageError: there is nothing there, or it is not a store.
+    """
+    if args.store_ref is not None:
+        return args.chosen_store  # type: ignore[no-any-return]
+    directory: str = args.store
+    path = Path(directory)
+    if not path.exists():
+        raise UsageError(
+            f"There is no store at {directory!r} (no run has saved checkpoints there); give the "
+            f"folder runs were saved in with --store DIR."
+        )
+    if not path.is_dir() or not (path / JOURNAL_DIR).is_dir():
+        raise UsageError(
+            f"{directory!r} is not an asyncflow store (a folder with a {JOURNAL_DIR} folder in "
+            f"it); give the folder runs were saved in with --store DIR."
+        )
+    return FileStore(path)
+
+
+def _when(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso
+
+
+async def _within(store: CheckpointStore, fn: Callable[[], Awaitable[T]]) -> T:
+    """``await fn()`` with the store open; what it raises is raised after the store's block.
+
+    So it is not wrapped in an ExceptionGroup by the task group the store's block runs.
+    """
+    failed: Exception | None = None
+    async with store.open():
+        try:
+            result = await fn()
+        except Exception as exc:
+            failed = exc
+    if failed is not None:
+        raise failed
+    return result
+
+
+async def _listing(store: CheckpointStore) -> list[dict[str, object]]:
+    """Every run in the store as a JSON-ready row, by creation time; unreadable files as corrupt."""
+    rows: list[dict[str, object]] = []
+
+    async def read() -> tuple[list[RunInfo], dict[str, Path]]:
+        # Listed below as corrupt: the store's warning that it left them out would repeat it.
+        _LOGGER.addFilter(_left_out)
+        try:
+            infos = [info async for info in store.list_runs()]
+        finally:
+            _LOGGER.removeFilter(_left_out)
+        if not isinstance(store, FileStore):
+            return infos, {}
+        return infos, await anyio.to_thread.run_sync(_run_files, store.directory)
+
+    infos, on_disk = await _within(store, read)
+    listed = {info.run_id for info in infos}
+    for info in sorted(infos, key=lambda i: (i.created_at, i.run_id)):
+        rows.append(
+            {
+                "run_id": info.run_id,
+                "status": info.status,
+                "flow": info.flow,
+                "created_at": info.created_at,
+                "updated_at": info.updated_at,
+                "failed_steps": list(info.failed_steps),
+            }
+        )
+    for run_id, path in on_disk.items():
+        if run_id not in listed:
+            rows.append({"run_id": run_id, "status": CORRUPT, "file": str(path)})
+    return rows
+
+
+_LOGGER = logging.getLogger("asyncflow")
+
+
+def _left_out(record: logging.LogRecord) -> bool:
+    return "left out of the listing" not in str(record.msg)
+
+
+def _run_files(root: Path) -> dict[str, Path]:
+    """Each run id with a file in a FileStore folder: its run file, else a copy set aside.
+
+    list_runs() leaves out the runs it cannot read: a run file that is unusable (left in place
+    until the run is loaded), or one that loading moved aside to ``<run_id>.json.corrupt-<n>``.
+    """
+    files = {run_id: root / f"{run_id}.json" for run_id in list_run_ids(root)}
+    for name in sorted(p.name for p in root.iterdir()):
+        m = _ASIDE.fullmatch(name)
+        if m is not None:
+            files.setdefault(m[1], root / name)
+    return files
+
+
+def _matches(row: dict[str, object], args: argparse.Namespace, since: datetime | None) -> bool:
+    if args.status is not None and row["status"] != args.status:
+        return False
+    if row["status"] == CORRUPT:
+        return args.flow is None and since is None
+    if args.flow is not None and row["flow"] != args.flow:
+        return False
+    if since is not None:
+        try:
+            updated = datetime.fromisoformat(str(row["updated_at"]))
+        except ValueError:
+            return False
+        return updated >= since
+    return True
+
+
+def _print_runs(rows: list[dict[str, object]], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = [("RUN", "STATUS", "FLOW", "CREATED", "UPDATED", "FAILED STEPS")]
+    for row in rows:
+        if row["status"] == CORRUPT:
+            table.append((str(row["run_id"]), CORRUPT, "-", "-", "-", f"unreadable: {row['file']}"))
+            continue
+        failed = row["failed_steps"]
+        assert isinstance(failed, list)
+        table.append(
+            (
+                str(row["run_id"]),
+                str(row["status"]),
+                str(row["flow"]),
+                _when(str(row["created_at"])),
+                _when(str(row["updated_at"])),
+                ", ".join(failed) or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    if not rows:
+        print("(no runs)")
+
+
+async def _known(store: CheckpointStore, run_id: str) -> None:
+    """Raise a UsageError naming the nearest run ids when the store has no run ``run_id``."""
+    ids = [str(row["run_id"]) for row in await _listing(store)]
+    if run_id in ids:
+        return
+    # Ids that start with what was given (an id cut short), then the most alike.
+    near = [i for i in ids if i.startswith(run_id)][:5]
+    near += [i for i in difflib.get_close_matches(run_id, ids, n=5, cutoff=0.5) if i not in near]
+    near = near[:5]
+    hint = (
+        f" Did you mean {', '.join(near)}?"
+        if near
+        else " See `asyncflow runs` for the runs it holds."
+        if ids
+        else " It holds no runs."
+    )
+    raise UsageError(f"There is no run {run_id!r} in the store {_named(store)!r}.{hint}")
+
+
+async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
+    """What the store keeps of a run, JSON-ready."""
+    await _known(store, run_id)
+    kept = await _within(store, lambda: store.load_run(run_id))
+    shown: dict[str, object] = {"run_id": run_id}
+    m = kept.manifest
+    steps: dict[str, dict[str, object]] = {
+        name: {"status": "succeeded", "digest": c.digest, "output_bytes": len(c.output.encode())}
+        for name, c in sorted(kept.steps.items())
+    }
+    if m is not None:
+        shown.update(flow=m.flow, status=m.status, created_at=m.created_at)
+        shown.update(updated_at=m.updated_at, failed_steps=list(m.failed_steps))
+        try:
+            shown["inputs"] = json.loads(m.inputs)
+        except ValueError:
+            shown["inputs"] = m.inputs
+        for name in m.failed_steps:
+            steps.setdefault(name, {"status": "failed"})
+    else:
+        shown["status"] = "unknown (no manifest kept)"
+    shown["steps"] = steps
+    shown["discarded"] = [
+        {"step": d.step, "reason": d.reason, "kept_in": d.path} for d in kept.discarded
+    ]
+    return shown
+
+
+#: What `show` says the store does not keep (yet).
+NOT_KEPT = (
+    "The store keeps succeeded steps' outputs and the names of failed steps; attempts, "
+    "durations and errors are in the report `asyncflow run` printed, not in the store."
+)
+
+
+def _print_show(shown: dict[str, object]) -> None:
+    print(f"run {shown['run_id']}")
+    for key in ("flow", "status", "created_at", "updated_at"):
+        if key in shown:
+            value = str(shown[key])
+            print(f"  {key.replace('_at', '')}: {_when(value) if key.endswith('_at') else value}")
+    if "inputs" in shown:
+        print(f"  inputs: {json.dumps(shown['inputs'], ensure_ascii=False)}")
+    steps = shown["steps"]
+    assert isinstance(steps, dict)
+    print("steps:" if steps else "steps: none kept")
+    width = max((len(name) for name in steps), default=0)
+    for name, step in steps.items():
+        detail = (
+            f"  output {step['output_bytes']} bytes, digest {str(step['digest'])[:16]}"
+            if "digest" in step
+            else ""
+        )
+        print(f"  {name.ljust(width)}  {step['status']}{detail}")
+    discarded = shown["discarded"]
+    assert isinstance(discarded, list)
+    for d in discarded:
+        what = f"step {d['step']!r}" if d["step"] is not None else "the run file"
+        print(f"  discarded {what}: {d['reason']} (kept in {d['kept_in'] or 'nothing'})")
+    print(NOT_KEPT)
+
+
+async def _forget(store: CheckpointStore, run_id: str) -> None:
+    await _known(store, run_id)
+    await _within(store, lambda: store.delete_run(run_id))
+
+
+_STORE_REF_HELP = "another store: module:attribute naming a CheckpointStore or a maker of one"
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line's parser."""
     p = _Parser(prog="asyncflow", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"asyncflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a flow once (resuming its checkpoints, if any)")
     run.add_argument("target", help="module:flow or file.py:flow")
-    run.add_argument("inputs", nargs="*", help="run inputs as name=value")
+    run.add_argument("inputs", nargs="*", help="run inputs as name=value (JSON, else text)")
     run.add_argument("--run-id", help="the run id (derived from the inputs when not given)")
     resume = sub.add_parser("resume", help="resume a run with the inputs saved in its manifest")
     resume.add_argument("target", help="module:flow or file.py:flow")
     resume.add_argument("run_id")
-    for command in (run, resume):
+    batch = sub.add_parser("map", help="run a flow once per line of a JSON-lines file")
+    batch.add_argument("target", help="module:flow or file.py:flow")
+    batch.add_argument(
+        "inputs", help='a file with one JSON object of inputs per line ("run_id" too)'
+    )
+    batch.add_argument("--out", help="write the results there as JSON lines (default: stdout)")
+    batch.add_argument("--concurrency", type=int, default=100, help="runs at once (default 100)")
+    for command in (run, resume, batch):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
+        command.add_argument("--store-ref", help=_STORE_REF_HELP)
         command.add_argument("--no-store", action="store_true", help="run without checkpoints")
         command.add_argument(
             "--fail-fast", action="store_true", help="cancel the rest of the run on a failure"
         )
+    runs = sub.add_parser("runs", help="list the runs in a store")
+    runs.add_argument("--flow", help="only runs of this flow (its name)")
+    runs.add_argument("--status", choices=["running", "succeeded", "failed", CORRUPT])
+    runs.add_argument("--since", help="only runs updated since: an ISO time, or 30m, 2h, 1d ago")
+    show = sub.add_parser("show", help="a run's inputs and steps, as the store keeps them")
+    show.add_argument("run_id")
+    forget = sub.add_parser("forget", help="delete a run's checkpoints")
+    forget.add_argument("run_id")
+    for command in (runs, show, forget):
+        command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
+        command.add_argument("--store-ref", help=_STORE_REF_HELP)
+    for command in (runs, show):
+        command.add_argument("--json", action="store_true", help="JSON (runs: one per line)")
     graph = sub.add_parser("graph", help="draw the flow's steps and dependencies")
     graph.add_argument("target", help="module:flow or file.py:flow")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
     return p
 
 
+async def _load_store(text: str) -> CheckpointStore:
+    return referenced_store(text)  # in a running loop, as _load
+
+
+async def _load(target: str) -> Flow:
+    # Inside a running loop, so a module that starts one at import fails at once (FlowRef says
+    # how to fix it) rather than running its pipeline here. Nothing else runs on this loop yet.
+    return FlowRef.parse(target).load()
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.command == "runs":
+        since = parse_since(args.since) if args.since is not None else None
+        rows = anyio.run(_listing, store)
+        _print_runs([row for row in rows if _matches(row, args, since)], args.json)
+    elif args.command == "show":
+        shown = anyio.run(_show, store, args.run_id)
+        if args.json:
+            print(json.dumps(shown, indent=2))
+        else:
+            _print_show(shown)
+    else:
+        anyio.run(_forget, store, args.run_id)
+        print(f"forgot run {args.run_id}")
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    if getattr(args, "store_ref", None) is not None:
+        # Made once, so every part of the command uses the same store object.
+        args.chosen_store = anyio.run(_load_store, args.store_ref)
+    if args.command in ("runs", "show", "forget"):
+        return _inspect(args)
+    # Imported and parsed before the run starts: an import does blocking I/O.
+    flow = anyio.run(_load, args.target)
+    if args.command == "graph":
+        print(flow.draw(args.format))
+        return 0
+    if args.command == "map":
+        if args.out is None:
+            return 1 if anyio.run(_map, flow, args, sys.stdout) else 0
+        try:
+            with Path(args.out).open("w", encoding="utf-8") as out:
+                return 1 if anyio.run(_map, flow, args, out) else 0
+        except OSError as exc:
+            raise StoreUnusable(f"Cannot write the results to {args.out!r}: {exc}.") from exc
+    if args.command == "resume":
+        # A run that is not there is a usage error (2), like one the store holds under no name.
+        if args.no_store:
+            raise UsageError("resume reads the run's manifest from a store: drop --no-store.")
+        if args.store_ref is None and not Path(args.store).exists():
+            raise UsageError(
+                f"There is no run {args.run_id!r} to resume: there is no store at "
+                f"{args.store!r}; give the folder it was saved in with --store DIR."
+            )
+        anyio.run(_known, _store(args), args.run_id)
+    inputs = parse_inputs(args.inputs) if args.command == "run" else {}
+    result = anyio.run(_run, flow, args, inputs)
+    print(json.dumps(report(result), indent=2))
+    return 0 if result.ok else 1
+
+
+def _error(exc: BaseException) -> str:
+    # One line, whatever the message holds: the documented form of every error.
+    message = " ".join(line.strip() for line in str(exc).splitlines())
+    return f"asyncflow: error: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncflow`` and ``python -m asyncflow``; returns the exit status."""
     args = parser().parse_args(argv)
     try:
-        # Imported and parsed before the loop starts: an import does blocking I/O.
-        flow = FlowRef.parse(args.target).load()
-        if args.command == "graph":
-            print(flow.draw(args.format))
-            return 0
-        inputs = parse_inputs(args.inputs) if args.command == "run" else {}
-        result = anyio.run(_run, flow, args, inputs)
+        return _command(args)
+    except (CheckpointError, StoreUnusable) as exc:
+        print(_error(exc), file=sys.stderr)
+        return 3
     except (UsageError, AsyncflowError) as exc:
-        # One line, whatever the message holds: the documented form of every usage error.
-        message = " ".join(line.strip() for line in str(exc).splitlines())
-        print(f"asyncflow: error: {message}", file=sys.stderr)
+        print(_error(exc), file=sys.stderr)
         return 2
-    print(json.dumps(report(result), indent=2))
-    return 0 if result.ok else 1

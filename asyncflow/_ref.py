@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FlowRef"]
 
+#: What asyncio.run (and asyncio.Runner) and anyio.run say when a loop already runs.
+_LOOP_RUNNING = re.compile(r"running event loop|Already running \w+ in this thread")
 _FORM = "give the flow as module:attribute or path/to/file.py:attribute"
 
 
@@ -103,8 +107,10 @@ class FlowRef:
 
         Raises:
             FlowRefError: the module is missing or fails to import (the message names the
-                module and the error, with the line it was raised at), or the attribute is
-                missing or is not a Flow.
+                module and the error, with the line it was raised at; a module that starts an
+                event loop at import, loaded inside a running one, is told to guard that call
+                with ``if __name__ == "__main__":``), or the attribute is missing or is not a
+                Flow.
         """
         module = _import_file(self.module) if self.is_file else _import(self.module)
         flows = sorted(name for name, value in vars(module).items() if isinstance(value, Flow))
@@ -165,8 +171,25 @@ def _import_file(where: str) -> ModuleType:
     return module
 
 
+def _close_unstarted(exc: BaseException) -> None:
+    """Close the coroutines the refused ``asyncio.run(main())`` left unstarted (no warning)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if inspect.iscoroutine(value) and inspect.getcoroutinestate(value) == "CORO_CREATED":
+                value.close()
+        tb = tb.tb_next
+
+
 def _import_failed(where: str, exc: Exception) -> str:
     """One line for an exception raised while importing the user's module."""
+    if isinstance(exc, RuntimeError) and _LOOP_RUNNING.search(str(exc)):
+        _close_unstarted(exc)
+        return (
+            f"Importing {where!r} starts an event loop (asyncio.run or anyio.run at the top "
+            f"level of the module), so its flow cannot be loaded without running it. Put that "
+            f'call under if __name__ == "__main__": so that it runs only as a script.'
+        )
     if isinstance(exc, SyntaxError):
         at = f" in {exc.filename}, line {exc.lineno}" if exc.filename else ""
         return f"Cannot import {where!r}: {type(exc).__name__}{at}: {exc.msg}."

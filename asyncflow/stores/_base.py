@@ -182,3 +182,15 @@ class CheckpointStore(Protocol):
         a time, never all at once. Runs whose manifest cannot be used are left out, never
         raised.
         """
+
+    async def delete_run(self, run_id: str, /) -> bool:
+        """Delete everything kept for ``run_id`` (its manifest and step checkpoints), durably.
+
+        Returns whether anything was kept. Afterwards the run loads as empty and is not listed;
+        a run saved again starts anew. Delete runs that no engine is running: a store may refuse
+        to delete one it may still be writing.
+
+        Raises:
+            CheckpointError: the store is not open, it failed, or it refuses because the run
+                may still be written (the message says when it can be deleted).
+        """

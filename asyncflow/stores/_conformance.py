@@ -62,7 +62,7 @@ async def check_checkpoint_store(
     checkpoint of its run is, and a later manifest replaces it; ``list_runs`` lists every run
     with a manifest once, with its latest manifest, including saves made in the same open;
     many concurrent saves; calls outside ``open()`` raise :class:`~asyncflow.CheckpointError`;
-    and, with ``persistent``, all of it again after the store is closed and opened again.
+    ``delete_run`` removes exactly one run's manifest and steps; and, with ``persistent``, all of it again after the store is closed and opened again.
 
     Run it from an async test::
 
@@ -390,6 +390,48 @@ async def _concurrent_saves(store: CheckpointStore, persistent: bool) -> None:
                 )
 
 
+async def _delete_run(store: CheckpointStore, persistent: bool) -> None:
+    """delete_run() removes a run's manifest and steps, only that run's, and says if it had any.
+
+    For a persistent store the runs are deleted in a later open than the one that saved them
+    (a store may refuse to delete a run it may still be writing), and checked gone after
+    reopening.
+    """
+    kept = manifest("kept", 1)
+    saved = {"gone": manifest("gone", 1, status="failed"), "kept": kept}
+
+    async def save() -> None:
+        for m in saved.values():
+            await store.save_manifest(m)
+            await store.save_step(checkpoint(m.run_id, "a"))
+        await store.save_step(checkpoint("only-steps", "a"))
+
+    async def delete() -> None:
+        for run_id in ("gone", "only-steps"):
+            if await store.delete_run(run_id) is not True:
+                raise AssertionError(f"delete_run({run_id!r}) of a kept run did not return True")
+        if await store.delete_run("never-saved") is not False:
+            raise AssertionError("delete_run() of a run never saved did not return False")
+        await _expect_run(store, "gone", None, [], "after delete_run()")
+        await _expect_run(store, "only-steps", None, [], "after delete_run()")
+        await _expect_run(store, "kept", kept, [checkpoint("kept", "a")], "beside a deleted run")
+        _expect_listing(await _listed(store), {"kept": kept}, "after delete_run()")
+
+    async with _opened(store):
+        await save()
+        if not persistent:
+            await delete()
+    if persistent:
+        async with _opened(store):
+            await delete()
+        async with _opened(store):
+            _expect_listing(await _listed(store), {"kept": kept}, "reopened after delete_run()")
+            await _expect_run(store, "gone", None, [], "reopened after delete_run()")
+            again = manifest("gone", 2)
+            await store.save_manifest(again)
+            await _expect_run(store, "gone", again, [], "saved again after delete_run()")
+
+
 async def _closed(store: CheckpointStore, persistent: bool) -> None:
     """Outside open(), every call raises CheckpointError, before the first open and after."""
 
@@ -402,6 +444,7 @@ async def _closed(store: CheckpointStore, persistent: bool) -> None:
         ("save_manifest_nowait", save_manifest_nowait),
         ("save_step", lambda: store.save_step(checkpoint("r", "a"))),
         ("list_runs", lambda: _listed(store)),
+        ("delete_run", lambda: store.delete_run("r")),
     ]
     for when in ("before open()", "after open() ended"):
         for name, call in calls:
@@ -462,4 +505,5 @@ _CHECKS: list[tuple[str, Callable[[CheckpointStore, bool], Awaitable[None]]]] = 
     ("list_runs", _list_runs),
     ("concurrent saves", _concurrent_saves),
     ("outside open()", _closed),
+    ("delete_run", _delete_run),
 ]

@@ -110,6 +110,16 @@ class MemoryStore:
         for _, manifest in sorted(self._manifests.items()):
             yield RunInfo.from_manifest(manifest)
 
+    async def delete_run(self, run_id: str, /) -> bool:
+        """Forget a run's manifest and step checkpoints; return whether any were kept.
+
+        Raises:
+            CheckpointError: the store is not open.
+        """
+        await self._ready()
+        had = self._manifests.pop(run_id, None) is not None
+        return self._steps.pop(run_id, None) is not None or had
+
     async def _ready(self) -> None:
         # Every call is a point where the caller can be cancelled, as with a store doing I/O,
         # so tests on this store see the interleavings a real one gives.

@@ -136,6 +136,21 @@ class ForgetsAtClose:
     def list_runs(self) -> AsyncIterator[RunInfo]:
         return self.inner.list_runs()
 
+    async def delete_run(self, run_id: str, /) -> bool:
+        return await self.inner.delete_run(run_id)
+
+
+class DeletesOnlyTheManifest(MemoryStore):
+    """Deletes a run's manifest but keeps its step checkpoints."""
+
+    async def delete_run(self, run_id: str, /) -> bool:
+        manifest = (await self.load_run(run_id)).manifest
+        steps = dict((await self.load_run(run_id)).steps)
+        await super().delete_run(run_id)
+        for checkpoint in steps.values():
+            await self.save_step(checkpoint)
+        return manifest is not None or bool(steps)
+
 
 class Damageable(MemoryStore):
     """A test marks entries damaged; loading reports them until saved again, as FileStore does."""
@@ -187,6 +202,7 @@ BROKEN = {
     "lists what was there at open": (ListsWhatWasThereAtOpen, None, "list_runs"),
     "forgets everything at close": (ForgetsAtClose, None, "round trip"),
     "works when not open": (WorksWhenClosed, None, "outside open()"),
+    "keeps a deleted run's steps": (DeletesOnlyTheManifest, None, "delete_run"),
     "raises on a damaged entry": (RaisesOnDamage, mark_damaged, "a damaged entry"),
 }
 

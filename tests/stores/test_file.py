@@ -377,3 +377,24 @@ async def test_a_failed_commit_of_the_running_manifest_is_written_before_the_nex
         assert loaded.manifest.status == "running"
         hold.set()
     assert results[0].ok
+
+
+async def test_delete_run_is_refused_while_a_live_journal_holds_the_run(tmp_path: Path) -> None:
+    """A run in an open engine's journal is not deleted (compaction would bring it back).
+
+    Once that engine has closed it is, with the bad copies kept beside its file.
+    """
+    async with FileStore(tmp_path).open() as first:
+        await first.save_manifest(manifest("old"))
+        await first.save_step(step("old", "a", '"x"'))
+    (tmp_path / "old.json.corrupt-1").write_text("bad", encoding="utf-8")
+    writer, deleter = FileStore(tmp_path), FileStore(tmp_path)
+    async with writer.open(), deleter.open():
+        await writer.save_step(step("old", "b", '"y"'))
+        with pytest.raises(CheckpointError, match=r"'old' still has records in the journal"):
+            await deleter.delete_run("old")
+        assert run_file(tmp_path, "old").exists()
+    async with deleter.open():
+        assert await deleter.delete_run("old") is True
+        assert names(tmp_path) == [".journal"]
+        assert (await deleter.load_run("old")).manifest is None

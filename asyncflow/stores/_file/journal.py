@@ -48,17 +48,19 @@ from .disk import (
     try_lock,
     write_all,
 )
-from .records import BadRecord, parse_record
-from .runfiles import Records, compact, merge, read_sequence, remove_temps
+from .records import BadRecord, js, parse_record
+from .runfiles import Records, compact, merge, read_sequence, remove_temps, run_path
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
     "SEGMENT_MAGIC",
+    "RunInJournal",
     "append_durably",
     "compact_and_remove",
     "create_segment",
+    "delete_run",
     "frame",
     "read_segment",
     "recover",
@@ -316,3 +318,56 @@ def _remove_if_dead(path: Path) -> None:
             os.unlink(path)
     finally:
         os.close(fd)
+
+
+class RunInJournal(Exception):
+    """A run to delete still has records in a journal segment (the segment's name is the arg)."""
+
+
+def delete_run(sync: Sync, root: Path, run_id: str) -> bool:
+    """Delete a run's file and the bad copies kept beside it; return whether there were any.
+
+    Refused while any journal segment holds a record of the run: compacting that segment later
+    (its engine closing, or the next open recovering it) would bring the run back. A segment is
+    read whole (no lock is taken on it), so this sees every record acknowledged before it
+    started. Runs under the directory's lock, so no compaction interleaves.
+
+    Raises:
+        RunInJournal: a segment holds a record of the run.
+        OSError: the directory cannot be read or a file removed.
+    """
+    jdir = root / JOURNAL_DIR
+    needle = js(run_id).encode("utf-8")  # a cheap look before parsing a segment's records
+    with sync.lock():
+        for name in sorted(os.listdir(jdir)):
+            if not name.endswith(SEGMENT_SUFFIX):
+                continue
+            try:
+                with open(jdir / name, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue  # compacted and removed meanwhile
+            if needle in data and _holds(data, run_id):
+                raise RunInJournal(name)
+        path = run_path(root, run_id)
+        aside = f"{path.name}.corrupt-"
+        doomed = [path] if path.exists() else []
+        doomed += [root / n for n in os.listdir(root) if n.startswith(aside)]
+        for victim in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(victim)
+        if doomed:
+            fsync_dir(root)
+        return bool(doomed)
+
+
+def _holds(data: bytes, run_id: str) -> bool:
+    """Whether a segment's sound records include one of ``run_id``."""
+    frames, _ = read_frames(data) if data.startswith(SEGMENT_MAGIC) else read_lines(data)
+    for _, body in frames:
+        try:
+            if parse_record(body.decode("utf-8")).run_id == run_id:
+                return True
+        except (UnicodeDecodeError, BadRecord):
+            continue
+    return False

@@ -70,9 +70,11 @@ from asyncflow.stores._base import RunCheckpoints, RunInfo, RunManifest, StepChe
 from .disk import Sync
 from .journal import (
     SEGMENT_MAGIC,
+    RunInJournal,
     append_durably,
     compact_and_remove,
     create_segment,
+    delete_run,
     frame,
     recover,
     truncate,
@@ -566,6 +568,36 @@ class FileStore:
         except OSError as exc:
             raise CheckpointError(
                 f"Cannot list the runs in {str(self.directory)!r}: {exc}."
+            ) from exc
+
+    async def delete_run(self, run_id: str, /) -> bool:
+        """Delete a run's file (and bad copies kept beside it); return whether there were any.
+
+        Refused while a journal segment still holds a record of the run, this store's own or
+        another engine's: compacting it would bring the run back. Such records reach the run
+        files when their engine closes (or, for an engine that died, when the folder is next
+        opened); delete the run after that.
+
+        Raises:
+            InvalidRunIdError: ``run_id`` is not a safe name.
+            CheckpointError: the store is not open, the run is still in a journal, or the
+                directory cannot be changed.
+        """
+        validate_run_id(run_id)
+        self._check_usable()
+        assert self._sync is not None
+        assert self._root is not None
+        try:
+            return await self._run(delete_run, self._sync, self._root, run_id)
+        except RunInJournal as exc:
+            raise CheckpointError(
+                f"Run {run_id!r} still has records in the journal segment {exc.args[0]} of "
+                f"{str(self.directory)!r}, written by an engine that is open (or died before "
+                f"compacting it); delete the run once that engine has closed."
+            ) from None
+        except OSError as exc:
+            raise CheckpointError(
+                f"Cannot delete run {run_id!r} in {str(self.directory)!r}: {exc}."
             ) from exc
 
 
