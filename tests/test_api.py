@@ -124,23 +124,6 @@ def test_vocabulary_modules_import_only_leaves(module: str) -> None:
     assert imported <= LEAVES[module]
 
 
-# asyncflow.stores and asyncflow.testing: in tests/stores/test_contract.py, with the stores.
-@pytest.mark.parametrize(
-    "module",
-    [
-        "asyncflow",
-        "asyncflow.events",
-        "asyncflow.observe",
-        "asyncflow._status",
-        "asyncflow._emit",
-        "asyncflow._ref",
-    ],
-)
-def test_each_module_imports_alone(module: str) -> None:
-    """A fresh interpreter imports it first without an import cycle getting in the way."""
-    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, timeout=60)
-
-
 @pytest.mark.parametrize(
     "enum", [asyncflow.StepStatus, asyncflow.RunStatus, asyncflow.CircuitState, asyncflow.OnOpen]
 )

@@ -8,7 +8,6 @@ import dataclasses
 import itertools
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,18 +247,3 @@ def test_memory_store_and_the_checks_use_public_names_only(module: str) -> None:
         assert node.module in {"asyncflow", "asyncflow.stores"}, node.module
         exported = vars(sys.modules[node.module])["__all__"]
         assert {alias.name for alias in node.names} <= set(exported)
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "asyncflow.stores",
-        "asyncflow.stores._memory",
-        "asyncflow.stores._conformance",
-        "asyncflow.stores._file.store",
-        "asyncflow.testing",
-    ],
-)
-def test_each_store_module_imports_alone(module: str) -> None:
-    """A fresh interpreter imports it first without a cycle getting in the way."""
-    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, timeout=60)
