@@ -37,6 +37,7 @@ from .events import (
     CheckpointDiscarded,
     CircuitStateChanged,
     Event,
+    HttpRequestFinished,
     Observer,
     RunFinished,
     RunStarted,
@@ -46,6 +47,7 @@ from .events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    StoreWrite,
 )
 from .stores import CheckpointStore, FileStore
 
@@ -73,6 +75,7 @@ __all__ = [
     "FlowRefError",
     "HostPolicy",
     "HostStatistics",
+    "HttpRequestFinished",
     "InvalidRunIdError",
     "JsonCodec",
     "Observer",
@@ -96,6 +99,7 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StepTimeoutError",
+    "StoreWrite",
     "is_transient",
 ]
 

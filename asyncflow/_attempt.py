@@ -59,7 +59,7 @@ async def attempt_step(run: Run, i: int, step: Step) -> object:
         now = run.shared.clock()
         run.started_at[i] = now
         if emit is not None:
-            emit(StepStarted(run.run_id, step.name, now))
+            emit(StepStarted(run.run_id, step.name, now, run.plan.flow))
         try:
             return await _call_with_policies(run, i, step, kwargs)
         except Exception as exc:
@@ -88,7 +88,11 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
 
     def on_retry(attempt: int, error: Exception, wait: float) -> None:
         if run.emit is not None:
-            run.emit(StepRetrying(run.run_id, step.name, run.shared.clock(), attempt, wait, error))
+            run.emit(
+                StepRetrying(
+                    run.run_id, step.name, run.shared.clock(), attempt, wait, error, run.plan.flow
+                )
+            )
 
     async def attempt(n: int, budget: float | None) -> object:
         run.attempts[i] = n

@@ -11,6 +11,7 @@ closes.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections import deque
 from collections.abc import AsyncIterable, Mapping
@@ -181,6 +182,8 @@ class Batch:
         self._max_failure_rate = max_failure_rate
         self._fail_fast = fail_fast
         self.name = name or flow.name
+        #: unique to this batch: its progress events carry it (names may repeat).
+        self.id = f"{self.name}-{secrets.token_hex(4)}"
         # Made when the batch starts, so that a batch never iterated holds nothing open.
         self._send: MemoryObjectSendStream[RunResult] | None = None
         self._receive: MemoryObjectReceiveStream[RunResult] | None = None
@@ -420,7 +423,7 @@ class Batch:
         self._last_progress = now
         stats = self.statistics()
         # The event is the statistics with the batch's name and the time (rare: rate-limited).
-        event = BatchProgress(batch=self.name, time=now, **asdict(stats))
+        event = BatchProgress(batch=self.name, time=now, batch_id=self.id, **asdict(stats))
         if emit is not None:
             emit(event)
         if self._bar is not None:

@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 from ._errors import CheckpointEncodeError, CheckpointError
 from ._identity import canonical_inputs, digest, step_fingerprint
 from ._status import StepStatus
-from .events import CheckpointDiscarded
+from .events import CheckpointDiscarded, StoreWrite
 from .stores import RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from ._codec import Codec
+    from ._emit import Emitter
     from ._result import RunResult
     from ._scheduler import Run
     from .stores import CheckpointStore, RunCheckpoints
@@ -121,8 +122,13 @@ class Checkpointing:
             loaded = self._loaded = await self._store.load_run(self._run.run_id)
         manifest = self._start(loaded)
         result = await execute()
+        run = self._run
+        final = _final(manifest, result)
         try:
-            await self._store.save_manifest(_final(manifest, result))
+            if run.emit is None:
+                await self._store.save_manifest(final)
+            else:
+                await self._timed(run.emit, "manifest", None, self._store.save_manifest(final))
         except CheckpointError as exc:
             # Every step's outcome is already saved or in the result; only the run's status
             # line is lost (a resume recomputes it), so the result is still returned.
@@ -222,7 +228,7 @@ class Checkpointing:
                 step=step.name,
                 attempts=run.attempts[i],
             ) from exc
-        await self._store.save_step(
+        write = self._store.save_step(
             StepCheckpoint(
                 run_id=run.run_id,
                 step=step.name,
@@ -231,4 +237,24 @@ class Checkpointing:
                 output=text,
             )
         )
+        if run.emit is None:
+            await write
+        else:
+            await self._timed(run.emit, "step", step.name, write)
         self._digests[i] = output_digest
+
+    async def _timed(
+        self, emit: Emitter, kind: str, step: str | None, write: Awaitable[None]
+    ) -> None:
+        """Await ``write``, reporting how long it took and whether it failed (StoreWrite)."""
+        run_id = self._run.run_id
+        clock = self._run.shared.clock
+        t = clock()
+        try:
+            await write
+        except Exception as exc:
+            now = clock()
+            emit(StoreWrite(run_id, kind, step, now - t, type(exc).__name__, now))
+            raise
+        now = clock()
+        emit(StoreWrite(run_id, kind, step, now - t, None, now))

@@ -186,7 +186,7 @@ class Run:
         self.outputs[name] = output
         self.statuses[i] = StepStatus.RESTORED
         if self.emit is not None:
-            self.emit(StepRestored(self.run_id, name, self.shared.clock()))
+            self.emit(StepRestored(self.run_id, name, self.shared.clock(), self.plan.flow))
 
     def kwargs(self, i: int) -> dict[str, object]:
         """The arguments of step ``i``: its dependencies' outputs and the run inputs it takes."""
@@ -236,7 +236,7 @@ class Run:
         now = self.finished_at[i] = self.shared.clock()
         emit = self.emit
         if emit is not None:
-            emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i]))
+            emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i], self.plan.flow))
         remaining = self.remaining
         ready = []
         for j in self.plan.dependents[i]:
@@ -252,7 +252,7 @@ class Run:
         now = self.finished_at[i] = self.shared.clock()
         emit = self.emit
         if emit is not None:
-            emit(StepFailed(self.run_id, step.name, now, self.attempts[i], exc))
+            emit(StepFailed(self.run_id, step.name, now, self.attempts[i], exc, self.plan.flow))
         self._skip_dependents(i, f"step {step.name!r} failed")
         if self.fail_fast and self.tg is not None:
             self.tg.cancel_scope.cancel()
@@ -261,13 +261,14 @@ class Run:
         stack = list(self.plan.dependents[i])
         emit = self.emit
         steps = self.plan.steps
+        flow = self.plan.flow
         while stack:
             j = stack.pop()
             if self.statuses[j] is not None:
                 continue
             self.statuses[j] = StepStatus.SKIPPED
             if emit is not None:
-                emit(StepSkipped(self.run_id, steps[j].name, self.shared.clock(), reason))
+                emit(StepSkipped(self.run_id, steps[j].name, self.shared.clock(), reason, flow))
             stack.extend(self.plan.dependents[j])
 
     def _result(self, started: float) -> RunResult:

@@ -4,6 +4,8 @@ An observer is any callable taking one :data:`Event`. Observers are called synch
 the order registered, from the task that made the event: keep them fast and never block. An
 observer that raises is reported with a warning-level log record and otherwise ignored, so a
 broken progress bar never fails a run. When no observer is registered, no event is built.
+
+Step events (``StepStarted`` ... ``StepRestored``) carry the run's flow name in ``flow``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "CheckpointDiscarded",
     "CircuitStateChanged",
     "Event",
+    "HttpRequestFinished",
     "Observer",
     "RunFinished",
     "RunStarted",
@@ -28,6 +31,7 @@ __all__ = [
     "StepSkipped",
     "StepStarted",
     "StepSucceeded",
+    "StoreWrite",
 ]
 
 
@@ -57,6 +61,7 @@ class StepStarted:
     run_id: str
     step: str
     time: float
+    flow: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,7 @@ class StepSucceeded:
     step: str
     time: float
     attempts: int
+    flow: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,7 @@ class StepFailed:
     time: float
     attempts: int
     error: BaseException
+    flow: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ class StepSkipped:
     step: str
     time: float
     reason: str
+    flow: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,7 @@ class StepRetrying:
     attempt: int
     wait: float
     error: BaseException
+    flow: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ class StepRestored:
     run_id: str
     step: str
     time: float
+    flow: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,8 @@ class BatchProgress:
 
     ``total`` is ``None`` when the inputs have no length. ``rate`` is finished runs per second
     since the batch started; ``eta`` the seconds left at that rate, when ``total`` is known.
+    ``batch`` is the batch's name (the flow's unless ``name=`` was given); ``batch_id`` is
+    unique to one ``map`` call, so two batches of the same name can be told apart.
     """
 
     batch: str
@@ -155,6 +167,48 @@ class BatchProgress:
     rate: float
     eta: float | None
     finished: bool = False
+    batch_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequestFinished:
+    """A request through the engine's HTTP client ended: answered, failed, or refused unsent.
+
+    ``status`` is the response's HTTP status, or ``None`` when there was none: then ``error``
+    names what happened instead (the exception's type, ``"CircuitOpenError"`` when the host's
+    circuit refused it). ``duration`` is seconds from the request's admission to its response
+    headers (or its failure). Cancelled requests are not reported.
+    """
+
+    host: str
+    status: int | None
+    error: str | None
+    duration: float
+    time: float
+
+    @property
+    def status_class(self) -> str:
+        """``"2xx"`` ... ``"5xx"`` by the status, else ``"error"`` (or ``"refused"``, unsent)."""
+        if self.status is not None:
+            return f"{self.status // 100}xx"
+        return "refused" if self.error == "CircuitOpenError" else "error"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreWrite:
+    """The checkpoint store finished a write of a run: a step's checkpoint or its final manifest.
+
+    ``kind`` is ``"step"`` or ``"manifest"``; ``step`` names the step of a step write.
+    ``duration`` is seconds the write took; ``error`` is the type name of what the store raised,
+    ``None`` when the write succeeded.
+    """
+
+    run_id: str
+    kind: str
+    step: str | None
+    duration: float
+    error: str | None
+    time: float
 
 
 Event: TypeAlias = (
@@ -169,6 +223,8 @@ Event: TypeAlias = (
     | CheckpointDiscarded
     | CircuitStateChanged
     | BatchProgress
+    | HttpRequestFinished
+    | StoreWrite
 )
 
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
+import anyio
 import httpx
+
+from asyncflow.events import HttpRequestFinished
 
 from .failures import Outcome, failure_of, status_outcome
 from .host import Host
@@ -147,9 +150,34 @@ class BreakerTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through its host's circuit and gate.
 
+        With observers, each request that ends other than by cancellation is reported as an
+        :class:`~asyncflow.events.HttpRequestFinished` event.
+
         Raises:
             CircuitOpenError: the host's circuit is open (policy ``"fail"``); nothing was sent.
         """
+        emit = self._emit
+        if not emit:
+            return await self._handle(request)
+        start = anyio.current_time()
+        try:
+            response = await self._handle(request)
+        except Exception as exc:
+            self._report(emit, request, None, type(exc).__name__, start)
+            raise
+        self._report(emit, request, response.status_code, None, start)
+        return response
+
+    def _report(
+        self, emit: Emitter, request: httpx.Request, status: int | None, error: str | None, t: float
+    ) -> None:
+        url = request.url
+        host = self._hosts.get((url.raw_scheme, url.raw_host, url.port))
+        key = host.key if host is not None else host_key(url)
+        now = anyio.current_time()
+        emit(HttpRequestFinished(key, status, error, now - t, now))
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         host = self._hosts.get((url.raw_scheme, url.raw_host, url.port))
         if host is None:

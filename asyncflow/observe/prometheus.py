@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from asyncflow.events import Event
 
-__all__ = ["DEFAULT_BUCKETS", "PrometheusObserver"]
+__all__ = ["DEFAULT_BUCKETS", "STORE_BUCKETS", "PrometheusObserver"]
 
 #: Histogram buckets in seconds, from a fast step (5 ms) to an hour-long run.
 DEFAULT_BUCKETS: Final = (
@@ -54,6 +54,25 @@ DEFAULT_BUCKETS: Final = (
     300.0,
     900.0,
     3600.0,
+)
+
+#: Buckets of store write latency in seconds: a write is usually an fsync (0.1 ms to 1 s).
+STORE_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 
 _M = TypeVar("_M", bound=MetricWrapperBase)
@@ -82,6 +101,7 @@ class PrometheusObserver:
         buckets: histogram bucket bounds in seconds, for run and step durations.
         max_runs: the most running runs tracked at once; beyond it the oldest is forgotten
             (see the module docstring).
+        store_buckets: histogram bucket bounds in seconds, for store write latency.
 
     Attach it like any observer: ``Engine(observers=[observer])`` or
     ``engine.add_observer(observer)``. One observer can serve several engines.
@@ -103,9 +123,15 @@ class PrometheusObserver:
     - ``asyncflow_circuit_transitions_total`` [host, state]: ``state`` is the new state
     - ``asyncflow_batch_items_total`` [state]: batch runs finished as succeeded (restored
       ones included), failed, or restored; ``asyncflow_batch_items_in_flight``
+    - ``asyncflow_http_requests_total`` [host, status_class]: ``2xx`` ... ``5xx``, ``error`` (no
+      response: a connection error, a timeout), ``refused`` (the host's circuit was open)
+    - ``asyncflow_store_write_duration_seconds`` histogram [kind] and
+      ``asyncflow_store_write_errors_total`` [kind]: ``kind`` is ``step`` (a step's
+      checkpoint) or ``manifest`` (a run's final manifest)
 
-    Batch counters are advanced from each batch's progress events, keyed by the batch's name:
-    two batches with the same name running at once would be miscounted; give them names.
+    Trigger, admission and schedule-lag metrics come with the triggers' events (not yet).
+
+    Batch counters are advanced from each batch's progress events, keyed by the batch's id.
     """
 
     def __init__(
@@ -114,13 +140,14 @@ class PrometheusObserver:
         *,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         max_runs: int = 10_000,
+        store_buckets: Sequence[float] = STORE_BUCKETS,
     ) -> None:
         if not isinstance(max_runs, int) or max_runs < 1:
             raise ValueError(f"max_runs={max_runs!r}: give a whole number of at least 1.")
         self.registry = registry if registry is not None else CollectorRegistry()
         self._max_runs = max_runs
         self._runs: dict[str, _Run] = {}
-        # Batch name -> (succeeded, failed, restored, in_flight) at its last progress event.
+        # Batch id -> (succeeded, failed, restored, in_flight) at its last progress event.
         self._batches: dict[str, tuple[int, int, int, int]] = {}
         r = self.registry
         self._runs_started = Counter(
@@ -184,6 +211,26 @@ class PrometheusObserver:
             ["state"],
             registry=r,
         )
+        self._http_requests = Counter(
+            "asyncflow_http_requests",
+            "HTTP requests through the engine's client, by host and status class (2xx..5xx, "
+            "error: no response, refused: the circuit was open).",
+            ["host", "status_class"],
+            registry=r,
+        )
+        self._store_write = Histogram(
+            "asyncflow_store_write_duration_seconds",
+            "Checkpoint store writes (a step's checkpoint, a run's final manifest), by kind.",
+            ["kind"],
+            buckets=store_buckets,
+            registry=r,
+        )
+        self._store_errors = Counter(
+            "asyncflow_store_write_errors",
+            "Checkpoint store writes that failed, by kind.",
+            ["kind"],
+            registry=r,
+        )
         r.register(_RunningCollector(self))
         # labels() takes a lock and builds a key each call; the hot path caches its children.
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
@@ -201,6 +248,8 @@ class PrometheusObserver:
             events.CircuitStateChanged: self._circuit,
             events.BatchProgress: self._batch,
             events.CheckpointDiscarded: self._checkpoint_discarded,
+            events.HttpRequestFinished: self._http_request,
+            events.StoreWrite: self._store_written,
         }
 
     def __call__(self, event: Event, /) -> None:
@@ -235,6 +284,14 @@ class PrometheusObserver:
 
     def _checkpoint_discarded(self, event: events.CheckpointDiscarded) -> None:
         self._child(self._discarded, self._flow(event.run_id)).inc()
+
+    def _http_request(self, event: events.HttpRequestFinished) -> None:
+        self._child(self._http_requests, event.host, event.status_class).inc()
+
+    def _store_written(self, event: events.StoreWrite) -> None:
+        self._child(self._store_write, event.kind).observe(event.duration)
+        if event.error is not None:
+            self._child(self._store_errors, event.kind).inc()
 
     def _child(self, metric: _M, *labels: str) -> _M:
         key = (id(metric), *labels)
@@ -284,7 +341,8 @@ class PrometheusObserver:
         self._child(self._circuit_transitions, event.host, str(event.new)).inc()
 
     def _batch(self, event: events.BatchProgress) -> None:
-        last = self._batches.pop(event.batch, (0, 0, 0, 0))
+        key = event.batch_id or event.batch
+        last = self._batches.pop(key, (0, 0, 0, 0))
         if event.succeeded < last[0] or event.failed < last[1]:
             last = (0, 0, 0, 0)  # counts went back: a new batch of the same name
         for state, new, old in (
@@ -297,7 +355,7 @@ class PrometheusObserver:
         if not event.finished:
             while len(self._batches) >= self._max_runs:
                 del self._batches[next(iter(self._batches))]
-            self._batches[event.batch] = (
+            self._batches[key] = (
                 event.succeeded,
                 event.failed,
                 event.restored,

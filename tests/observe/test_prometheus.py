@@ -12,13 +12,15 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from asyncflow import Engine, FileStore, Flow, HostPolicy, Retry
+from asyncflow import CheckpointError, Engine, FileStore, Flow, HostPolicy, Retry
 from asyncflow.observe.prometheus import PrometheusObserver
+from asyncflow.stores import MemoryStore
 from tests.helpers import fetch_flow, until
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from asyncflow.stores import StepCheckpoint
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
@@ -246,3 +248,56 @@ def test_prometheus_client_is_imported_only_by_its_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.usefixtures("no_waits")
+async def test_http_requests_by_host_and_status_class(
+    host_a: FlakyServer, host_b: FlakyServer
+) -> None:
+    """Requests are counted per host by status class: 2xx on a healthy host, 5xx then refused.
+
+    host_b's outage opens its circuit after two 503s (fail_max=2); the third attempt is refused
+    without a request, which the server's own count confirms.
+    """
+    observer = PrometheusObserver()
+    host_b.outage = True
+    policy = HostPolicy(fail_max=2, reset_timeout=60.0, on_open="fail")
+    async with Engine(store=None, host_policy=policy, observers=[observer]) as engine:
+        ok = await engine.run(fetch_flow("/x", Retry(attempts=3)), url=host_a.url)
+        bad = await engine.run(fetch_flow("/y", Retry(attempts=3)), url=host_b.url)
+    assert ok.ok
+    assert not bad.ok
+    a = "http://127.0.0.2:" + host_a.url.rsplit(":", 1)[1]
+    b = "http://127.0.0.3:" + host_b.url.rsplit(":", 1)[1]
+    name = "asyncflow_http_requests_total"
+    assert value(observer, name, host=a, status_class="2xx") == host_a.count("/x") == 1
+    assert value(observer, name, host=b, status_class="5xx") == host_b.count("/y") == 2
+    assert value(observer, name, host=b, status_class="refused") == 1
+
+
+class FailingWrites(MemoryStore):
+    """A MemoryStore whose step writes fail once ``broken`` is set."""
+
+    broken = False
+
+    async def save_step(self, checkpoint: StepCheckpoint, /, **kwargs: object) -> None:
+        if self.broken:
+            raise CheckpointError("disk full")
+        await super().save_step(checkpoint, **kwargs)
+
+
+async def test_store_write_latency_and_errors() -> None:
+    """Each step checkpoint and final manifest is timed by kind; failed writes are counted."""
+    observer = PrometheusObserver()
+    store = FailingWrites()
+    flow = pipeline(flaky=[])
+    async with Engine(store=store, observers=[observer]) as engine:
+        await engine.run(flow, run_id="ok-1", doc=1)
+        store.broken = True
+        broken = await engine.run(flow, run_id="broken-1", doc=2)
+    assert broken.steps["fetch"].status == "failed"
+    # First run: fetch and parse saved, then its final manifest; second: fetch's save failed.
+    assert value(observer, "asyncflow_store_write_duration_seconds_count", kind="step") == 3
+    assert value(observer, "asyncflow_store_write_duration_seconds_count", kind="manifest") == 2
+    assert value(observer, "asyncflow_store_write_errors_total", kind="step") == 1
+    assert value(observer, "asyncflow_store_write_errors_total", kind="manifest") is None

@@ -1,0 +1,105 @@
+"""The ``details`` a run's final manifest keeps: each step's status, attempts, times and error.
+
+Written once per run, when it ends (``_checkpointing``); read by ``asyncflow show`` and the runs
+page. The JSON shape (``RunManifest.details``, see the store protocol)::
+
+    {"steps": {"fetch": {"status": "failed", "attempts": 3, "after": [],
+                         "started_at": "2026-01-31T12:00:00.125+00:00",
+                         "finished_at": "2026-01-31T12:00:01.500+00:00", "duration": 1.375,
+                         "error": {"type": "StepError", "message": "...",
+                                   "causes": [{"type": "ConnectError", "message": "..."}]}}}}
+
+``started_at``/``finished_at`` are wall-clock ISO 8601 UTC (``null`` for a step that did not run),
+``duration`` is seconds on the engine's clock, ``after`` the steps it waited for, and ``error``
+is there only for a failed step, its messages with URLs redacted. Other top-level keys (a trace
+context) are kept as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING
+
+from .observe._redact import redact_urls
+
+if TYPE_CHECKING:
+    from ._plan import Plan
+    from ._result import RunResult
+
+__all__ = ["MAX_CAUSES", "describe_error", "run_details"]
+
+#: How many causes of a step's error are kept (a chain can be long, or loop).
+MAX_CAUSES = 10
+#: How long one error message may be in the manifest, in characters.
+MAX_MESSAGE = 2000
+
+
+def _waits_for(plan: Plan) -> list[list[str]]:
+    """Each step's direct dependencies by name (a walk over the edges: small beside the JSON)."""
+    after: list[list[str]] = [[] for _ in plan.steps]
+    for i, dependents in enumerate(plan.dependents):
+        for j in dependents:
+            after[j].append(plan.steps[i].name)
+    return after
+
+
+def _one(exc: BaseException) -> dict[str, str]:
+    message = redact_urls(str(exc))
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
+    return {"type": type(exc).__name__, "message": message}
+
+
+def describe_error(exc: BaseException) -> dict[str, object]:
+    """``exc`` as JSON-ready data: type, message, and its ``__cause__``/``__context__`` chain."""
+    causes: list[dict[str, str]] = []
+    seen = {id(exc)}
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    while cause is not None and id(cause) not in seen and len(causes) < MAX_CAUSES:
+        seen.add(id(cause))
+        causes.append(_one(cause))
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return {**_one(exc), "causes": causes}
+
+
+def _iso(t: float | None, offset: float) -> str | None:
+    if t is None:
+        return None
+    return dt.datetime.fromtimestamp(t + offset, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def run_details(plan: Plan, result: RunResult, offset: float, previous: str = "") -> str:
+    """The final manifest's ``details`` JSON for ``result``.
+
+    Args:
+        plan: the run's plan (for each step's dependencies).
+        result: the finished run.
+        offset: wall-clock seconds minus the engine clock's reading, to date the clock's times.
+        previous: the running manifest's details, whose other keys are kept.
+    """
+    try:
+        details = json.loads(previous) if previous else {}
+    except ValueError:
+        details = {}
+    if not isinstance(details, dict):
+        details = {}
+    waits_for = _waits_for(plan)
+    steps: dict[str, dict[str, object]] = {}
+    for i, s in enumerate(plan.steps):
+        r = result.steps.get(s.name)
+        if r is None:
+            continue
+        entry: dict[str, object] = {
+            "status": r.status.value,
+            "attempts": r.attempts,
+            "after": waits_for[i],
+            "started_at": _iso(r.started_at, offset),
+            "finished_at": _iso(r.finished_at, offset),
+            "duration": r.duration,
+        }
+        if r.error is not None:
+            entry["error"] = describe_error(r.error)
+        steps[s.name] = entry
+    details["steps"] = steps
+    return json.dumps(details, ensure_ascii=False, separators=(",", ":"))
