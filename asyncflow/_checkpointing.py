@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._details import run_details
 from ._errors import CheckpointEncodeError, CheckpointError
 from ._identity import canonical_inputs, digest, step_fingerprint
 from ._status import StepStatus
@@ -65,8 +66,8 @@ def decode_inputs(codec: Codec, text: str) -> dict[str, object]:
     }
 
 
-def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
-    """The manifest of a finished run: its status, and the steps that failed."""
+def _final(manifest: RunManifest, result: RunResult, details: str) -> RunManifest:
+    """The manifest of a finished run: its status, the steps that failed, each step's details."""
     return RunManifest(
         run_id=manifest.run_id,
         flow=manifest.flow,
@@ -78,6 +79,7 @@ def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
         failed_steps=()
         if result.ok
         else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
+        details=details,
     )
 
 
@@ -123,7 +125,9 @@ class Checkpointing:
         manifest = self._start(loaded)
         result = await execute()
         run = self._run
-        final = _final(manifest, result)
+        # Wall clock minus the engine's clock: dates the steps' clock readings in the details.
+        offset = time.time() - run.shared.clock()
+        final = _final(manifest, result, run_details(run.plan, result, offset, manifest.details))
         try:
             if run.emit is None:
                 await self._store.save_manifest(final)

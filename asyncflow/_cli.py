@@ -458,6 +458,12 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
             shown["inputs"] = json.loads(m.inputs)
         except ValueError:
             shown["inputs"] = m.inputs
+        recorded = step_details(m.details)
+        if recorded:
+            # The final manifest's account, in the flow's order; checkpoint facts added.
+            steps = {name: {**d, **steps.get(name, {})} for name, d in recorded.items()}
+            for name, d in recorded.items():
+                steps[name]["status"] = d.get("status", "unknown")
         for name in m.failed_steps:
             steps.setdefault(name, {"status": "failed"})
     else:
@@ -469,11 +475,35 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
     return shown
 
 
-#: What `show` says the store does not keep (yet).
+#: What `show` says of a run whose manifest has no step details (running, or older).
 NOT_KEPT = (
-    "The store keeps succeeded steps' outputs and the names of failed steps; attempts, "
-    "durations and errors are in the report `asyncflow run` printed, not in the store."
+    "No step details kept yet (they are written when the run ends): shown are the steps "
+    "whose checkpoints are saved, and the names of failed steps."
 )
+
+
+def step_details(details: str) -> dict[str, dict[str, object]]:
+    """The ``"steps"`` of a manifest's details JSON; empty when there are none or it is bad."""
+    try:
+        parsed = json.loads(details) if details else {}
+    except ValueError:
+        return {}
+    steps = parsed.get("steps") if isinstance(parsed, dict) else None
+    if not isinstance(steps, dict):
+        return {}
+    return {str(k): v for k, v in steps.items() if isinstance(v, dict)}
+
+
+def error_lines(error: object) -> list[str]:
+    """A recorded error and its cause chain, one line each (``caused by`` before each cause)."""
+    if not isinstance(error, dict):
+        return []
+    lines = [f"{error.get('type')}: {error.get('message')}"]
+    causes = error.get("causes")
+    for cause in causes if isinstance(causes, list) else []:
+        if isinstance(cause, dict):
+            lines.append(f"caused by {cause.get('type')}: {cause.get('message')}")
+    return lines
 
 
 def _print_show(shown: dict[str, object]) -> None:
@@ -488,19 +518,29 @@ def _print_show(shown: dict[str, object]) -> None:
     assert isinstance(steps, dict)
     print("steps:" if steps else "steps: none kept")
     width = max((len(name) for name in steps), default=0)
+    detailed = False
     for name, step in steps.items():
-        detail = (
-            f"  output {step['output_bytes']} bytes, digest {str(step['digest'])[:16]}"
-            if "digest" in step
-            else ""
-        )
+        detail = ""
+        if "attempts" in step:
+            detailed = True
+            detail += f"  {step['attempts']} attempt(s)"
+            duration = step.get("duration")
+            if isinstance(duration, int | float):
+                detail += f"  {duration:.3f} s"
+            if step.get("started_at"):
+                detail += f"  started {_when(str(step['started_at']))}"
+        if "digest" in step:
+            detail += f"  output {step['output_bytes']} bytes, digest {str(step['digest'])[:16]}"
         print(f"  {name.ljust(width)}  {step['status']}{detail}")
+        for line in error_lines(step.get("error")):
+            print(f"      {line}")
     discarded = shown["discarded"]
     assert isinstance(discarded, list)
     for d in discarded:
         what = f"step {d['step']!r}" if d["step"] is not None else "the run file"
         print(f"  discarded {what}: {d['reason']} (kept in {d['kept_in'] or 'nothing'})")
-    print(NOT_KEPT)
+    if not detailed:
+        print(NOT_KEPT)
 
 
 async def _forget(store: CheckpointStore, run_id: str) -> None:

@@ -369,19 +369,43 @@ def test_since_reads_iso_times_and_times_ago() -> None:
 
 
 def test_show_a_failed_run(made: Path) -> None:
-    """Show gives the run's inputs, each kept step's output size and digest, the failed steps."""
+    """Show gives the run's inputs and each step's status, attempts, times and error chain.
+
+    Kept steps also show their output's size and digest.
+    """
     out = cli(made, "show", "bad-1", "--json")
     assert out.returncode == 0
     shown = json.loads(out.stdout)
     assert (shown["flow"], shown["status"], shown["inputs"]) == ("cli", "failed", {"n": 500})
-    assert shown["steps"]["load"]["output_bytes"] == len("1000")
-    assert len(shown["steps"]["load"]["digest"]) == 32
-    assert shown["steps"]["check"] == {"status": "failed"}
+    steps = shown["steps"]
+    assert list(steps) == ["load", "check", "notify"]
+    assert steps["load"]["output_bytes"] == len("1000")
+    assert len(steps["load"]["digest"]) == 32
+    assert (steps["load"]["status"], steps["load"]["attempts"]) == ("succeeded", 1)
+    check = steps["check"]
+    assert (check["status"], check["attempts"], check["after"]) == ("failed", 1, ["load"])
+    assert check["started_at"] <= check["finished_at"]
+    assert datetime.fromisoformat(check["started_at"]).tzinfo is not None
+    assert check["duration"] >= 0
+    assert check["error"]["type"] == "StepError"
+    assert check["error"]["causes"] == [{"type": "ValueError", "message": "too big"}]
+    assert steps["notify"] == {
+        "status": "skipped",
+        "attempts": 0,
+        "after": ["check"],
+        "started_at": None,
+        "finished_at": None,
+        "duration": None,
+    }
     text = cli(made, "show", "bad-1").stdout.splitlines()
     assert text[0] == "run bad-1"
     assert '  inputs: {"n": 500}' in text
-    assert "  check  failed" in text
-    assert text[-1] == NOT_KEPT
+    (line,) = [t for t in text if t.startswith("  check ")]
+    assert line.startswith("  check   failed  1 attempt(s)  ")
+    assert "      StepError: Step 'check' failed after 1 attempt(s): ValueError: too big" in text
+    assert "      caused by ValueError: too big" in text
+    assert "  notify  skipped  0 attempt(s)" in text
+    assert NOT_KEPT not in text
 
 
 def test_show_a_corrupt_run_reports_what_was_discarded(store: Path) -> None:
