@@ -20,7 +20,7 @@ from tests.helpers import fetch_flow, until
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from asyncflow.stores import StepCheckpoint
+    from asyncflow.stores import Lease, StepCheckpoint
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
@@ -280,10 +280,10 @@ class FailingWrites(MemoryStore):
 
     broken = False
 
-    async def save_step(self, checkpoint: StepCheckpoint, /, **kwargs: object) -> None:
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
         if self.broken:
             raise CheckpointError("disk full")
-        await super().save_step(checkpoint, **kwargs)
+        await super().save_step(checkpoint, lease=lease)
 
 
 async def test_store_write_latency_and_errors() -> None:
