@@ -3,16 +3,20 @@
 ::
 
     asyncflow run    path/to/pipeline.py:flow  path=a.txt retries=3   # inputs as key=value
+    asyncflow run    path/to/pipeline.py:flow  --input path=a.txt -i 'tags=["x"]'  # the same
     asyncflow map    path/to/pipeline.py:flow  inputs.jsonl --out results.jsonl
     asyncflow resume path/to/pipeline.py:flow doc-42
     asyncflow runs   --status failed --since 1h      # the runs in the store (--json: JSON lines)
     asyncflow show   doc-42                          # a run's inputs and steps
     asyncflow forget doc-42                          # delete a run's checkpoints
     asyncflow graph  path/to/pipeline.py:flow --format mermaid
+    asyncflow web    --port 8000 --flow path/to/pipeline.py:flow  # the runs page (extra [web])
 
 ``TARGET`` is a :class:`~asyncflow.FlowRef`: ``module:attribute`` or ``file.py:attribute``
 naming a :class:`Flow`. Values of
-``key=value`` inputs are read as JSON when they parse (``n=3``, ``tags=["a"]``), else as text.
+``key=value`` inputs (as words, or each after ``--input``/``-i``) are read as JSON when they
+parse (``n=3``, ``tags=["a"]``, ``ok=true``), else as text (``path=a.txt``; ``id='"7"'`` for the
+text ``7``). ``map`` reads its JSON lines as the batch asks for them, never the whole file first.
 ``run`` and ``resume`` write ``asyncflow: run <id>`` on stderr as the run starts (so a run that
 is killed has told its id), then its JSON report on stdout. The store is ``--store DIR``, a
 FileStore folder (``.asyncflow`` by default, as for the engine), or any store with
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import anyio
 
 from . import __version__
+from ._details import recorded_steps
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
 from ._plan import RESERVED_INPUTS
@@ -49,7 +54,8 @@ from .stores._file.disk import JOURNAL_DIR
 from .stores._file.runfiles import list_run_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    import socket
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from ._flow import Flow
     from ._result import RunResult
@@ -165,36 +171,59 @@ async def _run(flow: Flow, args: argparse.Namespace, inputs: dict[str, object]) 
         return await engine.run(flow, run_id=args.run_id, fail_fast=_fail_fast(args), **inputs)
 
 
-def read_batch(path: str) -> list[dict[str, object] | tuple[str, dict[str, object]]]:
-    """The inputs of ``map``: one JSON object per line (blank lines skipped).
+#: How much of the inputs file ``map`` reads at a time: it never holds the whole file.
+READ_CHUNK = 1 << 16
 
-    A ``"run_id"`` key in a line is that run's id, not an input.
+
+async def read_batch(path: str) -> AsyncIterator[dict[str, object] | tuple[str, dict[str, object]]]:
+    """The inputs of ``map``, read as the batch asks for them: one JSON object per line.
+
+    Blank lines are skipped. A ``"run_id"`` key in a line is that run's id, not an input. The
+    file is read a chunk at a time on a worker thread, so memory holds the runs in flight and
+    one chunk, whatever the file's size.
 
     Raises:
-        UsageError: the file cannot be read, or a line is not a JSON object.
+        UsageError: the file cannot be read, or a line is not a JSON object (the runs of the
+            lines before it have run by then).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        f = await anyio.open_file(path, "rb")
+    except OSError as exc:
         raise UsageError(f"Cannot read the inputs {path!r}: {exc}.") from exc
-    batch: list[dict[str, object] | tuple[str, dict[str, object]]] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            inputs = json.loads(line)
-        except (ValueError, RecursionError):
-            inputs = None
-        if not isinstance(inputs, dict):
-            raise UsageError(
-                f"{path}, line {n}: give each run's inputs as a JSON object on one line, e.g. "
-                f'{{"path": "a.txt", "n": 3}}.'
-            )
-        run_id = inputs.pop("run_id", None)
-        if run_id is not None and not isinstance(run_id, str):
-            raise UsageError(f'{path}, line {n}: "run_id" must be a string.')
-        batch.append(inputs if run_id is None else (run_id, inputs))
-    return batch
+    async with f:
+        n = 0
+        tail = b""
+        while True:
+            try:
+                chunk = await f.read1(READ_CHUNK)  # what is there: a pipe may have less
+            except OSError as exc:
+                raise UsageError(f"Cannot read the inputs {path!r}: {exc}.") from exc
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop() if chunk else b""
+            for raw in lines:
+                n += 1
+                if raw.strip():
+                    yield _batch_line(path, n, raw)
+            if not chunk:
+                return
+
+
+def _batch_line(path: str, n: int, raw: bytes) -> dict[str, object] | tuple[str, dict[str, object]]:
+    try:
+        inputs = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}, line {n}: not UTF-8 text ({exc}).") from exc
+    except (ValueError, RecursionError):
+        inputs = None
+    if not isinstance(inputs, dict):
+        raise UsageError(
+            f"{path}, line {n}: give each run's inputs as a JSON object on one line, e.g. "
+            f'{{"path": "a.txt", "n": 3}}. The runs of the lines before it have run.'
+        )
+    run_id = inputs.pop("run_id", None)
+    if run_id is not None and not isinstance(run_id, str):
+        raise UsageError(f'{path}, line {n}: "run_id" must be a string.')
+    return inputs if run_id is None else (run_id, inputs)
 
 
 async def _map(flow: Flow, args: argparse.Namespace, out: TextIO) -> int:
@@ -458,7 +487,7 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
             shown["inputs"] = json.loads(m.inputs)
         except ValueError:
             shown["inputs"] = m.inputs
-        recorded = step_details(m.details)
+        recorded = recorded_steps(m.details)
         if recorded:
             # The final manifest's account, in the flow's order; checkpoint facts added.
             steps = {name: {**d, **steps.get(name, {})} for name, d in recorded.items()}
@@ -480,18 +509,6 @@ NOT_KEPT = (
     "No step details kept yet (they are written when the run ends): shown are the steps "
     "whose checkpoints are saved, and the names of failed steps."
 )
-
-
-def step_details(details: str) -> dict[str, dict[str, object]]:
-    """The ``"steps"`` of a manifest's details JSON; empty when there are none or it is bad."""
-    try:
-        parsed = json.loads(details) if details else {}
-    except ValueError:
-        return {}
-    steps = parsed.get("steps") if isinstance(parsed, dict) else None
-    if not isinstance(steps, dict):
-        return {}
-    return {str(k): v for k, v in steps.items() if isinstance(v, dict)}
 
 
 def error_lines(error: object) -> list[str]:
@@ -559,6 +576,15 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a flow once (resuming its checkpoints, if any)")
     run.add_argument("target", help="module:flow or file.py:flow")
     run.add_argument("inputs", nargs="*", help="run inputs as name=value (JSON, else text)")
+    run.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        dest="input_pairs",
+        help="a run input, as the words above: the value is JSON when it parses, else text",
+    )
     run.add_argument("--run-id", help="the run id (derived from the inputs when not given)")
     resume = sub.add_parser("resume", help="resume a run with the inputs saved in its manifest")
     resume.add_argument("target", help="module:flow or file.py:flow")
@@ -590,6 +616,18 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--store-ref", help=_STORE_REF_HELP)
     for command in (runs, show):
         command.add_argument("--json", action="store_true", help="JSON (runs: one per line)")
+    web = sub.add_parser("web", help="serve the runs page over a store (needs the web extra)")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    web.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free one)")
+    web.add_argument(
+        "--flow",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="a flow (module:flow or file.py:flow) whose graph is drawn for its runs; repeatable",
+    )
+    web.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
+    web.add_argument("--store-ref", help=_STORE_REF_HELP)
     graph = sub.add_parser("graph", help="draw the flow's steps and dependencies")
     graph.add_argument("target", help="module:flow or file.py:flow")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
@@ -624,12 +662,50 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    """Serve the runs page until interrupted; the address is told on stderr once it listens."""
+    store = _store(args)
+    try:
+        import uvicorn
+
+        from .web import runs_app
+    except ImportError as exc:
+        raise UsageError(
+            f"asyncflow web needs the web extra ({exc}): pip install 'asyncflow-engine[web]'."
+        ) from exc
+    flows = [anyio.run(_load, ref) for ref in args.flow]
+    app = runs_app(store, flows=flows, open_store=True)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    print(
+                        f"asyncflow: the runs page is at http://{host}:{port}/ (Ctrl-C stops it)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = Server(config)
+    anyio.run(server.serve)
+    if not server.started:
+        raise StoreUnusable(
+            f"Could not serve the runs page at {args.host}:{args.port} (see the lines above)."
+        )
+    return 0
+
+
 def _command(args: argparse.Namespace) -> int:
     if getattr(args, "store_ref", None) is not None:
         # Made once, so every part of the command uses the same store object.
         args.chosen_store = anyio.run(_load_store, args.store_ref)
     if args.command in ("runs", "show", "forget"):
         return _inspect(args)
+    if args.command == "web":
+        return _web(args)
     # Imported and parsed before the run starts: an import does blocking I/O.
     flow = anyio.run(_load, args.target)
     if args.command == "graph":
@@ -653,7 +729,7 @@ def _command(args: argparse.Namespace) -> int:
                 f"{args.store!r}; give the folder it was saved in with --store DIR."
             )
         anyio.run(_known, _store(args), args.run_id)
-    inputs = parse_inputs(args.inputs) if args.command == "run" else {}
+    inputs = parse_inputs([*args.inputs, *args.input_pairs]) if args.command == "run" else {}
     result = anyio.run(_run, flow, args, inputs)
     print(json.dumps(report(result), indent=2))
     return 0 if result.ok else 1

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._plan import Plan
     from ._result import RunResult
 
-__all__ = ["MAX_CAUSES", "describe_error", "run_details"]
+__all__ = ["MAX_CAUSES", "describe_error", "recorded_steps", "run_details"]
 
 #: How many causes of a step's error are kept (a chain can be long, or loop).
 MAX_CAUSES = 10
@@ -103,3 +103,15 @@ def run_details(plan: Plan, result: RunResult, offset: float, previous: str = ""
         steps[s.name] = entry
     details["steps"] = steps
     return json.dumps(details, ensure_ascii=False, separators=(",", ":"))
+
+
+def recorded_steps(details: str) -> dict[str, dict[str, object]]:
+    """The ``"steps"`` of a manifest's details, by name; empty when there are none or bad."""
+    try:
+        parsed = json.loads(details) if details else {}
+    except ValueError:
+        return {}
+    steps = parsed.get("steps") if isinstance(parsed, dict) else None
+    if not isinstance(steps, dict):
+        return {}
+    return {str(k): v for k, v in steps.items() if isinstance(v, dict)}

@@ -84,6 +84,23 @@ def test_run_then_resume(target: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert {s["status"] for s in again["steps"].values()} == {"restored"}
 
 
+@pytest.mark.parametrize(
+    "words",
+    [["--input", "n=4", "-i", 'label="x y"'], ["n=4", "--input", "label=x y"]],
+    ids=["options", "mixed"],
+)
+def test_run_takes_inputs_as_options(
+    target: str, words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--input/-i NAME=VALUE gives inputs as the words do: JSON when it parses, else text."""
+    assert main(["run", target, *words, "--run-id", "opt-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    assert main(["show", "opt-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"] == {"n": 4, "label": "x y"}
+    assert main(["run", target, "n=4", "--input", "n=5"]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
 def test_failed_run_exits_1(target: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A failed run reports the error and exits 1."""
     assert main(["run", target, "n=500", "--no-store"]) == 1
@@ -496,12 +513,59 @@ def test_map_runs_each_line_and_writes_results_as_json_lines(store: Path) -> Non
 
 
 def test_map_bad_line_is_a_usage_error(store: Path) -> None:
-    """A line that is not a JSON object is named, exit 2, before anything runs."""
-    (store / "in.jsonl").write_text('{"n": 1}\n[1, 2]\n', encoding="utf-8")
+    """A line that is not a JSON object is named, exit 2; the lines before it have run."""
+    (store / "in.jsonl").write_text('{"n": 1, "run_id": "ok-1"}\n[1, 2]\n', encoding="utf-8")
     out = cli(store, "map", "cliflow.py:flow", "in.jsonl")
-    assert (out.returncode, out.stdout) == (2, "")
+    assert out.returncode == 2
+    assert set(rows(out.stdout)) == {"ok-1"}
     assert out.stderr.startswith("asyncflow: error: in.jsonl, line 2: give each run's inputs")
-    assert "runs" not in rows(cli(store, "runs", "--json").stdout)  # nothing ran
+    assert "The runs of the lines before it have run." in out.stderr
+
+
+TOUCH = """
+from pathlib import Path
+from asyncflow import Flow
+
+flow = Flow("touch")
+
+
+@flow.step
+async def touch(name: str) -> str:
+    Path(name).write_text("done")
+    return name
+"""
+
+
+def test_map_streams_its_inputs(tmp_path: Path) -> None:
+    """Map starts runs as lines arrive: the first run is done while the file is still written.
+
+    The inputs come through a named pipe; the second line is written only after the first
+    line's run has touched its file, which a map reading the whole file first never does.
+    """
+    (tmp_path / "touchflow.py").write_text(TOUCH, encoding="utf-8")
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+    with subprocess.Popen(
+        [str(SCRIPT), "map", "touchflow.py:flow", "in.jsonl", "--no-store"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            with fifo.open("w", encoding="utf-8") as pipe:
+                pipe.write('{"name": "first"}\n')
+                pipe.flush()
+                while not (tmp_path / "first").exists():
+                    assert proc.poll() is None, proc.communicate()
+                    time.sleep(0.01)
+                pipe.write('{"name": "second"}\n')
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["succeeded"] * 2
+    assert (tmp_path / "second").exists()
 
 
 def test_version(tmp_path: Path) -> None:
