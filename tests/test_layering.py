@@ -165,7 +165,9 @@ def _import_graph() -> dict[str, frozenset[str]]:
 def _reachable(module: str) -> set[str]:
     graph = _import_graph()
     seen: set[str] = set()
-    stack = [module]
+    # Importing asyncflow.a.b runs asyncflow.a's __init__ first: its imports count too.
+    parts = module.split(".")
+    stack = [".".join(parts[:i]) for i in range(2, len(parts) + 1)]
     while stack:
         for t in graph[stack.pop()]:
             if t not in seen:
