@@ -12,3 +12,9 @@ from ._app import MAX_ROWS, runs_app
 from ._live import BatchView, HostView, LiveView, RunView, StepView
 
 __all__ = ["MAX_ROWS", "BatchView", "HostView", "LiveView", "RunView", "StepView", "runs_app"]
+
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) or callable(_value):
+        _value.__module__ = __name__  # they print as asyncflow.web.X, where users import them
+del _name, _value
