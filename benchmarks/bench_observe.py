@@ -10,8 +10,10 @@ all of them alike. Prints each variant's best time and its ratio to the engine w
 ``--enrich-seconds 0`` removes the wait: the pipeline is then pure engine work, the harshest
 case for an observer (its cost is not hidden behind sleeps).
 
-To measure another exporter, add a factory to ``EXPORTERS``; the "all" variant attaches every
-one of them at once.
+Exporters: logging (``LogObserver``; the ``asyncflow`` logger with no handler, as a library
+leaves it), Prometheus, and OpenTelemetry when ``asyncflow.observe.otel`` and the SDK are
+installed (spans through a ``BatchSpanProcessor`` to an exporter that drops them). The "all"
+variant attaches every one of them at once.
 
 Run: ``.venv/bin/python benchmarks/bench_observe.py`` (also part of ``make bench``).
 """
@@ -20,16 +22,18 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import time
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import bench_batch  # benchmarks/ is on sys.path when a benchmark runs
 from bench_batch import BATCH_CONCURRENCY, IN_FLIGHT, make_flow
 
 from asyncflow import Engine
+from asyncflow.observe import LogObserver
 from asyncflow.observe.prometheus import PrometheusObserver
 
 if TYPE_CHECKING:
@@ -38,11 +42,35 @@ if TYPE_CHECKING:
     from asyncflow import Flow
     from asyncflow.events import Observer
 
-#: Exporter name -> a factory of a fresh observer. The hook for the other exporters: when the
-#: logging and tracing observers exist, add e.g. ``"logging": LogObserver`` here.
+#: Exporter name -> a factory of a fresh observer; "all" attaches every one of them.
 EXPORTERS: dict[str, Callable[[], Observer]] = {
+    "logging": LogObserver,
     "prometheus": PrometheusObserver,
 }
+
+
+def _tracing() -> Callable[[], Observer] | None:
+    """The OpenTelemetry exporter over a real SDK (spans batched to an exporter that drops them).
+
+    Its observer lives in ``asyncflow.observe.otel`` (extra ``[otel]``); without the module or
+    the SDK the benchmark measures the other exporters and says so. Imported by name: neither
+    need be installed for the others.
+    """
+    try:
+        otel: Any = importlib.import_module("asyncflow.observe.otel")
+        sdk: Any = importlib.import_module("opentelemetry.sdk.trace")
+        export: Any = importlib.import_module("opentelemetry.sdk.trace.export")
+    except ImportError:
+        return None
+    dropped = type(
+        "Dropped",
+        (export.SpanExporter,),
+        {"export": lambda self, spans: export.SpanExportResult.SUCCESS},
+    )
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(export.BatchSpanProcessor(dropped()))
+    factory: Callable[[], Observer] = partial(otel.OpenTelemetryObserver, tracer_provider=provider)
+    return factory
 
 
 async def ours(engine: Engine, flow: Flow, n: int) -> None:
@@ -61,6 +89,13 @@ async def timed(fn: Callable[[], Awaitable[object]]) -> float:
 
 async def overhead(n: int, repeat: int) -> None:
     flow = make_flow()
+    tracing = _tracing()
+    if tracing is not None:
+        EXPORTERS["otel"] = tracing
+    else:
+        print(
+            "OpenTelemetry exporter not available (asyncflow.observe.otel, the SDK): not measured"
+        )
     variants: dict[str, list[Observer]] = {"none": []}
     variants.update({name: [factory()] for name, factory in EXPORTERS.items()})
     if len(EXPORTERS) > 1:
