@@ -31,6 +31,7 @@ from ._progress import ProgressBar
 from ._ref import FlowRef
 from ._result import RunResult, StepResult
 from ._retry import Retry, is_transient
+from ._service import Service
 from ._status import CircuitState, OnOpen, RunStatus, StepStatus
 from .events import (
     BatchProgress,
@@ -40,12 +41,17 @@ from .events import (
     Observer,
     RunFinished,
     RunStarted,
+    ScheduleLag,
     StepFailed,
     StepRestored,
     StepRetrying,
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    TriggerAdmitted,
+    TriggerDuplicate,
+    TriggerInvalid,
+    TriggerRejected,
 )
 from .stores import CheckpointStore, FileStore
 
@@ -85,6 +91,8 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStatus",
+    "ScheduleLag",
+    "Service",
     "Step",
     "StepError",
     "StepFailed",
@@ -96,6 +104,10 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StepTimeoutError",
+    "TriggerAdmitted",
+    "TriggerDuplicate",
+    "TriggerInvalid",
+    "TriggerRejected",
     "is_transient",
 ]
 
