@@ -32,6 +32,7 @@ from ._progress import ProgressBar
 from ._ref import FlowRef
 from ._result import RunResult, StepResult
 from ._retry import Retry, is_transient
+from ._service import Service
 from ._status import CircuitState, OnOpen, RunStatus, StepStatus
 from .events import (
     BatchProgress,
@@ -42,6 +43,7 @@ from .events import (
     Observer,
     RunFinished,
     RunStarted,
+    ScheduleLag,
     StepFailed,
     StepRestored,
     StepRetrying,
@@ -49,6 +51,10 @@ from .events import (
     StepStarted,
     StepSucceeded,
     StoreWrite,
+    TriggerAdmitted,
+    TriggerDuplicate,
+    TriggerInvalid,
+    TriggerRejected,
 )
 from .stores import CheckpointStore, FileStore
 
@@ -90,6 +96,8 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStatus",
+    "ScheduleLag",
+    "Service",
     "Step",
     "StepError",
     "StepFailed",
@@ -102,6 +110,10 @@ __all__ = [
     "StepSucceeded",
     "StepTimeoutError",
     "StoreWrite",
+    "TriggerAdmitted",
+    "TriggerDuplicate",
+    "TriggerInvalid",
+    "TriggerRejected",
     "is_transient",
 ]
 

@@ -25,6 +25,7 @@ __all__ = [
     "Observer",
     "RunFinished",
     "RunStarted",
+    "ScheduleLag",
     "StepFailed",
     "StepRestored",
     "StepRetrying",
@@ -32,6 +33,10 @@ __all__ = [
     "StepStarted",
     "StepSucceeded",
     "StoreWrite",
+    "TriggerAdmitted",
+    "TriggerDuplicate",
+    "TriggerInvalid",
+    "TriggerRejected",
 ]
 
 
@@ -211,6 +216,66 @@ class StoreWrite:
     time: float
 
 
+@dataclass(frozen=True, slots=True)
+class TriggerAdmitted:
+    """A trigger's event was admitted: its run is recorded in the store and will start."""
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerDuplicate:
+    """A trigger's event was seen before (a redelivery, another process): its run exists."""
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRejected:
+    """A trigger's event was not admitted now; the source may offer it again.
+
+    ``reason`` says why: the backlog is full, the service is stopping, a bad signature.
+    """
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerInvalid:
+    """A trigger's event cannot become a run (``reason``: malformed body, wrong inputs)."""
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleLag:
+    """A cron tick was admitted ``lag`` seconds after its instant ``scheduled`` (POSIX time).
+
+    Large after downtime, or when the event loop is overloaded.
+    """
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+    scheduled: float
+    lag: float
+
+
 Event: TypeAlias = (
     RunStarted
     | RunFinished
@@ -225,6 +290,11 @@ Event: TypeAlias = (
     | BatchProgress
     | HttpRequestFinished
     | StoreWrite
+    | TriggerAdmitted
+    | TriggerDuplicate
+    | TriggerRejected
+    | TriggerInvalid
+    | ScheduleLag
 )
 
 

@@ -1,0 +1,450 @@
+"""Service: triggers admit runs into an engine's store, and the service runs them, bounded.
+
+Every trigger offers its events through one admission path (:class:`_Intake`): the event's run
+id is deterministic, the run is recorded with a create-if-absent in the store, and only then is
+the source acknowledged. Runs admitted and not finished are bounded per trigger and in total;
+a full bound pushes back on the source (a webhook answers 429, a consumer stops reading).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._errors import AsyncflowError, RunInputError
+from ._plan import compile_plan
+from .events import TriggerAdmitted, TriggerDuplicate, TriggerInvalid, TriggerRejected
+from .triggers._base import Admission, Outcome, Trigger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, MutableMapping, Sequence
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+
+    from ._engine import Engine
+    from ._flow import Flow
+
+__all__ = ["Service"]
+
+logger = logging.getLogger("asyncflow.service")
+
+#: Default bound on runs admitted and not finished, across every trigger of a service.
+DEFAULT_MAX_IN_FLIGHT = 100
+#: Default seconds that runs in flight get to finish at shutdown before they are cancelled.
+DEFAULT_GRACE = 30.0
+#: Statuses of runs a service (re)starts when it opens: admitted and never finished.
+_UNFINISHED = ("pending", "running")
+
+ASGIApp = Any  # an ASGI application: (scope, receive, send) -> awaitable
+
+
+class Service:
+    """Runs flows in response to events: triggers admit runs, the service runs them.
+
+    Args:
+        engine: the engine that runs the flows; it needs a store (admission is a record in it).
+            The service opens it on entry and closes it on exit, unless it is already open.
+        triggers: where runs come from (:mod:`asyncflow.triggers`); their names must differ.
+        host: the address :meth:`serve` listens on.
+        port: the port :meth:`serve` listens on (0: any free one; see :attr:`url`).
+        max_in_flight: the most runs admitted and not finished, all triggers together.
+        grace: seconds that runs in flight get to finish at shutdown; then they are cancelled,
+            which is not a failure: they resume from their checkpoints at the next start.
+
+    ``async with service:`` starts the triggers and, first, every run of its triggers that was
+    admitted and not finished (by an earlier process that stopped or died). :attr:`app` is the
+    ASGI app (``/healthz``, the webhooks, what :meth:`mount` adds); mount it into your own
+    Starlette or FastAPI app and enter the service in that app's lifespan, or run it with
+    :meth:`serve` (``asyncflow serve module:service`` on the command line).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        triggers: Sequence[Trigger] = (),
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight={max_in_flight!r}: give a whole number of at least 1.")
+        if not grace >= 0:
+            raise ValueError(f"grace={grace!r}: give the seconds (0 or more) runs get at shutdown.")
+        seen: dict[str, Trigger] = {}
+        for trigger in triggers:
+            if not isinstance(trigger, Trigger):
+                raise TypeError(
+                    f"{trigger!r} is not a Trigger: give Cron, Webhook, NewFiles, Queue or "
+                    f"RedisStream objects from asyncflow.triggers."
+                )
+            if trigger.name in seen:
+                raise ValueError(
+                    f"Two triggers are named {trigger.name!r} ({seen[trigger.name]!r} and "
+                    f"{trigger!r}): their run ids would collide. Give one of them name=..."
+                )
+            seen[trigger.name] = trigger
+        self.engine = engine
+        self.triggers: tuple[Trigger, ...] = tuple(triggers)
+        self.host = host
+        self.port = port
+        self.grace = grace
+        self._total = anyio.CapacityLimiter(max_in_flight)
+        self._intakes = {t.name: _Intake(self, t) for t in self.triggers}
+        self._mounts: list[tuple[str, ASGIApp]] = []
+        self._app: ASGIApp | None = None
+        self._accepting = False
+        self._active: set[str] = set()
+        self._drained = anyio.Event()
+        self._runs: TaskGroup | None = None
+        self._intake_tg: TaskGroup | None = None
+        self._opened_engine = False
+        self._url: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Service(triggers={[t.name for t in self.triggers]!r})"
+
+    # -- the ASGI app --------------------------------------------------------------------
+
+    @property
+    def app(self) -> ASGIApp:
+        """The service's ASGI app: ``/healthz``, each webhook's route, and what was mounted.
+
+        Built on first use; it needs the ``service`` extra (Starlette).
+        """
+        if self._app is None:
+            from ._service_app import build_app
+
+            self._app = build_app(self, self._mounts)
+        return self._app
+
+    def mount(self, path: str, app: ASGIApp, /) -> None:
+        """Serve the ASGI ``app`` under ``path`` (``"/runs"``, ``"/metrics"``) in :attr:`app`."""
+        if not isinstance(path, str) or not path.startswith("/") or path == "/":
+            raise ValueError(f"mount path {path!r}: give a path like '/runs' (not '/').")
+        if any(p == path for p, _ in self._mounts):
+            raise ValueError(f"Something is already mounted at {path!r}; choose another path.")
+        self._mounts.append((path, app))
+        if self._app is not None:
+            from ._service_app import add_mount
+
+            add_mount(self._app, path, app)
+
+    @property
+    def url(self) -> str:
+        """Where :meth:`serve` listens (``http://host:port``), once it does."""
+        if self._url is None:
+            raise AsyncflowError("The service is not serving; start it with service.serve().")
+        return self._url
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the service takes events: entered and not stopping."""
+        return self._accepting
+
+    def _taking(self) -> bool:
+        # A call, not an attribute: read afresh after every await (and mypy narrows no call).
+        return self._accepting
+
+    def statistics(self) -> dict[str, object]:
+        """Runs in flight in total and by trigger, and whether events are taken."""
+        return {
+            "accepting": self._accepting,
+            "in_flight": int(self._total.borrowed_tokens),
+            "max_in_flight": int(self._total.total_tokens),
+            "triggers": {name: i.statistics() for name, i in self._intakes.items()},
+        }
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Service:
+        if self._runs is not None:
+            raise RuntimeError("This Service is already running; a Service is entered once.")
+        engine = self.engine
+        self._opened_engine = engine._stack is None
+        if self._opened_engine:
+            await engine.__aenter__()
+        try:
+            if engine.store is None:
+                raise AsyncflowError(
+                    "A Service needs an engine with a store: admission is a record in it. "
+                    "Give Engine(store='runs/') or another CheckpointStore."
+                )
+            runs = anyio.create_task_group()
+            await runs.__aenter__()
+            self._runs = runs
+            self._accepting = True
+            intake_tg = anyio.create_task_group()
+            await intake_tg.__aenter__()
+            self._intake_tg = intake_tg
+            try:
+                await self._restart_unfinished()
+                for trigger in self.triggers:
+                    await intake_tg.start(trigger.run, self._intakes[trigger.name])
+            except BaseException:
+                await self._stop(cancel_runs=True)
+                raise
+        except BaseException:
+            if self._opened_engine:
+                await engine.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._stop(cancel_runs=False)
+        finally:
+            if self._opened_engine:
+                await self.engine.__aexit__(None, None, None)
+
+    async def _stop(self, *, cancel_runs: bool) -> None:
+        """Stop intake, give runs in flight the grace period, then cancel what is left."""
+        self._accepting = False
+        intake_tg, self._intake_tg = self._intake_tg, None
+        runs, self._runs = self._runs, None
+        if intake_tg is not None:
+            intake_tg.cancel_scope.cancel()
+            await intake_tg.__aexit__(None, None, None)
+        if runs is None:
+            return
+        if not cancel_runs:
+            with anyio.move_on_after(self.grace):
+                while self._active:
+                    await self._drained.wait()
+        if self._active:
+            logger.info(
+                "shutdown: cancelling %d runs; they resume at the next start", len(self._active)
+            )
+        runs.cancel_scope.cancel()
+        await runs.__aexit__(None, None, None)
+
+    async def _restart_unfinished(self) -> None:
+        """Start every run of this service's triggers that was admitted and never finished."""
+        store = self.engine.store
+        assert store is not None
+        by_prefix = {f"{t.name}@": t for t in self.triggers}
+        found: list[tuple[Trigger, str]] = []
+        async for info in store.list_runs():
+            if info.status not in _UNFINISHED:
+                continue
+            trigger = by_prefix.get(info.run_id.split("@", 1)[0] + "@")
+            if trigger is not None and info.flow == trigger.flow.name:
+                found.append((trigger, info.run_id))
+        for trigger, run_id in found:
+            intake = self._intakes[trigger.name]
+            release = await intake.acquire(wait=True)
+            assert release is not None
+            self._start(trigger.flow, run_id, release)
+
+    def _start(self, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
+        assert self._runs is not None
+        if run_id in self._active:  # already running here (admitted, then listed at start)
+            release()
+            return
+        self._active.add(run_id)
+        self._runs.start_soon(self._run, flow, run_id, release, name=f"asyncflow run {run_id}")
+
+    async def _run(self, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
+        try:
+            await self.engine.resume(flow, run_id)
+        except Exception:
+            logger.exception("run %s of flow %s could not be run", run_id, flow.name)
+        finally:
+            self._active.discard(run_id)
+            release()
+            if not self._active:
+                self._drained.set()
+                self._drained = anyio.Event()
+
+    # -- serving ------------------------------------------------------------------------
+
+    async def serve(self, *, ready: Callable[[str], None] | None = None) -> None:
+        """Serve :attr:`app` on ``host:port`` with the triggers running, until SIGTERM/SIGINT.
+
+        On the signal: intake stops (webhooks answer 503), HTTP connections close, runs in
+        flight get ``grace`` seconds, then the rest are cancelled (they resume at the next
+        start). ``ready`` is called with the URL once the service listens.
+        """
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        port = sock.getsockname()[1]
+        host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
+        config = uvicorn.Config(
+            self.app,
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        try:
+            async with self, anyio.create_task_group() as tg:
+                await server.startup(sockets=[sock])
+                self._url = f"http://{host}:{port}"
+                tg.start_soon(_stop_on_signal, server, tg.cancel_scope, name="asyncflow signals")
+                if ready is not None:
+                    ready(self._url)
+                await server.main_loop()
+                self._accepting = False  # webhooks answer 503 while connections close
+                await server.shutdown(sockets=[sock])
+                tg.cancel_scope.cancel()
+        finally:
+            self._url = None
+            sock.close()
+
+
+async def _stop_on_signal(server: Any, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("%s: stopping", signal.Signals(signum).name)
+            server.should_exit = True
+            return
+
+
+class _Intake:
+    """One trigger's admission path: bound, create-if-absent, start, report."""
+
+    def __init__(self, service: Service, trigger: Trigger) -> None:
+        self._service = service
+        self._trigger = trigger
+        own = trigger.max_in_flight
+        self._own = anyio.CapacityLimiter(own) if own is not None else None
+        self._counts: MutableMapping[str, int] = dict.fromkeys(Outcome, 0)
+
+    @property
+    def accepting(self) -> bool:
+        return self._service._accepting
+
+    def statistics(self) -> dict[str, int]:
+        in_flight = int(self._own.borrowed_tokens) if self._own is not None else -1
+        return {"in_flight": in_flight, **{str(k): v for k, v in self._counts.items()}}
+
+    async def acquire(self, *, wait: bool) -> Callable[[], None] | None:
+        """Take one slot of this trigger and one of the service; ``None`` when full (nowait)."""
+        token = object()
+        limiters = [x for x in (self._own, self._service._total) if x is not None]
+        taken: list[anyio.CapacityLimiter] = []
+        try:
+            for limiter in limiters:
+                if wait:
+                    await limiter.acquire_on_behalf_of(token)
+                else:
+                    limiter.acquire_on_behalf_of_nowait(token)
+                taken.append(limiter)
+        except anyio.WouldBlock:
+            for limiter in taken:
+                limiter.release_on_behalf_of(token)
+            return None
+        except BaseException:
+            for limiter in taken:
+                limiter.release_on_behalf_of(token)
+            raise
+
+        def release() -> None:
+            for limiter in taken:
+                limiter.release_on_behalf_of(token)
+
+        return release
+
+    async def admit(
+        self, key: str, inputs: Mapping[str, object], /, *, wait: bool = True
+    ) -> Admission:
+        trigger = self._trigger
+        run_id = trigger.run_id(key)
+        if not self._service._taking():
+            return self._report(Admission(Outcome.REJECTED, run_id, "the service is stopping"))
+        try:
+            compile_plan(trigger.flow).check_inputs(inputs)
+        except RunInputError as exc:
+            return self._report(Admission(Outcome.INVALID, run_id, str(exc)))
+        release = await self.acquire(wait=wait)
+        if release is None:
+            return self._report(
+                Admission(Outcome.REJECTED, run_id, "too many runs in flight: retry later")
+            )
+        try:
+            created = await _create_run(self._service.engine, trigger.flow, run_id, inputs)
+        except RunInputError as exc:
+            release()
+            return self._report(Admission(Outcome.INVALID, run_id, str(exc)))
+        except BaseException:
+            release()
+            raise
+        if not created:
+            release()
+            return self._report(Admission(Outcome.DUPLICATE, run_id))
+        if not self._service._taking():  # stopping while the record was written: runs next start
+            release()
+            return self._report(Admission(Outcome.ADMITTED, run_id))
+        self._service._start(trigger.flow, run_id, release)
+        return self._report(Admission(Outcome.ADMITTED, run_id))
+
+    def _report(self, admission: Admission) -> Admission:
+        self._counts[admission.outcome] += 1
+        emit = self._service.engine._emit
+        if emit:
+            t, flow, rid = self._trigger.name, self._trigger.flow.name, admission.run_id
+            now = self._service.engine._shared.clock()
+            outcome = admission.outcome
+            if outcome is Outcome.ADMITTED:
+                emit(TriggerAdmitted(t, flow, rid, now))
+            elif outcome is Outcome.DUPLICATE:
+                emit(TriggerDuplicate(t, flow, rid, now))
+            elif outcome is Outcome.REJECTED:
+                emit(TriggerRejected(t, flow, rid, now, admission.reason))
+            else:
+                emit(TriggerInvalid(t, flow, rid, now, admission.reason))
+        return admission
+
+
+async def _create_run(
+    engine: Engine, flow: Flow, run_id: str, inputs: Mapping[str, object]
+) -> bool:
+    """Record run ``run_id`` as pending if it has no manifest; whether it was created."""
+    admit = getattr(engine, "admit", None)
+    if admit is not None:
+        return bool(await admit(flow, run_id=run_id, **inputs))
+    # Interim, until Engine.admit (store create_run_if_absent, PROTOCOL.md section 1) is
+    # merged: the same record, but not atomic across processes.
+    from datetime import UTC, datetime
+
+    from ._identity import canonical_inputs, encode_inputs
+    from .stores import RunManifest
+
+    store = engine.store
+    assert store is not None
+    plan = compile_plan(flow)
+    text = canonical_inputs(encode_inputs(store.codec, inputs))
+    if (await store.load_run(run_id)).manifest is not None:
+        return False
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    await store.save_manifest(
+        RunManifest(run_id, plan.flow, plan.fingerprint, text, "pending", now, now)
+    )
+    return True
