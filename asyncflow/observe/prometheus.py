@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -129,7 +130,11 @@ class PrometheusObserver:
       ``asyncflow_store_write_errors_total`` [kind]: ``kind`` is ``step`` (a step's
       checkpoint) or ``manifest`` (a run's final manifest)
 
-    Trigger, admission and schedule-lag metrics come with the triggers' events (not yet).
+    - ``asyncflow_trigger_events_total`` [trigger, flow, outcome]: ``admitted``,
+      ``duplicate`` (seen before), ``rejected`` (not now: full, stopping), ``invalid``
+    - ``asyncflow_admission_backlog`` [trigger]: runs admitted and not seen finishing, read
+      when scraped (bounded by ``max_runs`` like the running runs)
+    - ``asyncflow_schedule_lag_seconds`` histogram [trigger]: a cron tick's admission delay
 
     Batch counters are advanced from each batch's progress events, keyed by the batch's id.
     """
@@ -231,6 +236,21 @@ class PrometheusObserver:
             ["kind"],
             registry=r,
         )
+        self._trigger_events = Counter(
+            "asyncflow_trigger_events",
+            "Trigger events by outcome: admitted, duplicate, rejected (try later), invalid.",
+            ["trigger", "flow", "outcome"],
+            registry=r,
+        )
+        self._schedule_lag = Histogram(
+            "asyncflow_schedule_lag_seconds",
+            "Seconds from a cron tick's instant to its admission.",
+            ["trigger"],
+            buckets=buckets,
+            registry=r,
+        )
+        # Run id -> trigger, for runs admitted by a trigger and not seen finishing (bounded).
+        self._admitted: dict[str, str] = {}
         r.register(_RunningCollector(self))
         # labels() takes a lock and builds a key each call; the hot path caches its children.
         self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
@@ -250,6 +270,11 @@ class PrometheusObserver:
             events.CheckpointDiscarded: self._checkpoint_discarded,
             events.HttpRequestFinished: self._http_request,
             events.StoreWrite: self._store_written,
+            events.TriggerAdmitted: self._trigger_admitted,
+            events.TriggerDuplicate: partial(self._trigger, "duplicate"),
+            events.TriggerRejected: partial(self._trigger, "rejected"),
+            events.TriggerInvalid: partial(self._trigger, "invalid"),
+            events.ScheduleLag: self._lag,
         }
 
     def __call__(self, event: Event, /) -> None:
@@ -293,6 +318,28 @@ class PrometheusObserver:
         if event.error is not None:
             self._child(self._store_errors, event.kind).inc()
 
+    def _trigger(
+        self,
+        outcome: str,
+        event: events.TriggerAdmitted
+        | events.TriggerDuplicate
+        | events.TriggerRejected
+        | events.TriggerInvalid,
+    ) -> None:
+        self._child(self._trigger_events, event.trigger, event.flow, outcome).inc()
+
+    def _trigger_admitted(self, event: events.TriggerAdmitted) -> None:
+        self._trigger("admitted", event)
+        admitted = self._admitted
+        admitted.pop(event.run_id, None)
+        while len(admitted) >= self._max_runs:
+            del admitted[next(iter(admitted))]
+            self._forgotten.inc()
+        admitted[event.run_id] = event.trigger
+
+    def _lag(self, event: events.ScheduleLag) -> None:
+        self._child(self._schedule_lag, event.trigger).observe(max(event.lag, 0.0))
+
     def _child(self, metric: _M, *labels: str) -> _M:
         key = (id(metric), *labels)
         child = self._children.get(key)
@@ -315,6 +362,8 @@ class PrometheusObserver:
 
     def _run_finished(self, event: events.RunFinished) -> None:
         status = str(event.status)
+        if self._admitted:
+            self._admitted.pop(event.run_id, None)
         self._child(self._runs_finished, event.flow, status).inc()
         run = self._runs.pop(event.run_id, None)
         if run is not None:
@@ -391,6 +440,17 @@ class _RunningCollector(Collector):
         )
         for flow, wall in oldest.items():
             g.add_metric([flow], now - wall)
+        yield g
+        backlog: dict[str, int] = {}
+        for trigger in tuple(self._observer._admitted.copy().values()):
+            backlog[trigger] = backlog.get(trigger, 0) + 1
+        g = GaugeMetricFamily(
+            "asyncflow_admission_backlog",
+            "Runs a trigger admitted that have not finished (waiting or running).",
+            labels=["trigger"],
+        )
+        for trigger, n in backlog.items():
+            g.add_metric([trigger], n)
         yield g
         yield GaugeMetricFamily(
             "asyncflow_batch_items_in_flight",

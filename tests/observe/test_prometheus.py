@@ -13,6 +13,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncflow import CheckpointError, Engine, FileStore, Flow, HostPolicy, Retry
+from asyncflow.events import (
+    ScheduleLag,
+    TriggerAdmitted,
+    TriggerDuplicate,
+    TriggerInvalid,
+    TriggerRejected,
+)
 from asyncflow.observe.prometheus import PrometheusObserver
 from asyncflow.stores import MemoryStore
 from tests.helpers import fetch_flow, until
@@ -301,3 +308,27 @@ async def test_store_write_latency_and_errors() -> None:
     assert value(observer, "asyncflow_store_write_duration_seconds_count", kind="manifest") == 2
     assert value(observer, "asyncflow_store_write_errors_total", kind="step") == 1
     assert value(observer, "asyncflow_store_write_errors_total", kind="manifest") is None
+
+
+async def test_trigger_events_backlog_and_schedule_lag() -> None:
+    """Trigger outcomes are counted; admitted runs are backlog until they finish; lag observed.
+
+    The events are what a Service emits; here they are given straight to the observer, with a
+    real run finishing one of the admitted runs.
+    """
+    observer = PrometheusObserver()
+    observer(TriggerAdmitted("hook", "pipeline", "hook-1", 0.0))
+    observer(TriggerAdmitted("hook", "pipeline", "hook-2", 0.0))
+    observer(TriggerDuplicate("hook", "pipeline", "hook-1", 0.0))
+    observer(TriggerRejected("hook", "pipeline", "hook-3", 0.0, "too many runs in flight"))
+    observer(TriggerInvalid("hook", "pipeline", "hook-4", 0.0, "missing input doc"))
+    observer(ScheduleLag("nightly", "pipeline", "nightly-1", 0.0, 1_700_000_000.0, 2.5))
+    assert value(observer, "asyncflow_admission_backlog", trigger="hook") == 2
+    async with Engine(store=None, observers=[observer]) as engine:
+        await engine.run(pipeline(flaky=[]), run_id="hook-1", doc=1)
+    t = {"trigger": "hook", "flow": "pipeline"}
+    for outcome, n in [("admitted", 2), ("duplicate", 1), ("rejected", 1), ("invalid", 1)]:
+        assert value(observer, "asyncflow_trigger_events_total", **t, outcome=outcome) == n
+    assert value(observer, "asyncflow_admission_backlog", trigger="hook") == 1
+    assert value(observer, "asyncflow_schedule_lag_seconds_sum", trigger="nightly") == 2.5
+    assert value(observer, "asyncflow_schedule_lag_seconds_count", trigger="nightly") == 1
