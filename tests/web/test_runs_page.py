@@ -19,7 +19,7 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from asyncflow import Context, Engine, FileStore, Flow, HostPolicy, Retry
+from asyncflow import Context, Engine, FileStore, Flow, HostPolicy, Retry, Service
 from asyncflow.web import LiveView, runs_app
 from asyncflow.web._render import COLOURS
 from tests.helpers import until
@@ -308,3 +308,30 @@ def test_asyncflow_web_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> N
     )
     assert out.returncode == 2
     assert "'plain' is not an asyncflow store" in out.stderr
+
+
+async def test_the_service_mounts_the_runs_page_at_runs(tmp_path: Path) -> None:
+    """Mounted in a Service at /runs, the page lists the runs its engine ran, live."""
+    view = LiveView()
+    engine = Engine(store=tmp_path / "runs", observers=[view])
+    assert engine.store is not None
+    service = Service(engine, port=0)
+    service.mount("/runs", runs_app(engine.store, live=view))
+    flow = Flow("served")
+
+    @flow.step
+    async def one() -> int:
+        return 1
+
+    ready: list[str] = []
+    async with anyio.create_task_group() as tg, httpx.AsyncClient() as client:
+        tg.start_soon(lambda: service.serve(ready=ready.append))
+        await until(lambda: bool(ready))
+        assert (await engine.run(flow, run_id="served-1")).ok
+        index = await client.get(f"{ready[0]}/runs/")
+        run = await client.get(f"{ready[0]}/runs/run/served-1")
+        tg.cancel_scope.cancel()
+    assert index.status_code == 200
+    assert f'href="{ready[0]}/runs/run/served-1"' in index.text
+    assert run.status_code == 200
+    assert f"background:{COLOURS['succeeded']}" in run.text
