@@ -605,7 +605,7 @@ def parser() -> argparse.ArgumentParser:
         )
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--flow", help="only runs of this flow (its name)")
-    runs.add_argument("--status", choices=["running", "succeeded", "failed", CORRUPT])
+    runs.add_argument("--status", choices=["pending", "running", "succeeded", "failed", CORRUPT])
     runs.add_argument("--since", help="only runs updated since: an ISO time, or 30m, 2h, 1d ago")
     show = sub.add_parser("show", help="a run's inputs and steps, as the store keeps them")
     show.add_argument("run_id")

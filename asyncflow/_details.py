@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._plan import Plan
     from ._result import RunResult
 
-__all__ = ["MAX_CAUSES", "describe_error", "recorded_steps", "run_details"]
+__all__ = ["MAX_CAUSES", "describe_error", "recorded_steps", "run_details", "waits_for"]
 
 #: How many causes of a step's error are kept (a chain can be long, or loop).
 MAX_CAUSES = 10
@@ -35,7 +35,7 @@ MAX_CAUSES = 10
 MAX_MESSAGE = 2000
 
 
-def _waits_for(plan: Plan) -> list[list[str]]:
+def waits_for(plan: Plan) -> list[list[str]]:
     """Each step's direct dependencies by name (a walk over the edges: small beside the JSON)."""
     after: list[list[str]] = [[] for _ in plan.steps]
     for i, dependents in enumerate(plan.dependents):
@@ -84,7 +84,7 @@ def run_details(plan: Plan, result: RunResult, offset: float, previous: str = ""
         details = {}
     if not isinstance(details, dict):
         details = {}
-    waits_for = _waits_for(plan)
+    after = waits_for(plan)
     steps: dict[str, dict[str, object]] = {}
     for i, s in enumerate(plan.steps):
         r = result.steps.get(s.name)
@@ -93,7 +93,7 @@ def run_details(plan: Plan, result: RunResult, offset: float, previous: str = ""
         entry: dict[str, object] = {
             "status": r.status.value,
             "attempts": r.attempts,
-            "after": waits_for[i],
+            "after": after[i],
             "started_at": _iso(r.started_at, offset),
             "finished_at": _iso(r.finished_at, offset),
             "duration": r.duration,

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from asyncflow._cli import CORRUPT, UsageError, _run_files, parse_since
-from asyncflow._details import recorded_steps
+from asyncflow._details import recorded_steps, waits_for
 from asyncflow._errors import CheckpointError
 from asyncflow._flow import Flow
 from asyncflow._plan import compile_plan
@@ -339,10 +339,7 @@ class _Pages:
         order: list[tuple[str, tuple[str, ...]]]
         if flow is not None:
             plan = compile_plan(flow)
-            after: list[list[str]] = [[] for _ in plan.steps]
-            for i, dependents in enumerate(plan.dependents):
-                for j in dependents:
-                    after[j].append(plan.steps[i].name)
+            after = waits_for(plan)
             order = [(s.name, tuple(a)) for s, a in zip(plan.steps, after, strict=True)]
         else:
             order = [(name, _after(d)) for name, d in recorded.items()]
