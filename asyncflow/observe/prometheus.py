@@ -290,20 +290,20 @@ class PrometheusObserver:
             run.steps.setdefault(event.step, event.time)
 
     def _step_succeeded(self, event: events.StepSucceeded) -> None:
-        self._step_done(event.run_id, event.step, event.time, "succeeded")
+        self._step_done(event.run_id, event.step, event.time, "succeeded", event.flow)
 
     def _step_failed(self, event: events.StepFailed) -> None:
-        self._step_done(event.run_id, event.step, event.time, "failed")
+        self._step_done(event.run_id, event.step, event.time, "failed", event.flow)
 
     def _step_retrying(self, event: events.StepRetrying) -> None:
-        self._child(self._retries, self._flow(event.run_id), event.step).inc()
+        self._child(self._retries, event.flow or self._flow(event.run_id), event.step).inc()
 
     def _step_skipped(self, event: events.StepSkipped) -> None:
-        flow = self._flow(event.run_id)
+        flow = event.flow or self._flow(event.run_id)
         self._child(self._steps_finished, flow, event.step, "skipped").inc()
 
     def _step_restored(self, event: events.StepRestored) -> None:
-        flow = self._flow(event.run_id)
+        flow = event.flow or self._flow(event.run_id)
         self._child(self._steps_finished, flow, event.step, "restored").inc()
         self._child(self._restored, flow).inc()
 
@@ -369,9 +369,10 @@ class PrometheusObserver:
         if run is not None:
             self._child(self._run_duration, event.flow, status).observe(event.time - run.started)
 
-    def _step_done(self, run_id: str, step: str, now: float, status: str) -> None:
+    def _step_done(self, run_id: str, step: str, now: float, status: str, flow: str) -> None:
         run = self._runs.get(run_id)
-        flow = run.flow if run is not None else _UNKNOWN_FLOW
+        if not flow:
+            flow = run.flow if run is not None else _UNKNOWN_FLOW
         pair = self._step_children.get((flow, step, status))
         if pair is None:
             pair = self._step_children[flow, step, status] = (

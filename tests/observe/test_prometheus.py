@@ -15,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from asyncflow import CheckpointError, Engine, FileStore, Flow, HostPolicy, Retry
 from asyncflow.events import (
     ScheduleLag,
+    StepRetrying,
+    StepSucceeded,
     TriggerAdmitted,
     TriggerDuplicate,
     TriggerInvalid,
@@ -332,3 +334,14 @@ async def test_trigger_events_backlog_and_schedule_lag() -> None:
     assert value(observer, "asyncflow_admission_backlog", trigger="hook") == 1
     assert value(observer, "asyncflow_schedule_lag_seconds_sum", trigger="nightly") == 2.5
     assert value(observer, "asyncflow_schedule_lag_seconds_count", trigger="nightly") == 1
+
+
+def test_step_metrics_take_the_flow_from_the_event() -> None:
+    """A step event of a run never seen starting (forgotten, or observed late) keeps its flow."""
+    observer = PrometheusObserver()
+    observer(StepSucceeded("late-1", "parse", 0.0, 1, "docs"))
+    observer(StepRetrying("late-1", "fetch", 0.0, 1, 0.0, RuntimeError("x"), "docs"))
+    f = {"flow": "docs"}
+    assert value(observer, "asyncflow_steps_finished_total", **f, step="parse", status="succeeded")
+    assert value(observer, "asyncflow_step_retries_total", **f, step="fetch") == 1
+    assert "unknown" not in label_values(observer)
