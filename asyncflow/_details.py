@@ -18,6 +18,7 @@ context) are kept as they are.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from typing import TYPE_CHECKING
 
@@ -63,10 +64,24 @@ def describe_error(exc: BaseException) -> dict[str, object]:
     return {**_one(exc), "causes": causes}
 
 
+@functools.lru_cache(maxsize=8)
+def _iso_second(second: int) -> str:
+    return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _iso(t: float | None, offset: float) -> str | None:
+    """A clock reading as wall-clock ISO 8601 UTC to the millisecond (``isoformat``'s form).
+
+    Once per step start and finish of every run: the formatted second is reused.
+    """
     if t is None:
         return None
-    return dt.datetime.fromtimestamp(t + offset, dt.UTC).isoformat(timespec="milliseconds")
+    second, ms = divmod(int((t + offset) * 1000), 1000)  # truncated, as isoformat does
+    return f"{_iso_second(second)}.{ms:03d}+00:00"
+
+
+#: One encoder for every run (json.dumps with options builds one per call).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def run_details(plan: Plan, result: RunResult, offset: float, previous: str = "") -> str:
@@ -102,7 +117,7 @@ def run_details(plan: Plan, result: RunResult, offset: float, previous: str = ""
             entry["error"] = describe_error(r.error)
         steps[s.name] = entry
     details["steps"] = steps
-    return json.dumps(details, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODE(details)
 
 
 def recorded_steps(details: str) -> dict[str, dict[str, object]]:
