@@ -66,14 +66,15 @@ async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Headless Chromium from Debian, driven by playwright; skipped without it unless CI."""
-    if not os.access(CHROMIUM, os.X_OK) and shutil.which("chromium") is None:
+    executable = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if executable is None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing: .ci/system-deps installs it (apt chromium).")
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI runs this test.")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        launched: Any = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched: Any = await p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
