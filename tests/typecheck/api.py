@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import assert_type
 
 import httpx
+from starlette.applications import Starlette
 
 from asyncflow import (
     Batch,
     BatchStatistics,
     BatchSummary,
+    CircuitState,
     Context,
     Engine,
     Flow,
@@ -18,10 +20,19 @@ from asyncflow import (
     StepResult,
     StepStatus,
 )
-from asyncflow.events import Event, Observer, StepSucceeded
+from asyncflow.events import (
+    BatchProgress,
+    Event,
+    HttpRequestFinished,
+    Observer,
+    StepStarted,
+    StepSucceeded,
+    StoreWrite,
+)
 from asyncflow.observe import LogObserver, redact_urls
 from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
 from asyncflow.testing import check_checkpoint_store
+from asyncflow.web import LiveView, runs_app
 
 flow = Flow("documents")
 
@@ -94,3 +105,25 @@ def users_flow_refs() -> None:
     assert_type(ref.load(), Flow)
     assert_type(FlowRef.of(flow), FlowRef)
     assert_type(str(ref), str)
+
+
+async def users_runs_page() -> None:
+    # The runs page over an engine's store, live, with the new events' fields.
+    view = LiveView()
+    async with Engine(store=".asyncflow", observers=[view]) as engine:
+        assert engine.store is not None
+        app = runs_app(engine.store, live=view, flows=[flow, "examples/hello.py:flow"])
+        assert_type(app, Starlette)
+    for host in view.hosts.values():
+        assert_type(host.state, CircuitState)
+
+
+def users_exporter(event: Event) -> None:
+    if isinstance(event, HttpRequestFinished):
+        assert_type(event.status_class, str)
+    elif isinstance(event, StoreWrite):
+        assert_type(event.error, str | None)
+    elif isinstance(event, StepStarted):
+        assert_type(event.flow, str)
+    elif isinstance(event, BatchProgress):
+        assert_type(event.batch_id, str)
