@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from functools import partial
@@ -263,7 +264,7 @@ def test_prometheus_client_is_imported_only_by_its_module() -> None:
 async def test_http_requests_by_host_and_status_class(
     host_a: FlakyServer, host_b: FlakyServer
 ) -> None:
-    """Requests are counted per host by status class: 2xx on a healthy host, 5xx then refused.
+    """Requests are counted per host by status class: 2xx, 5xx then refused, error (no answer).
 
     host_b's outage opens its circuit after two 503s (fail_max=2); the third attempt is refused
     without a request, which the server's own count confirms.
@@ -271,17 +272,26 @@ async def test_http_requests_by_host_and_status_class(
     observer = PrometheusObserver()
     host_b.outage = True
     policy = HostPolicy(fail_max=2, reset_timeout=60.0, on_open="fail")
+    with socket.socket() as probe:  # a port that was free a moment ago, bound by nobody now
+        probe.bind(("127.0.0.4", 0))
+        closed = probe.getsockname()[1]
     async with Engine(store=None, host_policy=policy, observers=[observer]) as engine:
         ok = await engine.run(fetch_flow("/x", Retry(attempts=3)), url=host_a.url)
         bad = await engine.run(fetch_flow("/y", Retry(attempts=3)), url=host_b.url)
+        # Nobody listens there: the connection is refused, no response at all.
+        gone = await engine.run(
+            fetch_flow("/z", Retry(attempts=1)), url=f"http://127.0.0.4:{closed}"
+        )
     assert ok.ok
     assert not bad.ok
+    assert not gone.ok
     a = "http://127.0.0.2:" + host_a.url.rsplit(":", 1)[1]
     b = "http://127.0.0.3:" + host_b.url.rsplit(":", 1)[1]
     name = "asyncflow_http_requests_total"
     assert value(observer, name, host=a, status_class="2xx") == host_a.count("/x") == 1
     assert value(observer, name, host=b, status_class="5xx") == host_b.count("/y") == 2
     assert value(observer, name, host=b, status_class="refused") == 1
+    assert value(observer, name, host=f"http://127.0.0.4:{closed}", status_class="error") == 1
 
 
 class FailingWrites(MemoryStore):
