@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
@@ -127,6 +128,8 @@ def gantt_svg(steps: Sequence[StepRow], *, width: int = 720) -> str:
         return '<p class="muted">No step has recorded times yet.</p>'
     t0 = min(s.started_at for s in timed if s.started_at is not None)
     t1 = max((s.finished_at or s.started_at or t0) for s in timed)
+    if any(s.finished_at is None and s.status == "running" for s in timed):
+        t1 = max(t1, time.time())  # a running step's bar reaches now
     span = max(t1 - t0, 1e-3)
     label, row, pad = 160, 24, 4
     plot = width - label - 90
