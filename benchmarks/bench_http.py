@@ -7,7 +7,9 @@ and keeps each side's best round:
 - bare: ``httpx.AsyncClient`` with the case's connection limit;
 - gated: the breaker layer (BreakerTransport) over one httpx pool of the same size;
 - engine: what ``Engine`` builds, the breaker layer over ShardedTransport (the same number of
-  connections split into pools of at most 8).
+  connections split into pools of at most 8);
+- rated: the same with ``HostPolicy(rate=, burst=)`` set so high it is never reached: the cost
+  of the rate limiter (aiolimiter) alone, printed as rated / engine (goal: at most 1.05x).
 
 Cases:
 
@@ -33,7 +35,9 @@ from asyncflow import HostPolicy
 from asyncflow._http import BreakerTransport, ShardedTransport
 
 ROUNDS = 2
-SIDES = ("bare", "gated", "engine")
+SIDES = ("bare", "gated", "engine", "rated")
+#: A rate and burst no case reaches: every request finds room in the bucket.
+NEVER_REACHED = HostPolicy(fail_max=5, reset_timeout=30.0, rate=1e9, burst=1_000_000)
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,14 @@ def bare_client(connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0, pool=None))
 
 
-def protected_client(connections: int, *, sharded: bool) -> httpx.AsyncClient:
+def protected_client(
+    connections: int, *, sharded: bool, policy: HostPolicy | None = None
+) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     inner = ShardedTransport(connections) if sharded else httpx.AsyncHTTPTransport(limits=limits)
     transport = BreakerTransport(
         inner,
-        default=HostPolicy(fail_max=5, reset_timeout=30.0),
+        default=policy or HostPolicy(fail_max=5, reset_timeout=30.0),
         default_concurrency=connections,
     )
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(120.0, pool=None))
@@ -89,8 +95,9 @@ async def run_case(url: str, case: Case) -> dict[str, float]:
         bare_client(case.connections) as bare,
         protected_client(case.connections, sharded=False) as gated,
         protected_client(case.connections, sharded=True) as engine,
+        protected_client(case.connections, sharded=True, policy=NEVER_REACHED) as rated,
     ):
-        clients = {"bare": bare, "gated": gated, "engine": engine}
+        clients = {"bare": bare, "gated": gated, "engine": engine, "rated": rated}
         for name, client in clients.items():  # warm up: open the connections
             await load(client, url, Case(case.name, case.connections, 1, case.connections))
             best[name] = 0.0
@@ -112,12 +119,17 @@ async def main() -> None:
             url = line.decode().strip() + "/bench"
             print(f"server: {url} (own process); best of {ROUNDS} rounds each")
             print("req/s, and the speed of each against the bare client (higher is faster):")
-            print(f"{'case':48} {'bare':>7} {'gated':>7} {'engine':>7} {'gated':>6} {'engine':>7}")
+            print("rated cost: engine req/s / rated req/s (the limiter's overhead; goal <= 1.05x)")
+            print(
+                f"{'case':48} {'bare':>7} {'gated':>7} {'engine':>7} {'rated':>7}"
+                f" {'gated':>6} {'engine':>7} {'rated cost':>10}"
+            )
             for case in CASES:
                 r = await run_case(url, case)
                 print(
                     f"{case.name:48} {r['bare']:7,.0f} {r['gated']:7,.0f} {r['engine']:7,.0f}"
-                    f" {r['gated'] / r['bare']:5.2f}x {r['engine'] / r['bare']:6.2f}x"
+                    f" {r['rated']:7,.0f} {r['gated'] / r['bare']:5.2f}x"
+                    f" {r['engine'] / r['bare']:6.2f}x {r['engine'] / r['rated']:9.3f}x"
                 )
         finally:
             server.terminate()
