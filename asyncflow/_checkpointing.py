@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._scheduler import Run
     from .stores import CheckpointStore, RunCheckpoints
 
-__all__ = ["MISSING", "Checkpointing", "decode_inputs"]
+__all__ = ["FORGOTTEN", "MISSING", "Checkpointing", "decode_inputs", "forget"]
 
 logger = logging.getLogger("asyncflow")
 
@@ -54,6 +54,35 @@ def _now() -> str:
     ms = time.time_ns() // 1_000_000
     second, frac = divmod(ms, 1000)
     return f"{_iso_second(second)}.{frac:03d}+00:00"
+
+
+#: The fingerprint of a forgotten step's checkpoint: no step fingerprint (hex digits) is equal.
+FORGOTTEN = "forgotten"
+
+
+async def forget(store: CheckpointStore, run_id: str, step: str | None = None) -> bool:
+    """Make ``store`` forget run ``run_id``, or only step ``step``'s checkpoint in it.
+
+    A whole run is deleted. A step's checkpoint is replaced by one whose fingerprint
+    (:data:`FORGOTTEN`) never matches, which every store can keep, so the step runs again when
+    the run is resumed; its dependents run again only if its new output differs.
+
+    Returns:
+        Whether there was something to forget.
+    """
+    if step is None:
+        return await store.delete_run(run_id)
+    loaded = await store.load_run(run_id)
+    saved = loaded.steps.get(step)
+    if saved is None or saved.fingerprint == FORGOTTEN:
+        return False
+    output = "null"
+    await store.save_step(
+        StepCheckpoint(
+            run_id=run_id, step=step, fingerprint=FORGOTTEN, digest=digest(output), output=output
+        )
+    )
+    return True
 
 
 def decode_inputs(codec: Codec, text: str) -> dict[str, object]:
@@ -160,12 +189,14 @@ class Checkpointing:
     def fingerprint(self, i: int) -> str:
         """The identity of step ``i`` given its dependencies' outputs and its run inputs."""
         plan = self._run.plan
+        step = plan.steps[i]
         return step_fingerprint(
-            plan.steps[i].code_fingerprint,
+            step.code_fingerprint,
             plan.data_deps[i],
             self._digests,
             plan.step_inputs[i],
             self._input_digests,
+            step.version,
         )
 
     def restore(self, i: int) -> object:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import anyio
 
 from . import __version__
+from ._checkpointing import forget
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
 from ._plan import RESERVED_INPUTS
@@ -503,9 +504,9 @@ def _print_show(shown: dict[str, object]) -> None:
     print(NOT_KEPT)
 
 
-async def _forget(store: CheckpointStore, run_id: str) -> None:
+async def _forget(store: CheckpointStore, run_id: str, step: str | None) -> bool:
     await _known(store, run_id)
-    await _within(store, lambda: store.delete_run(run_id))
+    return await _within(store, lambda: forget(store, run_id, step))
 
 
 _STORE_REF_HELP = "another store: module:attribute naming a CheckpointStore or a maker of one"
@@ -545,6 +546,9 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     forget = sub.add_parser("forget", help="delete a run's checkpoints")
     forget.add_argument("run_id")
+    forget.add_argument(
+        "--step", help="forget only this step's checkpoint: it runs again on resume"
+    )
     for command in (runs, show, forget):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
         command.add_argument("--store-ref", help=_STORE_REF_HELP)
@@ -579,8 +583,13 @@ def _inspect(args: argparse.Namespace) -> int:
         else:
             _print_show(shown)
     else:
-        anyio.run(_forget, store, args.run_id)
-        print(f"forgot run {args.run_id}")
+        if args.step is None:
+            anyio.run(_forget, store, args.run_id, None)
+            print(f"forgot run {args.run_id}")
+        elif anyio.run(_forget, store, args.run_id, args.step):
+            print(f"forgot step {args.step} of run {args.run_id}: it runs again on resume")
+        else:
+            print(f"run {args.run_id} has no checkpoint of step {args.step!r}: nothing to forget")
     return 0
 
 

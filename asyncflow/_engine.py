@@ -12,7 +12,7 @@ import anyio
 import httpx
 
 from ._batch import Batch
-from ._checkpointing import Checkpointing, decode_inputs
+from ._checkpointing import Checkpointing, decode_inputs, forget
 from ._emit import Emitter
 from ._errors import AsyncflowError, CheckpointError
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
@@ -363,6 +363,30 @@ class Engine:
         encoded = encode_inputs(store.codec, inputs)
         run = self._new_run(flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded)
         return await run.execute()
+
+    async def forget(self, run_id: str, /, *, step: str | None = None) -> bool:
+        """Forget run ``run_id``'s checkpoints, or only those of one ``step``.
+
+        Without ``step`` the whole run is deleted from the store (as ``asyncflow forget RUN``):
+        running it again starts afresh. With ``step`` only that step's checkpoint stops counting
+        (as ``asyncflow forget RUN --step NAME``): resuming the run runs that step again, and
+        its dependents too when its new output differs. Forget runs that are not running.
+
+        Returns:
+            Whether there was something to forget.
+
+        Raises:
+            CheckpointError: the engine has no store, or the store failed or refused.
+            InvalidRunIdError: ``run_id`` is not a safe, plain name.
+        """
+        self._check_open()
+        validate_run_id(run_id)
+        if self._store is None:
+            raise CheckpointError(
+                f"Cannot forget run {run_id!r}: this engine runs without checkpoints "
+                f"(store=None), so there is nothing to forget."
+            )
+        return await forget(self._store, run_id, step)
 
     def map(
         self,
