@@ -81,7 +81,9 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     if step.retry is None:
         run.attempts[i] = 1
         if ctx_name is not None:
-            kwargs[ctx_name] = Context(run_id=run.run_id, step=step.name, http=http)
+            kwargs[ctx_name] = Context(
+                run_id=run.run_id, step=step.name, http=http, resources=run.shared.resources
+            )
         if step.timeout is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, step.timeout, 1)
@@ -93,7 +95,13 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     async def attempt(n: int, budget: float | None) -> object:
         run.attempts[i] = n
         if ctx_name is not None:
-            kwargs[ctx_name] = Context(run_id=run.run_id, step=step.name, attempt=n, http=http)
+            kwargs[ctx_name] = Context(
+                run_id=run.run_id,
+                step=step.name,
+                attempt=n,
+                http=http,
+                resources=run.shared.resources,
+            )
         limit = step.timeout if budget is None else min(step.timeout or budget, budget)
         if limit is None:
             return await step.fn(**kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import httpx
 
 from ._batch import Batch
 from ._checkpointing import Checkpointing, decode_inputs, forget
+from ._context import NO_RESOURCES, Resources
 from ._emit import Emitter
 from ._errors import AsyncflowError, CheckpointError
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
         Callable,
         Coroutine,
         Iterable,
-        Mapping,
         Sequence,
     )
     from types import TracebackType
@@ -82,6 +83,10 @@ class Engine:
         http_transport: the transport the circuit layer sends through; defaults to httpx's
             pooled transport, split into pools of at most 8 connections (httpx's pool costs
             CPU per request in proportion to its connections squared). Pass an ``httpx.MockTransport`` in tests. The engine closes it.
+        resources: what steps reach as ``ctx.resources[name]`` (or ``ctx.resource(name, type)``):
+            settings and clients that must not change a run's identity, such as an API's base
+            URL, a key, a database pool. Never part of a fingerprint, an id or a checkpoint, so
+            changing them never invalidates a run. The engine neither opens nor closes them.
 
     The HTTP client (``ctx.http`` in steps, :attr:`http` here) is created when the engine is
     entered and closed when it exits. It ignores proxy environment variables, as every httpx
@@ -105,6 +110,7 @@ class Engine:
         http_timeout: float | httpx.Timeout = 30.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        resources: Mapping[str, object] | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r}: give a whole number of at least 1.")
@@ -132,7 +138,9 @@ class Engine:
         self._store: CheckpointStore | None = (
             FileStore(store) if isinstance(store, str | os.PathLike) else store
         )
-        self._shared = Shared(limiter=self._limiter, emit=self._emit)
+        self._shared = Shared(
+            limiter=self._limiter, emit=self._emit, resources=_resources(resources)
+        )
         self._runner = _EngineRunner(self)
 
     async def __aenter__(self) -> Engine:
@@ -443,6 +451,17 @@ class Engine:
             progress=progress,
             total=total,
         )
+
+
+def _resources(resources: Mapping[str, object] | None) -> Resources:
+    if resources is None:
+        return NO_RESOURCES
+    if not isinstance(resources, Mapping) or not all(isinstance(k, str) for k in resources):
+        raise ValueError(
+            f"resources={resources!r}: give a mapping of names to values, "
+            f"e.g. Engine(resources={{'api_key': key}})."
+        )
+    return Resources(resources)
 
 
 def current_clock() -> Callable[[], float]:

@@ -17,6 +17,7 @@ import anyio
 
 from ._attempt import Failed, attempt_step, step_error
 from ._checkpointing import MISSING
+from ._context import NO_RESOURCES
 from ._result import RunResult, StepResult
 from ._status import RunStatus, StepStatus
 from .events import RunFinished, RunStarted, StepFailed, StepRestored, StepSkipped, StepSucceeded
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._checkpointing import Checkpointing
+    from ._context import Resources
     from ._emit import Emitter
     from ._flow import Step
     from ._plan import Plan
@@ -38,9 +40,9 @@ _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
 
 
 class Shared:
-    """What every run of an engine shares: its limit, observers, HTTP client and clock."""
+    """What every run of an engine shares: limit, observers, HTTP client, clock, resources."""
 
-    __slots__ = ("clock", "emit", "http", "limiter")
+    __slots__ = ("clock", "emit", "http", "limiter", "resources")
 
     def __init__(
         self,
@@ -49,11 +51,13 @@ class Shared:
         emit: Emitter,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        resources: Resources = NO_RESOURCES,
     ) -> None:
         self.clock = clock
         self.limiter = limiter
         self.emit = emit
         self.http = http
+        self.resources = resources
 
 
 class Run:
