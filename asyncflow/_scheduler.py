@@ -11,6 +11,7 @@ that restores steps from checkpoints and saves each success.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -277,6 +278,8 @@ class Run:
     def _result(self, started: float) -> RunResult:
         plan = self.plan
         finished = self.shared.clock()
+        # One reading of each clock: the run's monotonic times as wall-clock ones, for people.
+        offset = time.time() - finished
         steps: dict[str, StepResult] = {}
         failed = False
         for i, step in enumerate(plan.steps):
@@ -292,6 +295,7 @@ class Run:
                 error=self.errors[i],
                 started_at=self.started_at[i],
                 finished_at=self.finished_at[i],
+                wall_offset=offset,
             )
         run_status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
         if self.emit is not None:
@@ -305,4 +309,5 @@ class Run:
             started_at=started,
             finished_at=finished,
             inputs=dict(self.inputs),
+            wall_offset=offset,
         )

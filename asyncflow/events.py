@@ -4,11 +4,18 @@ An observer is any callable taking one :data:`Event`. Observers are called synch
 the order registered, from the task that made the event: keep them fast and never block. An
 observer that raises is reported with a warning-level log record and otherwise ignored, so a
 broken progress bar never fails a run. When no observer is registered, no event is built.
+
+Times: an event's ``time`` is a monotonic reading (the event loop's clock, ``anyio.current_time()``):
+subtract two for a duration, never show one to a person. ``wall_time`` is the wall clock
+(``time.time()``, POSIX seconds) when the event was made, and ``at`` the same as a UTC
+``datetime``, for people and logs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as _dt
+import time as _time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:
@@ -32,7 +39,20 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class RunStarted:
+class _Wall:
+    """What every event has: the wall-clock time it was made (keyword-only, filled in)."""
+
+    #: ``time.time()`` when the event was made: POSIX seconds, for people (not for durations).
+    wall_time: float = field(default_factory=_time.time, kw_only=True, compare=False, repr=False)
+
+    @property
+    def at(self) -> _dt.datetime:
+        """``wall_time`` as a UTC ``datetime``."""
+        return _dt.datetime.fromtimestamp(self.wall_time, _dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(_Wall):
     """A run began."""
 
     run_id: str
@@ -41,7 +61,7 @@ class RunStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class RunFinished:
+class RunFinished(_Wall):
     """A run ended; ``status`` says how."""
 
     run_id: str
@@ -51,7 +71,7 @@ class RunFinished:
 
 
 @dataclass(frozen=True, slots=True)
-class StepStarted:
+class StepStarted(_Wall):
     """A step's first attempt began."""
 
     run_id: str
@@ -60,7 +80,7 @@ class StepStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class StepSucceeded:
+class StepSucceeded(_Wall):
     """A step returned its output."""
 
     run_id: str
@@ -70,7 +90,7 @@ class StepSucceeded:
 
 
 @dataclass(frozen=True, slots=True)
-class StepFailed:
+class StepFailed(_Wall):
     """A step failed for good (after its retries)."""
 
     run_id: str
@@ -81,7 +101,7 @@ class StepFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class StepSkipped:
+class StepSkipped(_Wall):
     """A step will not run: ``reason`` names the failed dependency, or says the run stopped."""
 
     run_id: str
@@ -91,7 +111,7 @@ class StepSkipped:
 
 
 @dataclass(frozen=True, slots=True)
-class StepRetrying:
+class StepRetrying(_Wall):
     """An attempt failed with a retryable error; the next one starts after ``wait`` seconds."""
 
     run_id: str
@@ -103,7 +123,7 @@ class StepRetrying:
 
 
 @dataclass(frozen=True, slots=True)
-class StepRestored:
+class StepRestored(_Wall):
     """A step's output was loaded from its checkpoint instead of running the step."""
 
     run_id: str
@@ -112,7 +132,7 @@ class StepRestored:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointDiscarded:
+class CheckpointDiscarded(_Wall):
     """A checkpoint file could not be used (corrupt, truncated, foreign) and was moved aside."""
 
     run_id: str
@@ -123,7 +143,7 @@ class CheckpointDiscarded:
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitStateChanged:
+class CircuitStateChanged(_Wall):
     """A host's circuit changed state.
 
     ``host`` is the host key ``scheme://host:port``. States are :class:`CircuitState` members,
@@ -137,7 +157,7 @@ class CircuitStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchProgress:
+class BatchProgress(_Wall):
     """Where a batch (:meth:`Engine.map`) stands: sent at most every 0.1 s and when it ends.
 
     ``total`` is ``None`` when the inputs have no length. ``rate`` is finished runs per second
