@@ -9,6 +9,7 @@ through :func:`~asyncflow._retry.call_with_retry`, and wraps what the step raise
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,6 +21,8 @@ from ._retry import call_with_retry
 from .events import StepRetrying, StepStarted
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._flow import Step
     from ._scheduler import Run
 
@@ -78,12 +81,15 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     """Call the step with its Context, under its timeout and retry policy."""
     ctx_name = run.plan.context_param[i]
     http = run.shared.http
+    hooks = run.shared.hooks
     if step.retry is None:
         run.attempts[i] = 1
         if ctx_name is not None:
             kwargs[ctx_name] = Context(
                 run_id=run.run_id, step=step.name, http=http, resources=run.shared.resources
             )
+        if hooks:
+            return await _hooked(run, step, 1, _attempt_once(step, kwargs, step.timeout, 1))
         if step.timeout is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, step.timeout, 1)
@@ -103,6 +109,8 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
                 resources=run.shared.resources,
             )
         limit = step.timeout if budget is None else min(step.timeout or budget, budget)
+        if hooks:
+            return await _hooked(run, step, n, _attempt_once(step, kwargs, limit, n))
         if limit is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, limit, n)
@@ -110,6 +118,22 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     return await call_with_retry(
         step.retry, attempt, on_retry=on_retry, label=f"step {step.name!r}"
     )
+
+
+async def _hooked(run: Run, step: Step, attempt: int, call: Awaitable[object]) -> object:
+    """Await ``call`` (one attempt) inside each hook's attempt context, in this task."""
+    with ExitStack() as stack:
+        for hook in run.shared.hooks:
+            stack.enter_context(hook.attempt_context(run.run_id, step.name, attempt))
+        return await call
+
+
+async def _attempt_once(
+    step: Step, kwargs: dict[str, object], limit: float | None, attempt: int
+) -> object:
+    if limit is None:
+        return await step.fn(**kwargs)
+    return await _attempt_with_timeout(step, kwargs, limit, attempt)
 
 
 async def _attempt_with_timeout(

@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointEncodeError, CheckpointError
+from ._hooks import kept_traceparent, run_contexts, trace_details
 from ._identity import canonical_inputs, digest, step_fingerprint
 from ._status import StepStatus
 from .events import CheckpointDiscarded
@@ -106,6 +107,7 @@ def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
         failed_steps=()
         if result.ok
         else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
+        details=manifest.details,
     )
 
 
@@ -148,8 +150,17 @@ class Checkpointing:
         loaded = self._loaded
         if loaded is None:
             loaded = self._loaded = await self._store.load_run(self._run.run_id)
-        manifest = self._start(loaded)
-        result = await execute()
+        run = self._run
+        kept = kept_traceparent(loaded.manifest)
+        if run.shared.hooks:
+            # A run that ran before continues its trace; a given parent (a trigger's) wins.
+            parent = run.traceparent or kept
+            with run_contexts(run.shared.hooks, run.run_id, run.plan.flow, parent) as made:
+                manifest = self._start(loaded, kept or made or run.traceparent)
+                result = await execute()
+        else:
+            manifest = self._start(loaded, kept or run.traceparent)
+            result = await execute()
         try:
             await self._store.save_manifest(_final(manifest, result))
         except CheckpointError as exc:
@@ -158,8 +169,11 @@ class Checkpointing:
             logger.warning("run %r: could not save its final manifest: %s", manifest.run_id, exc)
         return result
 
-    def _start(self, loaded: RunCheckpoints) -> RunManifest:
-        """Report what the store discarded, check the run's flow, write its manifest."""
+    def _start(self, loaded: RunCheckpoints, traceparent: str | None) -> RunManifest:
+        """Report what the store discarded, check the run's flow, write its manifest.
+
+        The manifest keeps ``traceparent``, the run's trace, in its details.
+        """
         run = self._run
         plan = run.plan
         emit = run.emit
@@ -181,6 +195,7 @@ class Checkpointing:
             status="running",
             created_at=old.created_at if old is not None else now,
             updated_at=now,
+            details=trace_details(traceparent),
         )
         # Not awaited: the store makes it durable before any step checkpoint of this run.
         self._store.save_manifest_nowait(manifest)

@@ -42,6 +42,7 @@ from . import __version__
 from ._checkpointing import forget
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
+from ._hooks import validate_traceparent
 from ._plan import RESERVED_INPUTS
 from ._ref import FlowRef, _import, _import_file
 from .events import RunStarted
@@ -161,9 +162,15 @@ def _fail_fast(args: argparse.Namespace) -> bool | None:
 
 async def _run(flow: Flow, args: argparse.Namespace, inputs: dict[str, object]) -> RunResult:
     async with _engine(args, tell=True) as engine:
+        fail_fast = _fail_fast(args)
+        traceparent = args.traceparent
         if args.command == "resume":
-            return await engine.resume(flow, args.run_id, fail_fast=_fail_fast(args))
-        return await engine.run(flow, run_id=args.run_id, fail_fast=_fail_fast(args), **inputs)
+            return await engine.resume(
+                flow, args.run_id, fail_fast=fail_fast, traceparent=traceparent
+            )
+        return await engine.run(
+            flow, run_id=args.run_id, fail_fast=fail_fast, traceparent=traceparent, **inputs
+        )
 
 
 def read_batch(path: str) -> list[dict[str, object] | tuple[str, dict[str, object]]]:
@@ -512,6 +519,13 @@ async def _forget(store: CheckpointStore, run_id: str, step: str | None) -> bool
 _STORE_REF_HELP = "another store: module:attribute naming a CheckpointStore or a maker of one"
 
 
+def _traceparent(text: str) -> str | None:
+    try:
+        return validate_traceparent(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line's parser."""
     p = _Parser(prog="asyncflow", description=__doc__.split("\n\n")[0])
@@ -531,6 +545,12 @@ def parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--out", help="write the results there as JSON lines (default: stdout)")
     batch.add_argument("--concurrency", type=int, default=100, help="runs at once (default 100)")
+    for command in (run, resume):
+        command.add_argument(
+            "--traceparent",
+            type=_traceparent,
+            help="a W3C traceparent: the run's trace becomes its child",
+        )
     for command in (run, resume, batch):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
         command.add_argument("--store-ref", help=_STORE_REF_HELP)

@@ -17,10 +17,12 @@ from ._checkpointing import Checkpointing, decode_inputs, forget
 from ._context import NO_RESOURCES, Resources
 from ._emit import Emitter
 from ._errors import AsyncflowError, CheckpointError
+from ._hooks import validate_traceparent
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import derive_run_id, encode_inputs, validate_run_id
 from ._plan import compile_plan
 from ._scheduler import Run, Shared
+from .events import RunHook
 from .observe import _stamina
 from .stores import CheckpointStore, FileStore
 
@@ -67,6 +69,8 @@ class Engine:
     Args:
         concurrency: the most steps in flight at once, across every run of this engine.
         observers: callables that receive every :mod:`event <asyncflow.events>` of every run.
+            One that is also a :class:`~asyncflow.RunHook` (the OpenTelemetry exporter) wraps
+            every run and step attempt in its context too.
         fail_fast: the default for :meth:`run`: cancel the rest of a run on its first failure.
         store: where checkpoints go: a :class:`CheckpointStore`, a directory for a
             :class:`FileStore`, or ``None`` to run without checkpoints. The default is
@@ -141,6 +145,7 @@ class Engine:
         self._shared = Shared(
             limiter=self._limiter, emit=self._emit, resources=_resources(resources)
         )
+        self._shared.hooks = tuple(o for o in observers if isinstance(o, RunHook))
         self._runner = _EngineRunner(self)
 
     async def __aenter__(self) -> Engine:
@@ -229,12 +234,16 @@ class Engine:
         return self._breakers.statistics()
 
     def add_observer(self, observer: Observer) -> None:
-        """Register an observer for every later event of this engine."""
+        """Register an observer for every later event of this engine (and runs, if a RunHook)."""
         self._emit.add(observer)
+        if isinstance(observer, RunHook):
+            self._shared.hooks = (*self._shared.hooks, observer)
 
     def remove_observer(self, observer: Observer) -> None:
         """Unregister an observer."""
         self._emit.remove(observer)
+        gone: object = observer
+        self._shared.hooks = tuple(h for h in self._shared.hooks if h is not gone)
 
     def _limiters(self, flow: Flow, plan: Plan) -> StepLimiters:
         """Each step's own limit, shared by every run of ``flow`` (this very object)."""
@@ -292,6 +301,7 @@ class Engine:
         *,
         run_id: str | None = None,
         fail_fast: bool | None = None,
+        traceparent: str | None = None,
         **inputs: Any,
     ) -> RunResult:
         """Run ``flow`` once with ``inputs`` and return its :class:`RunResult`.
@@ -305,6 +315,9 @@ class Engine:
                 valid checkpoint are restored instead of run.
             fail_fast: cancel the rest of the run on its first failure; defaults to the
                 engine's setting.
+            traceparent: the W3C ``traceparent`` of what started the run (a webhook's incoming
+                header): the run's trace becomes its child. A run that ran before keeps the
+                trace it started in, in its manifest, and continues it.
             **inputs: the run inputs the flow's steps take.
 
         Raises:
@@ -325,14 +338,23 @@ class Engine:
         else:
             codec = store.codec if store is not None else None
             rid = derive_run_id(plan.flow, inputs, codec, encoded=encoded)
-        return await self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded).execute()
+        run = self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded)
+        run.traceparent = validate_traceparent(traceparent)
+        return await run.execute()
 
     async def resume(
-        self, flow: Flow, run_id: str, /, *, fail_fast: bool | None = None
+        self,
+        flow: Flow,
+        run_id: str,
+        /,
+        *,
+        fail_fast: bool | None = None,
+        traceparent: str | None = None,
     ) -> RunResult:
         """Resume run ``run_id`` of ``flow`` with the inputs saved in its manifest.
 
-        Steps with a valid checkpoint are restored; the rest run.
+        Steps with a valid checkpoint are restored; the rest run. The run continues the trace
+        its manifest keeps; ``traceparent`` (as in :meth:`run`) gives it another parent.
 
         Raises:
             CheckpointError: the engine has no store, there is no such run, it belongs to
@@ -370,6 +392,7 @@ class Engine:
         plan.check_inputs(inputs)
         encoded = encode_inputs(store.codec, inputs)
         run = self._new_run(flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded)
+        run.traceparent = validate_traceparent(traceparent)
         return await run.execute()
 
     async def forget(self, run_id: str, /, *, step: str | None = None) -> bool:
@@ -501,4 +524,6 @@ class _EngineRunner:
         inputs: Mapping[str, object],
     ) -> Awaitable[RunResult]:
         # The engine's coroutine itself, not one more around it: this runs once per batch item.
-        return self._engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)
+        return self._engine.run(
+            flow, run_id=run_id, fail_fast=fail_fast, traceparent=None, **inputs
+        )

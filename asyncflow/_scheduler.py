@@ -19,6 +19,7 @@ import anyio
 from ._attempt import Failed, attempt_step, step_error
 from ._checkpointing import MISSING
 from ._context import NO_RESOURCES
+from ._hooks import run_contexts
 from ._result import RunResult, StepResult
 from ._status import RunStatus, StepStatus
 from .events import RunFinished, RunStarted, StepFailed, StepRestored, StepSkipped, StepSucceeded
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ._emit import Emitter
     from ._flow import Step
     from ._plan import Plan
+    from .events import RunHook
 
 __all__ = ["Run", "Shared"]
 
@@ -43,7 +45,7 @@ _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
 class Shared:
     """What every run of an engine shares: limit, observers, HTTP client, clock, resources."""
 
-    __slots__ = ("clock", "emit", "http", "limiter", "resources")
+    __slots__ = ("clock", "emit", "hooks", "http", "limiter", "resources")
 
     def __init__(
         self,
@@ -59,6 +61,8 @@ class Shared:
         self.emit = emit
         self.http = http
         self.resources = resources
+        #: the observers that also wrap runs and attempts (``RunHook``); empty: no cost
+        self.hooks: tuple[RunHook, ...] = ()
 
 
 class Run:
@@ -81,6 +85,7 @@ class Run:
         "statuses",
         "step_limiters",
         "tg",
+        "traceparent",
     )
 
     def __init__(
@@ -114,6 +119,8 @@ class Run:
         self.started_at: list[float | None] = [None] * n
         self.finished_at: list[float | None] = [None] * n
         self.tg: TaskGroup | None = None
+        #: the W3C traceparent of the run's parent, given by its caller (a trigger)
+        self.traceparent: str | None = None
 
     def execute(self) -> Awaitable[RunResult]:
         """Run every step; return when all have finished, failed or been skipped.
@@ -128,8 +135,17 @@ class Run:
             CheckpointError: the run id belongs to another flow, or the store failed.
         """
         checkpointing = self.checkpointing
+        if checkpointing is not None:
+            return checkpointing.run(self._execute)
+        if self.shared.hooks:
+            return self._hooked()
         # The coroutine itself, not one more around it: this runs once per run.
-        return self._execute() if checkpointing is None else checkpointing.run(self._execute)
+        return self._execute()
+
+    async def _hooked(self) -> RunResult:
+        """Execute inside each hook's run context (a run without a store: nothing is kept)."""
+        with run_contexts(self.shared.hooks, self.run_id, self.plan.flow, self.traceparent):
+            return await self._execute()
 
     async def _execute(self) -> RunResult:
         emit = self.emit

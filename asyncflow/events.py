@@ -16,9 +16,11 @@ from __future__ import annotations
 import datetime as _dt
 import time as _time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from ._status import CircuitState, RunStatus
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Event",
     "Observer",
     "RunFinished",
+    "RunHook",
     "RunStarted",
     "StepFailed",
     "StepRestored",
@@ -197,3 +200,30 @@ class Observer(Protocol):
 
     def __call__(self, event: Event, /) -> None:
         """Handle one event. Must not block."""
+
+
+@runtime_checkable
+class RunHook(Protocol):
+    """An observer that also wraps each run and each step attempt in a context (tracing).
+
+    The engine enters :meth:`run_context` around a whole run and :meth:`attempt_context`
+    around each attempt of each step, in the task that runs it, so whatever the context sets
+    (a current span in a context variable) is current for the step's own code and for the HTTP
+    requests it makes. An observer given to ``Engine(observers=[...])`` that has both methods is
+    used as a hook too. The contexts must not swallow exceptions.
+    """
+
+    def run_context(
+        self, run_id: str, flow: str, traceparent: str | None, /
+    ) -> AbstractContextManager[str | None]:
+        """Wrap one run; yield the W3C ``traceparent`` of the run's trace, or ``None``.
+
+        ``traceparent`` is the run's parent: the one given to ``Engine.run(traceparent=...)``,
+        or the one kept in the run's manifest when it runs again (a resume), else ``None``.
+        What is yielded is kept in the run's manifest for the next time it runs.
+        """
+
+    def attempt_context(
+        self, run_id: str, step: str, attempt: int, /
+    ) -> AbstractContextManager[None]:
+        """Wrap one attempt of a step (attempts count from 1)."""
