@@ -17,7 +17,7 @@ Cases:
 - 5,000 tasks over 20 connections (tasks far outnumber connections: httpx's pool queue);
 - 100 tasks x 20 requests over 100 connections (no queueing: the layer's pure cost).
 
-Run: ``python benchmarks/bench_http.py`` (or ``make bench``).
+Run: ``python benchmarks/bench_http.py [ROUNDS]`` (or ``make bench``).
 """
 
 from __future__ import annotations
@@ -73,8 +73,12 @@ def protected_client(
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(120.0, pool=None))
 
 
-async def load(client: httpx.AsyncClient, url: str, case: Case) -> float:
-    """Requests per second for one round of ``case``."""
+async def load(client: httpx.AsyncClient, url: str, case: Case) -> tuple[float, float]:
+    """Requests per second, and the client's CPU seconds per request, for one round of ``case``.
+
+    CPU time is this process's only (the server has its own), so it varies less than the rate
+    when other work shares the machine.
+    """
 
     async def worker() -> None:
         for _ in range(case.per_task):
@@ -82,15 +86,18 @@ async def load(client: httpx.AsyncClient, url: str, case: Case) -> float:
             if response.status_code != 200:
                 raise RuntimeError(f"unexpected status {response.status_code}")
 
-    start = time.perf_counter()
+    n = case.tasks * case.per_task
+    start, cpu = time.perf_counter(), time.process_time()
     async with anyio.create_task_group() as tg:
         for _ in range(case.tasks):
             tg.start_soon(worker)
-    return case.tasks * case.per_task / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n
 
 
-async def run_case(url: str, case: Case) -> dict[str, float]:
+async def run_case(url: str, case: Case, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Each side's best rate and least CPU per request over ``rounds`` alternating rounds."""
     best = dict.fromkeys(SIDES, 0.0)
+    least = dict.fromkeys(SIDES, float("inf"))
     async with (
         bare_client(case.connections) as bare,
         protected_client(case.connections, sharded=False) as gated,
@@ -98,16 +105,18 @@ async def run_case(url: str, case: Case) -> dict[str, float]:
         protected_client(case.connections, sharded=True, policy=NEVER_REACHED) as rated,
     ):
         clients = {"bare": bare, "gated": gated, "engine": engine, "rated": rated}
-        for name, client in clients.items():  # warm up: open the connections
+        for client in clients.values():  # warm up: open the connections
             await load(client, url, Case(case.name, case.connections, 1, case.connections))
-            best[name] = 0.0
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for name, client in clients.items():
-                best[name] = max(best[name], await load(client, url, case))
-    return best
+                rate, cpu = await load(client, url, case)
+                best[name] = max(best[name], rate)
+                least[name] = min(least[name], cpu)
+    return best, least
 
 
 async def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
     command = [sys.executable, "-m", "asyncflow.testing", "127.0.0.2", "0"]
     async with await anyio.open_process(command, stderr=None) as server:
         try:
@@ -117,19 +126,21 @@ async def main() -> None:
                 while not line.endswith(b"\n"):  # the URL, printed once the server listens
                     line += await server.stdout.receive()
             url = line.decode().strip() + "/bench"
-            print(f"server: {url} (own process); best of {ROUNDS} rounds each")
-            print("req/s, and the speed of each against the bare client (higher is faster):")
-            print("rated cost: engine req/s / rated req/s (the limiter's overhead; goal <= 1.05x)")
+            print(f"server: {url} (own process); best of {rounds} rounds each")
+            print("req/s, and the speed of each against the bare client (higher is faster);")
+            print("rated: engine req/s / rated req/s, and rated / engine client CPU per request")
+            print("(the limiter's overhead when its rate is never reached; goal <= 1.05x)")
             print(
                 f"{'case':48} {'bare':>7} {'gated':>7} {'engine':>7} {'rated':>7}"
-                f" {'gated':>6} {'engine':>7} {'rated cost':>10}"
+                f" {'gated':>6} {'engine':>7} {'rated':>7} {'cpu/req':>8} {'rated cpu':>9}"
             )
             for case in CASES:
-                r = await run_case(url, case)
+                r, cpu = await run_case(url, case, rounds)
                 print(
                     f"{case.name:48} {r['bare']:7,.0f} {r['gated']:7,.0f} {r['engine']:7,.0f}"
                     f" {r['rated']:7,.0f} {r['gated'] / r['bare']:5.2f}x"
-                    f" {r['engine'] / r['bare']:6.2f}x {r['engine'] / r['rated']:9.3f}x"
+                    f" {r['engine'] / r['bare']:6.2f}x {r['engine'] / r['rated']:6.3f}x"
+                    f" {cpu['engine'] * 1e6:6.0f}us {cpu['rated'] / cpu['engine']:8.3f}x"
                 )
         finally:
             server.terminate()
