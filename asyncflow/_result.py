@@ -19,8 +19,27 @@ def _wall(reading: float | None, offset: float | None) -> datetime | None:
     return datetime.fromtimestamp(reading + offset, UTC)
 
 
+class _WallTimes:
+    """``started`` and ``finished`` on the wall clock, from monotonic readings and an offset."""
+
+    __slots__ = ()
+    started_at: float | None
+    finished_at: float | None
+    wall_offset: float | None
+
+    @property
+    def started(self) -> datetime | None:
+        """When it started, on the wall clock (UTC); ``None`` when it did not start."""
+        return _wall(self.started_at, self.wall_offset)
+
+    @property
+    def finished(self) -> datetime | None:
+        """When it finished, on the wall clock (UTC); ``None`` when it did not run."""
+        return _wall(self.finished_at, self.wall_offset)
+
+
 @dataclass(frozen=True, slots=True)
-class StepResult:
+class StepResult(_WallTimes):
     """The outcome of one step.
 
     ``started_at`` and ``finished_at`` are ``anyio.current_time()`` readings (monotonic seconds,
@@ -38,16 +57,6 @@ class StepResult:
     wall_offset: float | None = field(default=None, repr=False, compare=False)
 
     @property
-    def started(self) -> datetime | None:
-        """When the step started, on the wall clock (UTC); ``None`` when it did not start."""
-        return _wall(self.started_at, self.wall_offset)
-
-    @property
-    def finished(self) -> datetime | None:
-        """When the step finished, on the wall clock (UTC); ``None`` when it did not run."""
-        return _wall(self.finished_at, self.wall_offset)
-
-    @property
     def duration(self) -> float | None:
         """Seconds from start to finish, or ``None`` when the step did not run."""
         if self.started_at is None or self.finished_at is None:
@@ -56,7 +65,7 @@ class StepResult:
 
 
 @dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(_WallTimes):
     """The outcome of a run: its status, each succeeded step's output and each step's result.
 
     ``started_at`` and ``finished_at`` are monotonic readings (see :class:`StepResult`);
@@ -75,16 +84,6 @@ class RunResult:
     error: BaseException | None = None
     #: add to ``started_at`` or ``finished_at`` (monotonic) to get POSIX time
     wall_offset: float | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def started(self) -> datetime | None:
-        """When the run started, on the wall clock (UTC)."""
-        return _wall(self.started_at, self.wall_offset)
-
-    @property
-    def finished(self) -> datetime | None:
-        """When the run finished, on the wall clock (UTC)."""
-        return _wall(self.finished_at, self.wall_offset)
 
     @property
     def duration(self) -> float:

@@ -402,6 +402,9 @@ async def serve_flaky(
         access_log=False,
         backlog=backlog,
         timeout_graceful_shutdown=1,
+        # uvicorn's 5 s would close a connection idle while a benchmark times its other
+        # clients, racing a request sent on it ("Server disconnected without a response").
+        timeout_keep_alive=75,
     )
     config.load()
     server = uvicorn.Server(config)
