@@ -10,6 +10,7 @@ through :func:`~asyncflow._retry.call_with_retry`, and wraps what the step raise
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -21,10 +22,11 @@ from ._retry import call_with_retry
 from .events import StepRetrying, StepStarted
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from ._flow import Step
     from ._scheduler import Run
+    from .events import RunHook
 
 __all__ = ["Failed", "attempt_step", "step_error"]
 
@@ -89,7 +91,8 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
                 run_id=run.run_id, step=step.name, http=http, resources=run.shared.resources
             )
         if hooks:
-            return await _hooked(run, step, 1, _attempt_once(step, kwargs, step.timeout, 1))
+            call = partial(_attempt_once, step, kwargs, step.timeout, 1)
+            return await _hooked(hooks, run.run_id, step.name, 1, call)
         if step.timeout is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, step.timeout, 1)
@@ -110,7 +113,8 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
             )
         limit = step.timeout if budget is None else min(step.timeout or budget, budget)
         if hooks:
-            return await _hooked(run, step, n, _attempt_once(step, kwargs, limit, n))
+            call = partial(_attempt_once, step, kwargs, limit, n)
+            return await _hooked(hooks, run.run_id, step.name, n, call)
         if limit is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, limit, n)
@@ -120,12 +124,18 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     )
 
 
-async def _hooked(run: Run, step: Step, attempt: int, call: Awaitable[object]) -> object:
-    """Await ``call`` (one attempt) inside each hook's attempt context, in this task."""
+async def _hooked(
+    hooks: tuple[RunHook, ...],
+    run_id: str,
+    step: str,
+    attempt: int,
+    call: Callable[[], Awaitable[object]],
+) -> object:
+    """Await ``call()`` (one attempt) inside each hook's attempt context, in this task."""
     with ExitStack() as stack:
-        for hook in run.shared.hooks:
-            stack.enter_context(hook.attempt_context(run.run_id, step.name, attempt))
-        return await call
+        for hook in hooks:
+            stack.enter_context(hook.attempt_context(run_id, step, attempt))
+        return await call()
 
 
 async def _attempt_once(
