@@ -115,6 +115,17 @@ async def run_case(url: str, case: Case, rounds: int) -> tuple[dict[str, float],
     return best, least
 
 
+async def limiter_alone(n: int = 100_000) -> float:
+    """Seconds of CPU per request the host's rate costs when never reached (no HTTP at all)."""
+    from asyncflow._http.rate import HostRate
+
+    rate = HostRate(NEVER_REACHED.rate or 1.0, NEVER_REACHED.burst)
+    start = time.process_time()
+    for _ in range(n):
+        await rate.acquire()
+    return (time.process_time() - start) / n
+
+
 async def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
     command = [sys.executable, "-m", "asyncflow.testing", "127.0.0.2", "0"]
@@ -142,6 +153,8 @@ async def main() -> None:
                     f" {r['engine'] / r['bare']:6.2f}x {r['engine'] / r['rated']:6.3f}x"
                     f" {cpu['engine'] * 1e6:6.0f}us {cpu['rated'] / cpu['engine']:8.3f}x"
                 )
+            alone = await limiter_alone()
+            print(f"the limiter alone (aiolimiter, never reached): {alone * 1e6:.2f}us per request")
         finally:
             server.terminate()
 
