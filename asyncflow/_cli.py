@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import anyio
 
 from . import __version__
-from ._checkpointing import forget
+from ._checkpointing import FORGOTTEN, forget
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
 from ._hooks import validate_traceparent
@@ -456,7 +456,11 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
     shown: dict[str, object] = {"run_id": run_id}
     m = kept.manifest
     steps: dict[str, dict[str, object]] = {
-        name: {"status": "succeeded", "digest": c.digest, "output_bytes": len(c.output.encode())}
+        name: {
+            "status": "forgotten" if c.fingerprint == FORGOTTEN else "succeeded",
+            "digest": c.digest,
+            "output_bytes": len(c.output.encode()),
+        }
         for name, c in sorted(kept.steps.items())
     }
     if m is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import anyio
@@ -148,5 +149,9 @@ def test_the_command_line_forgets_one_step(
     assert capsys.readouterr().out == "forgot step scale of run r: it runs again on resume\n"
     assert main(["forget", "r", "--step", "scale", "--store", str(store)]) == 0
     assert "nothing to forget" in capsys.readouterr().out
+    assert main(["show", "r", "--json", "--store", str(store)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["steps"]["scale"]["status"] == "forgotten"
+    assert shown["steps"]["report"]["status"] == "succeeded"
     resumed = anyio.run(run, True)
     assert statuses(resumed) == {"scale": StepStatus.SUCCEEDED, "report": StepStatus.RESTORED}
