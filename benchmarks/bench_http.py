@@ -107,8 +107,10 @@ async def run_case(url: str, case: Case, rounds: int) -> tuple[dict[str, float],
         clients = {"bare": bare, "gated": gated, "engine": engine, "rated": rated}
         for client in clients.values():  # warm up: open the connections
             await load(client, url, Case(case.name, case.connections, 1, case.connections))
-        for _ in range(rounds):
-            for name, client in clients.items():
+        for n in range(rounds):
+            # Alternate the order, so no side always runs just after another one's load.
+            order = list(clients.items()) if n % 2 == 0 else list(clients.items())[::-1]
+            for name, client in order:
                 rate, cpu = await load(client, url, case)
                 best[name] = max(best[name], rate)
                 least[name] = min(least[name], cpu)
