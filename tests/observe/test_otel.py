@@ -243,3 +243,25 @@ async def test_without_an_exporter_nothing_is_traced_and_http_is_unchanged(
         result = await engine.run(fetch_twice_flow(), url=f"{host_a.url}/plain")
         assert (await engine.http.get(f"{host_a.url}/direct")).status_code == httpx.codes.OK
     assert result.ok
+
+
+async def test_an_admitted_runs_trace_is_the_deliverys(
+    tmp_path: Path, spans: tuple[InMemorySpanExporter, TracerProvider]
+) -> None:
+    """engine.admit(traceparent=) keeps the delivery's trace; the run resumed later is its child."""
+    exporter, provider = spans
+    flow = Flow("admitted")
+
+    @flow.step
+    async def work(n: int) -> int:
+        return n + 1
+
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    observer = OpenTelemetryObserver(tracer_provider=provider)
+    async with Engine(store=FileStore(tmp_path / "store"), observers=[observer]) as engine:
+        assert await engine.admit(flow, run_id="delivery-1", traceparent=incoming, n=1)
+        result = await engine.resume(flow, "delivery-1")
+    assert result.outputs["work"] == 2
+    (run,) = named(exporter, "run admitted")
+    assert run.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert parent_of(run) == 0xB7AD6B7169203331
