@@ -155,3 +155,20 @@ def test_the_command_line_forgets_one_step(
     assert shown["steps"]["report"]["status"] == "succeeded"
     resumed = anyio.run(run, True)
     assert statuses(resumed) == {"scale": StepStatus.SUCCEEDED, "report": StepStatus.RESTORED}
+
+
+async def test_a_file_store_forgets_a_step_at_once_and_a_whole_run_once_closed(
+    tmp_path: Path,
+) -> None:
+    """What the README says of FileStore: its journal holds the run until the engine closes."""
+    store = tmp_path / "store"
+    flow = make_flow()
+    async with Engine(store=store) as engine:
+        await engine.run(flow, run_id="r", n=3)
+        assert await engine.forget("r", step="scale")
+        with pytest.raises(CheckpointError, match="still has records in the journal"):
+            await engine.forget("r")
+    async with Engine(store=store) as engine:
+        assert await engine.forget("r")
+        with pytest.raises(CheckpointError, match="no run 'r'"):
+            await engine.resume(flow, "r")
