@@ -14,8 +14,8 @@ run's, current while the attempt runs, so spans the step's own code or its HTTP 
 are ``asyncflow.run_id``, ``asyncflow.flow``, ``asyncflow.step``, ``asyncflow.attempt`` and, on
 the run's span when it ends, ``asyncflow.status``. Span events: ``retry`` (on the run's span:
 step, attempt, wait, error), ``circuit`` (on the span current where the circuit changed, the
-attempt whose request changed it: host, old, new), ``restored``, ``skipped`` and
-``checkpoint discarded`` (on the run's span). A failed attempt's span has status ERROR and an
+attempt whose request changed it: host, old, new), ``step failed`` (for good: step, attempts,
+error), ``restored``, ``skipped`` and ``checkpoint discarded`` (on the run's span). A failed attempt's span has status ERROR and an
 ``exception`` event; a cancelled one is not an error (attribute ``asyncflow.cancelled``).
 Messages are redacted like the logs' (no query strings, no credentials in URLs).
 
@@ -41,6 +41,7 @@ from asyncflow.events import (
     CheckpointDiscarded,
     CircuitStateChanged,
     RunFinished,
+    StepFailed,
     StepRestored,
     StepRetrying,
     StepSkipped,
@@ -152,6 +153,15 @@ class OpenTelemetryObserver:
                     "asyncflow.step": event.step,
                     "asyncflow.attempt": event.attempt,
                     "wait": event.wait,
+                    **_described(event.error, "error"),
+                },
+            )
+        elif isinstance(event, StepFailed):
+            span.add_event(
+                "step failed",
+                {
+                    "asyncflow.step": event.step,
+                    "asyncflow.attempts": event.attempts,
                     **_described(event.error, "error"),
                 },
             )

@@ -227,6 +227,10 @@ async def test_a_cancelled_attempt_is_not_an_error(
     assert slow_span.attributes is not None
     assert slow_span.attributes["asyncflow.cancelled"] is True
     assert boom_span.status.status_code is StatusCode.ERROR
+    (run,) = named(exporter, "run cancelling")
+    (failed,) = [e.attributes for e in run.events if e.name == "step failed"]
+    assert failed is not None
+    assert (failed["asyncflow.step"], failed["error.type"]) == ("boom", "StepError")
 
 
 def test_only_observers_with_both_contexts_are_hooks() -> None:
