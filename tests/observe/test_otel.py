@@ -156,10 +156,14 @@ async def test_a_resumed_run_continues_the_trace_kept_in_its_manifest(
         return first + 1
 
     observer = OpenTelemetryObserver(tracer_provider=provider)
-    store = FileStore(tmp_path / "store")
-    async with Engine(store=store, observers=[observer]) as engine:
+    async with Engine(store=tmp_path / "store", observers=[observer]) as engine:
         failed = await engine.run(flow, run_id="r1")
-        broken[0] = False
+    broken[0] = False
+    store = FileStore(tmp_path / "store")
+    # Another engine and observer, as in the process that resumes after a restart.
+    async with Engine(
+        store=store, observers=[OpenTelemetryObserver(tracer_provider=provider)]
+    ) as engine:
         resumed = await engine.resume(flow, "r1")
         loaded = await store.load_run("r1")
     assert not failed.ok
