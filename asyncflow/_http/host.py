@@ -46,9 +46,11 @@ class HostStatistics:
     fail_counter: int
     #: requests holding a gate slot (sent, or reading their response)
     in_flight: int
-    #: requests waiting for the circuit (``on_open="wait"``) or for a gate slot
+    #: requests waiting for the circuit (``on_open="wait"``), a gate slot or the host's rate
     waiting: int
     retry_after: float
+    #: seconds until the pause a 429's ``Retry-After`` put on the host's rate ends (0: none)
+    paused_for: float = 0.0
 
 
 class Host:
@@ -185,4 +187,5 @@ class Host:
             in_flight=int(self.gate.borrowed_tokens),
             waiting=self.waiting,
             retry_after=circuit.retry_after(),
+            paused_for=0.0 if self.rate is None else self.rate.paused_for(),
         )

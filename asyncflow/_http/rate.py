@@ -97,6 +97,10 @@ class HostRate:
         until = anyio.current_time() + min(max(seconds, 0.0), MAX_PAUSE)
         self.paused_until = max(self.paused_until, until)
 
+    def paused_for(self) -> float:
+        """Seconds until the pause ends; 0.0 when not paused."""
+        return max(0.0, self.paused_until - anyio.current_time()) if self.paused_until else 0.0
+
     def idle(self) -> bool:
         """Empty and not paused: a new bucket for the host would be the same."""
         return self.paused_until <= anyio.current_time() and self._limiter.has_capacity(self.burst)

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from asyncflow import CircuitState, Context, Engine, Flow, HostPolicy, StepStatus, StepTimeoutError
+from tests.helpers import until
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,7 +66,7 @@ async def test_no_second_holds_more_than_rate_plus_burst(
 
 async def test_retry_after_of_a_429_pauses_the_host_for_every_caller(host_a: FlakyServer) -> None:
     """A 429 with Retry-After holds back the other callers' requests too, not only a retry."""
-    host_a.fail_next(1, status=429, retry_after=1)
+    host_a.fail_next(1, status=429, retry_after=2)
     # One request at a time: the others are queued when the 429 comes back.
     policy = HostPolicy(rate=100, burst=10, concurrency=1)
     async with Engine(store=None, hosts={"127.0.0.2": policy}) as engine:
@@ -77,9 +78,13 @@ async def test_retry_after_of_a_429_pauses_the_host_for_every_caller(host_a: Fla
         async with anyio.create_task_group() as tg:
             for k in range(5):
                 tg.start_soon(get, k)
+            await until(lambda: statuses == [429])
+            (paused,) = engine.host_statistics().values()
     assert sorted(statuses) == [200, 200, 200, 200, 429]
     first, second = host_a.arrivals[0], host_a.arrivals[1]
-    assert second - first >= 1.0  # nobody was sent during the pause the server asked for
+    assert second - first >= 2.0  # nobody was sent during the pause the server asked for
+    assert 0 < paused.paused_for <= 2.0  # what host_statistics() showed meanwhile
+    assert paused.waiting == 4
 
 
 async def test_a_deadline_while_waiting_for_the_rate_is_not_a_failure_of_the_host(
