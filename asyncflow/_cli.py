@@ -518,10 +518,14 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
             shown["inputs"] = m.inputs
         recorded = recorded_steps(m.details)
         if recorded:
-            # The final manifest's account, in the flow's order; checkpoint facts added.
-            steps = {name: {**d, **steps.get(name, {})} for name, d in recorded.items()}
+            # The final manifest's account, in the flow's order, with the checkpoints' facts;
+            # a step forgotten since (`forget --step`) shows as that.
+            kept_steps, steps = steps, {}
             for name, d in recorded.items():
-                steps[name]["status"] = d.get("status", "unknown")
+                c = kept_steps.pop(name, {})
+                forgotten = c.get("status") == "forgotten"
+                steps[name] = {**d, **c, "status": c["status"] if forgotten else d.get("status")}
+            steps.update(kept_steps)
         for name in m.failed_steps:
             steps.setdefault(name, {"status": "failed"})
     else:
