@@ -18,7 +18,7 @@ import anyio
 from ._errors import AsyncflowError, RunInputError
 from ._plan import compile_plan
 from .events import TriggerAdmitted, TriggerDuplicate, TriggerInvalid, TriggerRejected
-from .triggers._base import Admission, Outcome, Trigger
+from .triggers._base import STOPPING, Admission, Outcome, Trigger
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -247,23 +247,29 @@ class Service:
             intake = self._intakes[trigger.name]
             release = await intake.acquire(wait=True)
             assert release is not None
-            self._start(trigger.flow, run_id, release)
+            self._start(intake, trigger.flow, run_id, release)
 
-    def _start(self, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
+    def _start(self, intake: _Intake, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
         assert self._runs is not None
         if run_id in self._active:  # already running here (admitted, then listed at start)
             release()
             return
         self._active.add(run_id)
-        self._runs.start_soon(self._run, flow, run_id, release, name=f"asyncflow run {run_id}")
+        intake.started()
+        self._runs.start_soon(
+            self._run, intake, flow, run_id, release, name=f"asyncflow run {run_id}"
+        )
 
-    async def _run(self, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
+    async def _run(
+        self, intake: _Intake, flow: Flow, run_id: str, release: Callable[[], None]
+    ) -> None:
         try:
             await self.engine.resume(flow, run_id)
         except Exception:
             logger.exception("run %s of flow %s could not be run", run_id, flow.name)
         finally:
             self._active.discard(run_id)
+            intake.finished()
             release()
             if not self._active:
                 self._drained.set()
@@ -336,14 +342,39 @@ class _Intake:
         own = trigger.max_in_flight
         self._own = anyio.CapacityLimiter(own) if own is not None else None
         self._counts: MutableMapping[str, int] = dict.fromkeys(Outcome, 0)
+        self._running = 0
+        self._idle = anyio.Event()
+        self._idle.set()
 
     @property
     def accepting(self) -> bool:
         return self._service._accepting
 
+    @property
+    def in_flight(self) -> int:
+        return self._running
+
+    async def wait_idle(self) -> None:
+        while self._running:
+            await self._idle.wait()
+
+    def started(self) -> None:
+        """One more run of this trigger is in flight here."""
+        if not self._running:
+            self._idle = anyio.Event()
+        self._running += 1
+
+    def finished(self) -> None:
+        """One run of this trigger ended."""
+        self._running -= 1
+        if not self._running:
+            self._idle.set()
+
+    def refuse(self, key: str, outcome: Outcome, reason: str, /) -> Admission:
+        return self._report(Admission(outcome, self._trigger.run_id(key), reason))
+
     def statistics(self) -> dict[str, int]:
-        in_flight = int(self._own.borrowed_tokens) if self._own is not None else -1
-        return {"in_flight": in_flight, **{str(k): v for k, v in self._counts.items()}}
+        return {"in_flight": self._running, **{str(k): v for k, v in self._counts.items()}}
 
     async def acquire(self, *, wait: bool) -> Callable[[], None] | None:
         """Take one slot of this trigger and one of the service; ``None`` when full (nowait)."""
@@ -378,7 +409,7 @@ class _Intake:
         trigger = self._trigger
         run_id = trigger.run_id(key)
         if not self._service._taking():
-            return self._report(Admission(Outcome.REJECTED, run_id, "the service is stopping"))
+            return self._report(Admission(Outcome.REJECTED, run_id, STOPPING))
         try:
             compile_plan(trigger.flow).check_inputs(inputs)
         except RunInputError as exc:
@@ -402,7 +433,7 @@ class _Intake:
         if not self._service._taking():  # stopping while the record was written: runs next start
             release()
             return self._report(Admission(Outcome.ADMITTED, run_id))
-        self._service._start(trigger.flow, run_id, release)
+        self._service._start(self, trigger.flow, run_id, release)
         return self._report(Admission(Outcome.ADMITTED, run_id))
 
     def _report(self, admission: Admission) -> Admission:

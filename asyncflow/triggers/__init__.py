@@ -9,5 +9,6 @@ service processes on one store therefore give one run per event.
 from __future__ import annotations
 
 from ._base import Admission, Intake, Outcome, Trigger
+from ._webhook import Webhook
 
-__all__ = ["Admission", "Intake", "Outcome", "Trigger"]
+__all__ = ["Admission", "Intake", "Outcome", "Trigger", "Webhook"]
