@@ -24,6 +24,7 @@ from asyncflow.triggers import Webhook
 from tests.helpers import serving, statuses, until
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
@@ -165,7 +166,7 @@ async def test_oversized_malformed_and_wrong_inputs_are_refused_with_a_reason(
         big = await client.post(f"{url}/docs", content=b"x" * 101)
         assert big.status_code == 413
 
-        async def chunks() -> object:
+        async def chunks() -> AsyncIterator[bytes]:
             for _ in range(5):
                 yield b"y" * 30
 
