@@ -17,7 +17,7 @@ import anyio
 
 from ._errors import AsyncflowError, RunInputError
 from ._plan import compile_plan
-from .events import TriggerAdmitted, TriggerDuplicate, TriggerInvalid, TriggerRejected
+from .events import ScheduleLag, TriggerAdmitted, TriggerDuplicate, TriggerInvalid, TriggerRejected
 from .triggers._base import STOPPING, Admission, Outcome, Trigger
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ._engine import Engine
     from ._flow import Flow
+    from .stores import CheckpointStore
 
 __all__ = ["Service"]
 
@@ -369,6 +370,19 @@ class _Intake:
         self._running -= 1
         if not self._running:
             self._idle.set()
+
+    @property
+    def store(self) -> CheckpointStore:
+        store = self._service.engine.store
+        assert store is not None  # checked when the service is entered
+        return store
+
+    def report_lag(self, run_id: str, scheduled: float, lag: float, /) -> None:
+        emit = self._service.engine._emit
+        if emit:
+            t = self._trigger
+            now = self._service.engine._shared.clock()
+            emit(ScheduleLag(t.name, t.flow.name, run_id, now, scheduled, lag))
 
     def refuse(self, key: str, outcome: Outcome, reason: str, /) -> Admission:
         return self._report(Admission(outcome, self._trigger.run_id(key), reason))

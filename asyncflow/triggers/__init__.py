@@ -9,6 +9,7 @@ service processes on one store therefore give one run per event.
 from __future__ import annotations
 
 from ._base import Admission, Intake, Outcome, Trigger
+from ._cron import Clock, Cron, SystemClock
 from ._webhook import Webhook
 
-__all__ = ["Admission", "Intake", "Outcome", "Trigger", "Webhook"]
+__all__ = ["Admission", "Clock", "Cron", "Intake", "Outcome", "SystemClock", "Trigger", "Webhook"]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from asyncflow._flow import Flow
+    from asyncflow.stores import CheckpointStore
 
 __all__ = ["Admission", "Intake", "Outcome", "Route", "Trigger", "event_run_id"]
 
@@ -93,6 +94,13 @@ class Intake(Protocol):
     @property
     def accepting(self) -> bool:
         """False once the service is stopping (or not started): stop taking events."""
+
+    def report_lag(self, run_id: str, scheduled: float, lag: float, /) -> None:
+        """Report that run ``run_id`` of a schedule was admitted ``lag`` s after its instant."""
+
+    @property
+    def store(self) -> CheckpointStore:
+        """The engine's store: where a trigger may keep its own state (a watermark)."""
 
     @property
     def in_flight(self) -> int:
