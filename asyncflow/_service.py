@@ -238,12 +238,11 @@ class Service:
         assert store is not None
         by_prefix = {f"{t.name}@": t for t in self.triggers}
         found: list[tuple[Trigger, str]] = []
-        async for info in store.list_runs():
-            if info.status not in _UNFINISHED:
-                continue
-            trigger = by_prefix.get(info.run_id.split("@", 1)[0] + "@")
-            if trigger is not None and info.flow == trigger.flow.name:
-                found.append((trigger, info.run_id))
+        for status in _UNFINISHED:
+            async for info in store.list_runs(status=status):
+                trigger = by_prefix.get(info.run_id.split("@", 1)[0] + "@")
+                if trigger is not None and info.flow == trigger.flow.name:
+                    found.append((trigger, info.run_id))
         for trigger, run_id in found:
             intake = self._intakes[trigger.name]
             release = await intake.acquire(wait=True)
@@ -475,8 +474,8 @@ async def _create_run(
     admit = getattr(engine, "admit", None)
     if admit is not None:
         return bool(await admit(flow, run_id=run_id, **inputs))
-    # Interim, until Engine.admit (store create_run_if_absent, PROTOCOL.md section 1) is
-    # merged: the same record, but not atomic across processes.
+    # Until Engine.admit lands (PROTOCOL.md section 1, branch i13-core): the same record
+    # through the store's atomic create-if-absent.
     from datetime import UTC, datetime
 
     from ._identity import canonical_inputs, encode_inputs
@@ -486,10 +485,6 @@ async def _create_run(
     assert store is not None
     plan = compile_plan(flow)
     text = canonical_inputs(encode_inputs(store.codec, inputs))
-    if (await store.load_run(run_id)).manifest is not None:
-        return False
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    await store.save_manifest(
-        RunManifest(run_id, plan.flow, plan.fingerprint, text, "pending", now, now)
-    )
-    return True
+    manifest = RunManifest(run_id, plan.flow, plan.fingerprint, text, "pending", now, now)
+    return await store.create_run_if_absent(manifest)
