@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from ._base import Admission, Intake, Outcome, Trigger
 from ._cron import Clock, Cron, SystemClock
+from ._files import NewFiles
 from ._webhook import Webhook
 
-__all__ = ["Admission", "Clock", "Cron", "Intake", "Outcome", "SystemClock", "Trigger", "Webhook"]
+__all__ = [
+    "Admission",
+    "Clock",
+    "Cron",
+    "Intake",
+    "NewFiles",
+    "Outcome",
+    "SystemClock",
+    "Trigger",
+    "Webhook",
+]
