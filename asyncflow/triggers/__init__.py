@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._base import Admission, Intake, Outcome, Trigger
 from ._cron import Clock, Cron, SystemClock
 from ._files import NewFiles
+from ._queue import Queue, RedisStream
 from ._webhook import Webhook
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "Intake",
     "NewFiles",
     "Outcome",
+    "Queue",
+    "RedisStream",
     "SystemClock",
     "Trigger",
     "Webhook",
