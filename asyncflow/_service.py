@@ -151,6 +151,11 @@ class Service:
         """Whether the service takes events: entered and not stopping."""
         return self._accepting
 
+    async def wait_idle(self) -> None:
+        """Return once no run admitted by this service is in flight (at once if none is)."""
+        while self._active:
+            await self._drained.wait()
+
     def _taking(self) -> bool:
         # A call, not an attribute: read afresh after every await (and mypy narrows no call).
         return self._accepting
@@ -216,21 +221,24 @@ class Service:
         self._accepting = False
         intake_tg, self._intake_tg = self._intake_tg, None
         runs, self._runs = self._runs, None
-        if intake_tg is not None:
-            intake_tg.cancel_scope.cancel()
-            await intake_tg.__aexit__(None, None, None)
-        if runs is None:
-            return
-        if not cancel_runs:
-            with anyio.move_on_after(self.grace):
-                while self._active:
-                    await self._drained.wait()
-        if self._active:
-            logger.info(
-                "shutdown: cancelling %d runs; they resume at the next start", len(self._active)
-            )
-        runs.cancel_scope.cancel()
-        await runs.__aexit__(None, None, None)
+        try:
+            if intake_tg is not None:
+                intake_tg.cancel_scope.cancel()
+                await intake_tg.__aexit__(None, None, None)
+            if runs is not None and not cancel_runs:
+                with anyio.move_on_after(self.grace):
+                    await self.wait_idle()
+        finally:
+            # Also when the block above was cancelled from outside: the runs' group is left
+            # before the engine's, whatever happens.
+            if runs is not None:
+                if self._active:
+                    logger.info(
+                        "shutdown: cancelling %d runs; they resume at the next start",
+                        len(self._active),
+                    )
+                runs.cancel_scope.cancel()
+                await runs.__aexit__(None, None, None)
 
     async def _restart_unfinished(self) -> None:
         """Start every run of this service's triggers that was admitted and never finished."""

@@ -27,3 +27,7 @@ __all__ = [
     "Trigger",
     "Webhook",
 ]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__  # they print as asyncflow.triggers.X
+del _name
