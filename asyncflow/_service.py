@@ -441,7 +441,7 @@ class _Intake:
                 Admission(Outcome.REJECTED, run_id, "too many runs in flight: retry later")
             )
         try:
-            created = await _create_run(self._service.engine, trigger.flow, run_id, inputs)
+            created = await self._service.engine.admit(trigger.flow, run_id=run_id, **inputs)
         except RunInputError as exc:
             release()
             return self._report(Admission(Outcome.INVALID, run_id, str(exc)))
@@ -473,26 +473,3 @@ class _Intake:
             else:
                 emit(TriggerInvalid(t, flow, rid, now, admission.reason))
         return admission
-
-
-async def _create_run(
-    engine: Engine, flow: Flow, run_id: str, inputs: Mapping[str, object]
-) -> bool:
-    """Record run ``run_id`` as pending if it has no manifest; whether it was created."""
-    admit = getattr(engine, "admit", None)
-    if admit is not None:
-        return bool(await admit(flow, run_id=run_id, **inputs))
-    # Until Engine.admit lands (PROTOCOL.md section 1, branch i13-core): the same record
-    # through the store's atomic create-if-absent.
-    from datetime import UTC, datetime
-
-    from ._identity import canonical_inputs, encode_inputs
-    from .stores import RunManifest
-
-    store = engine.store
-    assert store is not None
-    plan = compile_plan(flow)
-    text = canonical_inputs(encode_inputs(store.codec, inputs))
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    manifest = RunManifest(run_id, plan.flow, plan.fingerprint, text, "pending", now, now)
-    return await store.create_run_if_absent(manifest)
