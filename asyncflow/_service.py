@@ -292,48 +292,82 @@ class Service:
         flight get ``grace`` seconds, then the rest are cancelled (they resume at the next
         start). ``ready`` is called with the URL once the service listens.
         """
-        import uvicorn
 
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        def listening(url: str) -> None:
+            self._url = url
+            if ready is not None:
+                ready(url)
+
+        def stopping() -> None:
+            self._accepting = False  # webhooks answer 503 while connections close
+
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        port = sock.getsockname()[1]
-        host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
-        config = uvicorn.Config(
-            self.app,
-            interface="asgi3",
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        try:
-            async with self, anyio.create_task_group() as tg:
-                await server.startup(sockets=[sock])
-                self._url = f"http://{host}:{port}"
-                tg.start_soon(_stop_on_signal, server, tg.cancel_scope, name="asyncflow signals")
-                if ready is not None:
-                    ready(self._url)
-                await server.main_loop()
-                self._accepting = False  # webhooks answer 503 while connections close
-                await server.shutdown(sockets=[sock])
-                tg.cancel_scope.cancel()
+            async with self:
+                await serve_asgi(self.app, self.host, self.port, ready=listening, stopping=stopping)
         finally:
             self._url = None
-            sock.close()
 
 
-async def _stop_on_signal(server: Any, scope: anyio.CancelScope) -> None:
+async def serve_asgi(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None],
+    stopping: Callable[[], None] | None = None,
+    signals: bool = True,
+) -> None:
+    """Serve ``app`` with uvicorn until SIGTERM/SIGINT (when ``signals``) or cancellation.
+
+    ``ready`` gets the URL once it listens; ``stopping`` is called when a signal came, before
+    the connections close.
+    """
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
+    # socket says TCP (see asyncflow.testing.serve_flaky).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        interface="asgi3",
+        lifespan="off",
+        log_config=None,  # never reconfigure the process's logging
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            await server.startup(sockets=[sock])
+            if signals:
+                tg.start_soon(_stop_on_signal, server, name="asyncflow signals")
+            ready(
+                f"http://[{host}]:{bound}"
+                if family == socket.AF_INET6
+                else f"http://{host}:{bound}"
+            )
+            await server.main_loop()
+            if stopping is not None:
+                stopping()
+            await server.shutdown(sockets=[sock])
+            tg.cancel_scope.cancel()
+    finally:
+        sock.close()
+
+
+async def _stop_on_signal(server: Any) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             logger.info("%s: stopping", signal.Signals(signum).name)
