@@ -348,6 +348,7 @@ async def serve_asgi(
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
+    shut = False
     try:
         async with anyio.create_task_group() as tg:
             await server.startup(sockets=[sock])
@@ -361,9 +362,16 @@ async def serve_asgi(
             await server.main_loop()
             if stopping is not None:
                 stopping()
+            shut = True
             await server.shutdown(sockets=[sock])
             tg.cancel_scope.cancel()
     finally:
+        # Cancelled from outside: the listening server must still be closed, or its accept
+        # callback outlives the socket and takes the connections of the next one on its fd.
+        if not shut and getattr(server, "started", False):
+            server.force_exit = True
+            with anyio.move_on_after(3, shield=True):
+                await server.shutdown(sockets=[sock])
         sock.close()
 
 
