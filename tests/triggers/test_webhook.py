@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -226,3 +227,24 @@ def test_a_webhook_without_verification_is_refused_unless_insecure() -> None:
         Webhook("/x", doc_flow([]))
     with pytest.raises(ValueError, match="not several"):
         Webhook("/x", doc_flow([]), secret="a", token="b")
+
+
+async def test_refused_deliveries_are_logged_by_the_log_observer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad signature is an INFO line (the sender may retry); a malformed body a WARNING."""
+    from asyncflow.observe import LogObserver
+
+    engine = Engine(store=tmp_path / "runs", observers=[LogObserver()])
+    service = Service(engine, triggers=[Webhook("/docs", doc_flow([]), secret=SECRET)], port=0)
+    caplog.set_level(logging.INFO, logger="asyncflow")
+    body = b"{broken"
+    async with serving(service) as url, httpx.AsyncClient() as client:
+        assert (await client.post(f"{url}/docs", content=b"{}")).status_code == 401
+        assert (
+            await client.post(f"{url}/docs", content=body, headers=signed(body, "x"))
+        ).status_code == 400
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "asyncflow"]
+    assert [level for level, _ in lines] == [logging.INFO, logging.WARNING]
+    assert "rejected: unauthorized: missing x-signature-256 header" in lines[0][1]
+    assert "invalid: the body is not JSON" in lines[1][1]
