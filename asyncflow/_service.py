@@ -192,7 +192,9 @@ class Service:
             await intake_tg.__aenter__()
             self._intake_tg = intake_tg
             try:
-                await self._restart_unfinished()
+                unfinished = await self._unfinished()
+                # In the background: with more of them than slots, the triggers start meanwhile.
+                intake_tg.start_soon(self._restart, unfinished, name="asyncflow restart")
                 for trigger in self.triggers:
                     await intake_tg.start(trigger.run, self._intakes[trigger.name])
             except BaseException:
@@ -240,8 +242,8 @@ class Service:
                 runs.cancel_scope.cancel()
                 await runs.__aexit__(None, None, None)
 
-    async def _restart_unfinished(self) -> None:
-        """Start every run of this service's triggers that was admitted and never finished."""
+    async def _unfinished(self) -> list[tuple[Trigger, str]]:
+        """This service's triggers' runs that were admitted and never finished."""
         store = self.engine.store
         assert store is not None
         by_prefix = {f"{t.name}@": t for t in self.triggers}
@@ -251,7 +253,11 @@ class Service:
                 trigger = by_prefix.get(info.run_id.split("@", 1)[0] + "@")
                 if trigger is not None and info.flow == trigger.flow.name:
                     found.append((trigger, info.run_id))
-        for trigger, run_id in found:
+        return found
+
+    async def _restart(self, runs: list[tuple[Trigger, str]]) -> None:
+        """Start each of ``runs`` (a previous process's leftovers) as slots free up."""
+        for trigger, run_id in runs:
             intake = self._intakes[trigger.name]
             release = await intake.acquire(wait=True)
             assert release is not None
