@@ -167,3 +167,18 @@ def test_bad_policies_are_refused() -> None:
         Cron("* * * * *", flow, overlap="queue")  # type: ignore[arg-type]
     assert Cron("* * * * *", flow).name == "cron-report"
     _ = UTC
+
+
+async def test_jitter_delays_the_start_but_keeps_the_ticks_run_id(tmp_path: Path) -> None:
+    ran: list[str] = []
+    clock = FakeClock("2026-12-01T10:02:00+00:00")
+    tick = datetime.fromisoformat("2026-12-01T10:05:00+00:00").timestamp()
+    engine = Engine(store=tmp_path / "runs")
+    async with Service(engine, triggers=[cron(tick_flow(ran), clock, jitter=30.0)]):
+        await until(lambda: clock.deadline is not None)
+        assert clock.deadline is not None
+        assert tick <= clock.deadline <= tick + 30.0
+        clock.set("2026-12-01T10:05:31+00:00")
+        await until(lambda: len(ran) == 1)
+        assert engine.store is not None
+        assert rid("1005") in await statuses(engine.store)

@@ -106,3 +106,22 @@ def test_a_run_cancelled_by_shutdown_is_no_failure_and_resumes_at_the_next_start
     os.kill(child.proc.pid, signal.SIGTERM)
     child.finish()
     assert anyio.run(store_statuses, tmp_path) == {"webhook-docs@s-2": "succeeded"}
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("tests.service_child:flow", "is Flow, not an asyncflow.Service"),
+        ("tests.service_child", "give the service as module:attribute"),
+        ("tests.no_such_module:make", "no module named"),
+    ],
+)
+def test_serve_refuses_what_is_not_a_service_in_one_line(
+    target: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asyncflow._cli import main
+
+    assert main(["serve", target]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err
