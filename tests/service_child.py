@@ -2,7 +2,7 @@
 
 Set by the test in the environment: SERVICE_STORE (the store's folder), SERVICE_LOG (where
 ``exec <doc>``, ``admitted <run>`` and ``finished <run> <status>`` lines go), SERVICE_GRACE,
-and SERVICE_CRASH=1 to SIGKILL the process right after its first admission, before the source
+SERVICE_REDIS (a server URL: also consume its stream ``docs``), and SERVICE_CRASH=1 to SIGKILL the process right after its first admission, before the source
 is answered. A doc named ``slow*`` waits until the file SERVICE_LOG + ".release" exists.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 
 from asyncflow import Engine, Event, Flow, RunFinished, Service, TriggerAdmitted
-from asyncflow.triggers import Webhook
+from asyncflow.triggers import RedisStream, Trigger, Webhook
 from tests.helpers import ChildLog
 
 log = ChildLog()
@@ -44,5 +44,16 @@ def observe(event: Event) -> None:
 def make() -> Service:
     log.open(os.environ["SERVICE_LOG"])
     engine = Engine(store=os.environ["SERVICE_STORE"], observers=[observe])
-    hook = Webhook("/docs", flow, insecure=True)
-    return Service(engine, triggers=[hook], port=0, grace=float(os.environ["SERVICE_GRACE"]))
+    triggers: list[Trigger] = [Webhook("/docs", flow, insecure=True)]
+    if "SERVICE_REDIS" in os.environ:  # the stream "docs", group "g"; a fixed consumer name
+        stream = RedisStream(
+            os.environ["SERVICE_REDIS"],
+            stream="docs",
+            group="g",
+            flow=flow,
+            consumer="served",
+            claim_idle=0.2,
+            block=0.05,
+        )
+        triggers.append(stream)
+    return Service(engine, triggers=triggers, port=0, grace=float(os.environ["SERVICE_GRACE"]))

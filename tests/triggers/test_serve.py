@@ -125,3 +125,35 @@ def test_serve_refuses_what_is_not_a_service_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert message in err
+
+
+def test_sigkill_between_admission_and_xack_then_restart_runs_the_entry_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """A stream entry admitted by a process killed before its XACK runs once.
+
+    The entry stays pending; the restarted service claims it, finds its run admitted (a
+    duplicate), acknowledges it, and has started that run: one run, one execution.
+    """
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    entry = str(client.xadd("docs", {"doc": "r"}))
+    monkeypatch.setenv("SERVICE_REDIS", redis_url)
+    child, _ = start(tmp_path, monkeypatch, crash=True)
+    child.proc.communicate(timeout=STALL)
+    assert child.proc.returncode == -signal.SIGKILL
+    assert child.lines() == [f"admitted redis-docs@{entry}"]
+    assert int(client.xpending("docs", "g")["pending"]) == 1
+
+    child, _ = start(tmp_path, monkeypatch)
+    child.wait_for(lambda lines: f"finished redis-docs@{entry} succeeded" in lines)
+    deadline = time.monotonic() + STALL
+    while int(client.xpending("docs", "g")["pending"]):
+        assert time.monotonic() < deadline, "the entry was never acknowledged"
+        time.sleep(0.01)  # a state on the server
+    os.kill(child.proc.pid, signal.SIGTERM)
+    child.finish()
+    client.close()
+    assert count(child.lines(), "exec r") == 1
+    assert anyio.run(store_statuses, tmp_path) == {f"redis-docs@{entry}": "succeeded"}
