@@ -221,12 +221,13 @@ class _Endpoint:
             return
         try:
             inputs = hook.inputs_of(json.loads(body))
-        except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
-            reason = (
-                f"the body is not JSON: {exc}"
-                if isinstance(exc, json.JSONDecodeError)
-                else str(exc)
-            )
+        except json.JSONDecodeError as exc:
+            reason = f"the body is not JSON: {exc}"
+        except Exception as exc:  # the user's inputs= refused the body: the sender's fault
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        else:
+            reason = ""
+        if reason:
             self._intake.refuse(key_text, Outcome.INVALID, reason)
             await _answer(send, 400, {"error": reason})
             return

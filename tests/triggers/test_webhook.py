@@ -248,3 +248,12 @@ async def test_refused_deliveries_are_logged_by_the_log_observer(
     assert [level for level, _ in lines] == [logging.INFO, logging.WARNING]
     assert "rejected: unauthorized: missing x-signature-256 header" in lines[0][1]
     assert "invalid: the body is not JSON" in lines[1][1]
+
+
+async def test_an_inputs_function_that_raises_answers_400_with_its_error(tmp_path: Path) -> None:
+    hook = Webhook("/docs", doc_flow([]), insecure=True, inputs=lambda body: {"doc": body["text"]})
+    service = Service(Engine(store=tmp_path / "runs"), triggers=[hook], port=0)
+    async with serving(service) as url, httpx.AsyncClient() as client:
+        answer = await client.post(f"{url}/docs", json={"other": 1})
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "KeyError: 'text'"}
