@@ -191,27 +191,54 @@ class RedisStream(Trigger):
     async def run(self, intake: Intake, /, *, task_status: TaskStatus[None]) -> None:
         """Create the group if needed, then claim, read, admit and acknowledge until cancelled."""
         import redis.asyncio as redis
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         client: Any = redis.from_url(self.url, decode_responses=True)
-        async with client:
+
+        async def create_group() -> None:
             try:
                 await client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+        async with client:
+            await create_group()
             task_status.started()
             failures: dict[str, int] = {}
+            lost = 0
             while intake.accepting:
-                entries = await self._claim(client, failures)
-                if not entries and failures:  # retry our own pending entries that failed
-                    entries = await self._read(client, "0")
-                    entries = [e for e in entries if e[0] in failures]
-                if not entries:
-                    entries = await self._read(client, ">")
-                for entry_id, fields in entries:
-                    if not await self._handle(client, intake, entry_id, fields, failures):
+                try:
+                    if not await self._step(client, intake, failures):
                         return
+                    lost = 0
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    await create_group()  # a server restarted without its data
+                except (RedisConnectionError, RedisTimeoutError):
+                    # The server went away: entries stay pending on it; read again once back.
+                    wait = min(0.1 * 2**lost, 5.0)
+                    lost += 1
+                    logger.warning(
+                        "%s: lost %s, retrying in %.1fs", self.name, self.url, wait, exc_info=True
+                    )
+                    await anyio.sleep(wait)
+
+    async def _step(self, client: Any, intake: Intake, failures: dict[str, int]) -> bool:
+        """Claim or read one batch and handle it; False when the service is stopping."""
+        entries = await self._claim(client, failures)
+        if not entries and failures:  # retry our own pending entries that failed
+            entries = await self._read(client, "0")
+            entries = [e for e in entries if e[0] in failures]
+        if not entries:
+            entries = await self._read(client, ">")
+        for entry_id, fields in entries:
+            if not await self._handle(client, intake, entry_id, fields, failures):
+                return False
+        return True
 
     async def _read(self, client: Any, start: str) -> list[tuple[str, dict[str, str]]]:
         block = int(self.block * 1000) if start == ">" else None

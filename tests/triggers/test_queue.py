@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from tests.triggers.conftest import RedisServer
+
 pytestmark = pytest.mark.anyio
 
 
@@ -162,3 +164,27 @@ async def test_a_poison_entry_is_dead_lettered_after_max_failures(
     assert fields["document"] == "x"
     assert "doc" in fields["_error"]
     assert sum(isinstance(e, TriggerInvalid) for e in events) == 3
+
+
+async def test_the_consumer_outlives_a_redis_restart(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The server goes away and comes back empty: the consumer carries on.
+
+    It reconnects, makes its group again, and runs what arrives after.
+    """
+    done: list[str] = []
+    trigger = RedisStream(
+        redis_server.url, stream="docs", group="g", flow=doc_flow(done), block=0.05
+    )
+    async with Service(Engine(store=tmp_path / "runs"), triggers=[trigger]) as service:
+        client: Any = redis.from_url(redis_server.url, decode_responses=True)
+        async with client:
+            await client.xadd("docs", {"doc": "before"})
+            await until(lambda: done == ["before"])
+        await anyio.to_thread.run_sync(redis_server.restart)
+        client = redis.from_url(redis_server.url, decode_responses=True)
+        async with client:
+            await client.xadd("docs", {"doc": "after"})
+            await until(lambda: done == ["before", "after"])
+        assert service.accepting
