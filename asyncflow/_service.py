@@ -473,7 +473,13 @@ class _Intake:
         return release
 
     async def admit(
-        self, key: str, inputs: Mapping[str, object], /, *, wait: bool = True
+        self,
+        key: str,
+        inputs: Mapping[str, object],
+        /,
+        *,
+        wait: bool = True,
+        traceparent: str | None = None,
     ) -> Admission:
         trigger = self._trigger
         run_id = trigger.run_id(key)
@@ -489,7 +495,10 @@ class _Intake:
                 Admission(Outcome.REJECTED, run_id, "too many runs in flight: retry later")
             )
         try:
-            created = await self._service.engine.admit(trigger.flow, run_id=run_id, **inputs)
+            values: dict[str, Any] = dict(inputs)
+            created = await self._service.engine.admit(
+                trigger.flow, run_id=run_id, traceparent=traceparent, **values
+            )
         except RunInputError as exc:
             release()
             return self._report(Admission(Outcome.INVALID, run_id, str(exc)))

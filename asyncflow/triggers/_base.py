@@ -72,14 +72,21 @@ class Intake(Protocol):
     """What a :class:`Trigger` admits its events through (one per trigger, from the Service)."""
 
     async def admit(
-        self, key: str, inputs: Mapping[str, object], /, *, wait: bool = True
+        self,
+        key: str,
+        inputs: Mapping[str, object],
+        /,
+        *,
+        wait: bool = True,
+        traceparent: str | None = None,
     ) -> Admission:
         """Offer one event: record its run in the store if absent, then start it.
 
         Acknowledge the event at the source only when the answer's ``acknowledge`` is true:
         then it is durably admitted (now or by an earlier delivery). ``wait=False`` answers
         :attr:`Outcome.REJECTED` at once when the trigger or the service has no free slot;
-        ``wait=True`` waits for one (a consumer stops reading meanwhile).
+        ``wait=True`` waits for one (a consumer stops reading meanwhile). ``traceparent``
+        (W3C trace context, e.g. a request's header) makes the run's trace a child of it.
 
         Raises:
             CheckpointError: the store failed; nothing was admitted (offer it again later).

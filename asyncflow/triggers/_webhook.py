@@ -10,6 +10,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from asyncflow._hooks import validate_traceparent
+
 from ._base import STOPPING, Intake, Outcome, Trigger, default_name
 
 if TYPE_CHECKING:
@@ -232,7 +234,9 @@ class _Endpoint:
             await _answer(send, 400, {"error": reason})
             return
         try:
-            admission = await self._intake.admit(key_text, inputs, wait=False)
+            admission = await self._intake.admit(
+                key_text, inputs, wait=False, traceparent=_traceparent(headers)
+            )
         except Exception as exc:  # the store failed: nothing admitted, the sender retries
             await _answer(send, 503, {"error": f"could not admit: {exc}"}, retry=5)
             return
@@ -247,6 +251,17 @@ class _Endpoint:
             await _answer(send, 503, {"error": admission.reason}, retry=5)
         else:
             await _answer(send, 429, {"error": admission.reason}, retry=1)
+
+
+def _traceparent(headers: Mapping[bytes, bytes]) -> str | None:
+    """The request's W3C trace context; one that is malformed is ignored, as the spec says."""
+    raw = headers.get(b"traceparent")
+    if not raw:
+        return None
+    try:
+        return validate_traceparent(raw.decode("latin-1"))
+    except ValueError:
+        return None
 
 
 async def _answer(

@@ -257,3 +257,27 @@ async def test_an_inputs_function_that_raises_answers_400_with_its_error(tmp_pat
         answer = await client.post(f"{url}/docs", json={"other": 1})
     assert answer.status_code == 400
     assert answer.json() == {"error": "KeyError: 'text'"}
+
+
+async def test_a_deliverys_traceparent_is_kept_with_its_run_and_a_malformed_one_ignored(
+    tmp_path: Path,
+) -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    gate = anyio.Event()  # the runs wait: the pending manifests are what is checked
+    hook = Webhook("/docs", doc_flow([], gate), insecure=True)
+    engine = Engine(store=tmp_path / "runs")
+    async with (
+        serving(Service(engine, triggers=[hook], port=0)) as url,
+        httpx.AsyncClient() as client,
+    ):
+        for delivery, header in (("t-1", parent), ("t-2", "not-a-trace")):
+            headers = {"webhook-id": delivery, "traceparent": header}
+            answer = await client.post(f"{url}/docs", json={"doc": delivery}, headers=headers)
+            assert answer.status_code == 202
+        assert engine.store is not None
+        kept = [(await engine.store.load_run(f"webhook-docs@{d}")).manifest for d in ("t-1", "t-2")]
+        gate.set()
+    assert kept[0] is not None
+    assert parent in kept[0].details
+    assert kept[1] is not None
+    assert "not-a-trace" not in kept[1].details
