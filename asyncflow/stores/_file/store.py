@@ -6,7 +6,7 @@ FileStore keeps, directly in its directory::
                                  times, failed steps) and each succeeded step's fingerprint,
                                  digest and output
     <dir>/.journal/<segment>.log records not yet compacted into the run files
-    <dir>/.journal/leases        an empty file whose byte-range locks are the runs' leases
+    <dir>/.journal/leases/<nn>   empty files whose byte-range locks are the runs' leases
                                  (one owner per run on this machine: see :mod:`.leases`)
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
@@ -82,7 +82,7 @@ from .journal import (
     recover,
     truncate,
 )
-from .leases import LEASES_FILE, MachineLeases
+from .leases import LEASES_DIR, MachineLeases
 from .records import manifest_record, record_key, step_record
 from .runfiles import OnDisk, Records, list_run_ids, read_manifests, read_runs
 
@@ -237,7 +237,7 @@ class FileStore:
                 self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
                 await self._run(recover, sync, root)
                 await self._new_segment()
-                self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_FILE)
+                self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_DIR)
                 self._foreign = ForeignJournals(root / JOURNAL_DIR, self._own_segments)
             except OSError as exc:
                 raise CheckpointError(
@@ -502,7 +502,7 @@ class FileStore:
         self._enqueue(manifest, manifest_record(manifest))
 
     async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
-        """Take the run's lock in ``.journal/leases`` for ``owner``; ``None`` while another holds it.
+        """Take the run's lock in ``.journal/leases/`` for ``owner``; ``None`` while another holds it.
 
         The lease lasts while this store is open and its process lives (``expires_at`` is
         ``math.inf``; ``ttl`` is checked, not used): the kernel drops it when the process dies.
@@ -545,7 +545,7 @@ class FileStore:
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Save ``manifest`` durably unless the run has one; whether it did.
 
-        The check and the save hold the run's admission lock in ``.journal/leases``, so engines of this
+        The check and the save hold the run's admission lock in ``.journal/leases/``, so engines of this
         machine sharing the directory admit a run once.
 
         Raises:
