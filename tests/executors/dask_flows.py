@@ -1,0 +1,54 @@
+"""Flows the Dask tests ship to worker processes by reference (they import this module).
+
+``documents``: ``enrich`` POSTs the document to ``{api}/enrich/{doc}`` (the server counts each
+document's requests by path), at most ``ENRICH_SLOTS`` at once per worker engine, retrying
+transient faults; ``save`` makes the record. ``broken`` fails in ``parse`` with a chained error.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from asyncflow import Context, Engine, Flow, Retry, StepError
+
+ENRICH_SLOTS = 4
+RETRY = Retry(attempts=6, timeout=None, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01)
+
+documents = Flow("documents")
+
+
+@documents.step(concurrency=ENRICH_SLOTS, retry=RETRY)
+async def enrich(doc: str, api: str, ctx: Context) -> dict[str, object]:
+    response = await ctx.http.post(f"{api}/enrich/{doc}", json={"id": doc})
+    response.raise_for_status()
+    return {"doc": doc, "request": response.json()["request"]}
+
+
+@documents.step
+async def save(enrich: dict[str, object]) -> str:
+    return f"saved {enrich['doc']}"
+
+
+class ParseError(ValueError):
+    """A user's error type with a keyword-only attribute, like asyncflow's own."""
+
+    def __init__(self, message: str, *, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+broken = Flow("broken")
+
+
+@broken.step
+async def parse(text: str) -> int:
+    try:
+        int(text)
+    except ValueError as exc:
+        raise ParseError(f"not a number: {text!r}", line=3) from exc
+    raise StepError("unreachable", step="parse")
+
+
+def engine_factory(store: str) -> functools.partial[Engine]:
+    """What the worker plugin calls: an engine on the shared store directory ``store``."""
+    return functools.partial(Engine, store=store)

@@ -1,0 +1,276 @@
+"""DaskExecutor on a real LocalCluster: worker processes, a real loopback server, real SIGKILLs.
+
+Each worker process has 4 run slots (``threads_per_worker=4``: async tasks run on the worker's
+loop and use none of those threads) and the ``documents`` flow allows 4 enrich calls at once per
+worker engine. The store is a FileStore shared by every engine on the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+pytest.importorskip("distributed")
+
+from distributed import Client, LocalCluster
+
+from asyncflow import (
+    Engine,
+    ExecutorError,
+    FileStore,
+    Flow,
+    FlowRefError,
+    RunFinished,
+    RunInputError,
+    RunStatus,
+    StepError,
+    StepStatus,
+    StepSucceeded,
+)
+from asyncflow.executors.dask import PLUGIN_NAME, AsyncflowPlugin, DaskExecutor
+from tests.executors.dask_flows import ParseError, broken, documents, engine_factory
+from tests.helpers import Child, until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from asyncflow import Event
+    from asyncflow.testing import FlakyServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+WORKERS = 2
+SLOTS = 4
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+async def client(store_dir: str) -> AsyncIterator[Client]:
+    async with (
+        LocalCluster(
+            n_workers=WORKERS,
+            threads_per_worker=SLOTS,
+            processes=True,
+            asynchronous=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster, asynchronous=True) as client,
+    ):
+        await client.register_plugin(AsyncflowPlugin(engine_factory(store_dir)))
+        yield client
+
+
+def key(run_id: str) -> str:
+    return f"asyncflow-{run_id}"
+
+
+def docs(n: int, api: str) -> list[tuple[str, dict[str, object]]]:
+    return [(f"doc-{i:03d}", {"doc": f"doc-{i:03d}", "api": api}) for i in range(n)]
+
+
+async def stored(client: Client, store_dir: str) -> dict[str, str]:
+    """Each run's manifest status, once the workers' engines are closed.
+
+    A closing engine compacts its journal into the run files (the next opener does, after a crash).
+    """
+    await client.unregister_worker_plugin(PLUGIN_NAME)
+    async with FileStore(store_dir).open() as store:
+        return {info.run_id: info.status async for info in store.list_runs()}
+
+
+async def test_a_batch_runs_on_the_workers_with_the_same_interface(
+    client: Client, host_a: FlakyServer, store_dir: str
+) -> None:
+    """Results stream back once per input, through faults; workers' events reach observers."""
+    host_a.error_rate = 0.2
+    events: list[Event] = []
+    items = docs(30, host_a.url)
+    async with Engine(store=store_dir, observers=[events.append]) as engine:
+        batch = engine.map(documents, items, executor=DaskExecutor(client))
+        seen = Counter([r.run_id async for r in batch])
+        summary = await batch.summary()
+    assert seen == Counter(rid for rid, _ in items)
+    assert summary.ok, summary.failures
+    assert summary.succeeded == 30
+    done = {(e.run_id, e.step) for e in events if isinstance(e, StepSucceeded)}
+    assert done == {(rid, s) for rid, _ in items for s in ("enrich", "save")}
+    assert {e.run_id for e in events if isinstance(e, RunFinished)} == set(seen)
+    assert all(host_a.count(f"/enrich/{rid}") >= 1 for rid, _ in items)
+    assert set((await stored(client, store_dir)).values()) == {"succeeded"}
+
+
+async def test_results_carry_outputs_and_the_run_s_own_inputs(
+    client: Client, host_a: FlakyServer
+) -> None:
+    async with Engine(store=None) as engine:
+        results = [
+            r
+            async for r in engine.map(documents, docs(3, host_a.url), executor=DaskExecutor(client))
+        ]
+    by_id = {r.run_id: r for r in results}
+    assert by_id["doc-001"].outputs["save"] == "saved doc-001"
+    assert by_id["doc-001"].inputs == {"doc": "doc-001", "api": host_a.url}
+    assert by_id["doc-001"].steps["enrich"].status is StepStatus.SUCCEEDED
+
+
+async def test_errors_come_back_intact(client: Client) -> None:
+    """Type, message, attributes, cause chain and step survive the trip from the worker."""
+    async with Engine(store=None) as engine:
+        [result] = [
+            r async for r in engine.map(broken, [{"text": "x"}], executor=DaskExecutor(client))
+        ]
+    assert result.status is RunStatus.FAILED
+    error = result.steps["parse"].error
+    assert isinstance(error, StepError)
+    assert error.step == "parse"
+    assert isinstance(error.__cause__, ParseError)
+    assert error.__cause__.line == 3
+    assert str(error.__cause__) == "not a number: 'x'"
+    assert isinstance(error.__cause__.__cause__, ValueError)
+    assert "invalid literal for int()" in str(error.__cause__.__cause__)
+
+
+async def test_an_input_that_cannot_be_shipped_is_that_item_s_failure(
+    client: Client, host_a: FlakyServer
+) -> None:
+    items: list[dict[str, object]] = [
+        {"doc": "fine", "api": host_a.url},
+        {"doc": object(), "api": host_a.url},
+    ]
+    async with Engine(store=None) as engine:
+        results = {
+            r.status: r
+            for r in [r async for r in engine.map(documents, items, executor=DaskExecutor(client))]
+        }
+    assert results[RunStatus.SUCCEEDED].inputs["doc"] == "fine"
+    failed = results[RunStatus.FAILED]
+    assert isinstance(failed.error, RunInputError)
+    assert failed.error.invalid == ("doc",)
+    assert host_a.count("/enrich/fine") == 1
+
+
+async def test_a_flow_other_processes_cannot_import_is_refused_at_map(client: Client) -> None:
+    local = Flow("local")
+
+    @local.step
+    async def one() -> int:
+        return 1
+
+    async with Engine(store=None) as engine:
+        with pytest.raises(FlowRefError, match="not bound to a name"):
+            engine.map(local, [{}], executor=DaskExecutor(client))
+
+
+async def test_a_synchronous_client_is_refused() -> None:
+    class Sync:
+        asynchronous = False
+
+    with pytest.raises(TypeError, match="asynchronous=True"):
+        DaskExecutor(Sync())  # type: ignore[arg-type]  # the wrong kind of client, on purpose
+
+
+async def test_a_worker_without_the_plugin_fails_each_item_clearly(host_a: FlakyServer) -> None:
+    async with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            asynchronous=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster, asynchronous=True) as client,
+        Engine(store=None) as engine,
+    ):
+        [result] = [
+            r
+            async for r in engine.map(documents, docs(1, host_a.url), executor=DaskExecutor(client))
+        ]
+    assert isinstance(result.error, ExecutorError)
+    assert "register_plugin(AsyncflowPlugin" in str(result.error)
+
+
+async def test_a_killed_worker_s_runs_finish_elsewhere_exactly_once(
+    client: Client, host_a: FlakyServer, store_dir: str
+) -> None:
+    """SIGKILL one worker with runs in flight: every document finishes once, none is lost."""
+    host_a.latency = 0.3
+    items = docs(40, host_a.url)
+    pids = await client.run(os.getpid)
+    cluster = client.cluster
+    assert cluster is not None
+    scheduler = cluster.scheduler
+    victim = next(iter(pids.values()))
+    seen: Counter[str] = Counter()
+    before_kill: set[str] = set()
+    killed = False
+    async with Engine(store=store_dir) as engine:
+        batch = engine.map(documents, items, executor=DaskExecutor(client))
+        async for result in batch:
+            assert result.ok, result.errors
+            seen[result.run_id] += 1
+            # Kill once 6 enrich requests are in flight: with 4 slots a worker, the victim
+            # holds at least 2 of them.
+            if not killed and len(seen) >= 4:
+                await until(lambda: host_a.requests - len(seen) >= 6)
+                before_kill = set(seen)
+                # Until the scheduler has seen the results released, it would compute a result
+                # lost with its worker again; with a FileStore the other worker cannot see that
+                # run's checkpoints, so it would run it again (a store every live engine sees
+                # restores it instead).
+                released = {key(r) for r in before_kill}
+                await until(lambda: not released & set(scheduler.tasks))  # noqa: B023
+                os.kill(victim, signal.SIGKILL)
+                killed = True
+        summary = await batch.summary()
+    assert killed
+    assert summary.ok
+    assert seen == Counter(rid for rid, _ in items)  # every document, each once
+    assert set((await stored(client, store_dir)).values()) == {"succeeded"}
+    counts = {rid: host_a.count(f"/enrich/{rid}") for rid, _ in items}
+    assert all(counts[rid] == 1 for rid in before_kill)  # nothing finished ran again
+    assert any(n >= 2 for n in counts.values())  # the victim's runs in flight ran again
+
+
+async def test_a_restarted_coordinator_resumes_the_batch(
+    client: Client, host_a: FlakyServer, store_dir: str, tmp_path: Path
+) -> None:
+    """SIGKILL the client process mid-batch and run it again: no finished run runs again."""
+    host_a.latency = 0.05
+    log = tmp_path / "child.log"
+    address = client.scheduler_info()["address"]
+    child = Child("tests.executors.dask_child", address, host_a.url, store_dir, str(log), log=log)
+    try:
+        await until(lambda: len(child.lines()) >= 10 or not child.alive())
+        assert child.alive(), child.stderr()
+    finally:
+        child.proc.send_signal(signal.SIGKILL)
+        await anyio.to_thread.run_sync(child.proc.wait)
+        assert child.proc.stdin is not None
+        child.proc.stdin.close()
+    finished_first = {line.split()[1] for line in child.lines()}
+    # A FileStore's records reach other engines when they are compacted, which a live worker
+    # does only at close: restart the workers so that the runs they finished are in the files.
+    # A store shared by live engines (SQLite, Postgres) needs no restart.
+    await client.restart()
+    counts_then = {rid: host_a.count(f"/enrich/{rid}") for rid in finished_first}
+    rerun = Child("tests.executors.dask_child", address, host_a.url, store_dir, str(log), log=log)
+    first = len(child.lines())
+    assert await anyio.to_thread.run_sync(rerun.proc.wait) == 0, rerun.stderr()
+    assert rerun.proc.stdin is not None
+    rerun.proc.stdin.close()
+    results = [line.split() for line in rerun.lines()[first:]]
+    assert sorted(rid for _, rid, _, _ in results) == [f"doc-{i:03d}" for i in range(40)]
+    assert all(status == "succeeded" for _, _, status, _ in results)
+    restored = {rid for _, rid, _, how in results if how == "restored"}
+    assert finished_first <= restored
+    assert {rid: host_a.count(f"/enrich/{rid}") for rid in finished_first} == counts_then
