@@ -14,8 +14,8 @@ What travels. Each run is one Dask task holding the flow's reference (:class:`~a
 the flow must be bound to a module-level name that the workers can import), the run id and the
 inputs encoded by the engine's store codec. An input the codec cannot encode is that item's
 failure (a :class:`~asyncflow.RunInputError`), as it is locally. The batch keeps at most its
-``concurrency`` tasks in existence (by default the cluster's slots plus one per worker, so each
-worker has its next run queued): 100,000 inputs never become 100,000 futures.
+``concurrency`` tasks in existence (by default twice the cluster's slots, so each slot has its
+next run queued): 100,000 inputs never become 100,000 futures.
 
 On the worker. :class:`AsyncflowPlugin` opens one engine per worker (``make_engine()``: its HTTP
 client, circuits, host gates, store connection) when the worker starts and closes it when the
@@ -42,7 +42,7 @@ import contextvars
 from typing import TYPE_CHECKING
 
 import anyio
-from distributed import WorkerPlugin, get_worker
+from distributed import Semaphore, WorkerPlugin, get_worker
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from asyncflow._result import RunResult
     from asyncflow.events import Event
 
-__all__ = ["AsyncflowPlugin", "DaskExecutor"]
+__all__ = ["AsyncflowPlugin", "DaskExecutor", "cluster_semaphore"]
 
 #: The plugin's name on every worker.
 PLUGIN_NAME = "asyncflow"
@@ -105,6 +105,7 @@ class AsyncflowPlugin(WorkerPlugin):
     async def setup(self, worker: Worker) -> None:
         """Open the worker's engine; raise what opening it raised."""
         self._flows: dict[str, Flow] = {}
+        self._semaphores: dict[str, Semaphore] = {}
         self._stop = asyncio.Event()
         opened: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
         # The engine's task group must be entered and left by one task, and a worker calls
@@ -138,6 +139,46 @@ class AsyncflowPlugin(WorkerPlugin):
         return flow
 
 
+def cluster_semaphore(name: str, max_leases: int) -> Semaphore:
+    """A ``distributed.Semaphore`` shared by every worker: a bound across the cluster.
+
+    Circuits, host gates and step limits are per worker engine. To keep a host under ``n``
+    requests at once on the whole cluster, hold this around the call in the step::
+
+        async with cluster_semaphore("api.example.com", 16):
+            response = await ctx.http.post(...)
+
+    Each acquire and release is a round trip to the scheduler (see ``benchmarks/bench_dask.py``
+    for what it costs). One object per name per worker, kept by the worker's
+    :class:`AsyncflowPlugin`; call it on a worker, inside a step.
+
+    Raises:
+        ExecutorError: not called on a Dask worker with the plugin.
+    """
+    semaphores = _plugin()._semaphores
+    semaphore = semaphores.get(name)
+    if semaphore is None:
+        semaphore = semaphores[name] = Semaphore(max_leases=max_leases, name=name)
+    return semaphore
+
+
+def _plugin() -> AsyncflowPlugin:
+    try:
+        worker = get_worker()
+    except ValueError:
+        raise ExecutorError(
+            "This is not running on a Dask worker: cluster_semaphore() and the runs of "
+            "DaskExecutor need the worker's asyncflow engine."
+        ) from None
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    if not isinstance(plugin, AsyncflowPlugin):
+        raise ExecutorError(
+            f"Dask worker {worker.address} has no asyncflow engine. Register one on the "
+            f"cluster first: await client.register_plugin(AsyncflowPlugin(make_engine))."
+        )
+    return plugin
+
+
 async def _run_on_worker(
     ref: str,
     run_id: str,
@@ -153,13 +194,7 @@ async def _run_on_worker(
     token = _sink.set(events if collect else None)
     try:
         try:
-            worker = get_worker()
-            plugin = worker.plugins.get(PLUGIN_NAME)
-            if not isinstance(plugin, AsyncflowPlugin):
-                raise ExecutorError(
-                    f"Dask worker {worker.address} has no asyncflow engine. Register one on the "
-                    f"cluster first: await client.register_plugin(AsyncflowPlugin(make_engine))."
-                )
+            plugin = _plugin()
             engine = plugin.engine
             store = engine.store
             flow = plugin.flow(ref)
@@ -213,19 +248,21 @@ class DaskExecutor:
         self._resubmit = resubmit
 
     def window(self) -> int:
-        """The cluster's run slots (its threads) plus one queued run per worker.
+        """Twice the cluster's run slots (its threads).
+
+        Every slot has a run running and one queued at the scheduler, so a slot that frees
+        starts its next run at once instead of after a round trip through the coordinator.
 
         Raises:
             ExecutorError: the cluster has no workers yet.
         """
-        info = self._client.scheduler_info()
-        slots, workers = info.get("total_threads", 0), info.get("n_workers", 0)
+        slots = self._client.scheduler_info().get("total_threads", 0)
         if not slots:
             raise ExecutorError(
                 "The Dask cluster has no workers yet, so the batch's window cannot be sized. "
                 "await client.wait_for_workers(n) first, or pass concurrency= to map()."
             )
-        return int(slots) + int(workers)
+        return 2 * int(slots)
 
     def runner(self, local: Runner, flow: Flow, /, *, codec: Codec | None) -> Runner:
         """A runner that ships each run of ``flow`` to a worker (see :class:`Executor`)."""

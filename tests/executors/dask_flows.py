@@ -52,3 +52,16 @@ async def parse(text: str) -> int:
 def engine_factory(store: str) -> functools.partial[Engine]:
     """What the worker plugin calls: an engine on the shared store directory ``store``."""
     return functools.partial(Engine, store=store)
+
+
+limited = Flow("limited")
+
+
+@limited.step(concurrency=ENRICH_SLOTS)
+async def call(doc: str, api: str, leases: int, ctx: Context) -> int:
+    from asyncflow.executors.dask import cluster_semaphore
+
+    async with cluster_semaphore("test-api", leases):
+        response = await ctx.http.post(f"{api}/enrich/{doc}", json={"id": doc})
+    response.raise_for_status()
+    return response.status_code

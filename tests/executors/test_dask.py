@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -33,15 +33,15 @@ from asyncflow import (
     StepSucceeded,
 )
 from asyncflow.executors.dask import PLUGIN_NAME, AsyncflowPlugin, DaskExecutor
-from tests.executors.dask_flows import ParseError, broken, documents, engine_factory
-from tests.helpers import Child, until
+from asyncflow.testing import FlakyServer, serve_flaky
+from tests.executors.dask_flows import ParseError, broken, documents, engine_factory, limited
+from tests.helpers import Child, InFlight, until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
     from asyncflow import Event
-    from asyncflow.testing import FlakyServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -197,6 +197,26 @@ async def test_a_worker_without_the_plugin_fails_each_item_clearly(host_a: Flaky
         ]
     assert isinstance(result.error, ExecutorError)
     assert "register_plugin(AsyncflowPlugin" in str(result.error)
+
+
+async def test_a_cluster_semaphore_bounds_a_host_across_workers(client: Client) -> None:
+    """Each worker engine allows 4 calls at once; the semaphore holds the cluster to 3."""
+    in_flight = InFlight()
+
+    class Counting(FlakyServer):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            with in_flight:
+                await super().__call__(scope, receive, send)
+
+    server = Counting()
+    server.latency = 0.05
+    async with serve_flaky("127.0.0.2", app=server) as running:
+        items = [{"doc": f"d{i}", "api": running.url, "leases": 3} for i in range(24)]
+        async with Engine(store=None) as engine:
+            summary = await engine.map(limited, items, executor=DaskExecutor(client)).summary()
+    assert summary.ok, summary.failures
+    assert server.count("/enrich/d0") == 1
+    assert in_flight.peak == 3
 
 
 async def test_a_killed_worker_s_runs_finish_elsewhere_exactly_once(
