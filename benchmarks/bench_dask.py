@@ -110,7 +110,8 @@ async def local(n: int, api: str, root: Path) -> float:
         t0 = time.perf_counter()
         summary = await engine.map(documents, items(n, api, "local"), progress=False).summary()
         elapsed = time.perf_counter() - t0
-    assert summary.ok and summary.succeeded == n, summary
+    assert summary.ok, summary
+    assert summary.succeeded == n, summary
     return elapsed
 
 
@@ -147,7 +148,8 @@ async def on_dask(
             batch = engine.map(flow, items(n, api, tag, **extra), executor=executor, progress=False)
             summary = await batch.summary()
             elapsed = time.perf_counter() - t0
-    assert summary.ok and summary.succeeded == n, summary
+    assert summary.ok, summary
+    assert summary.succeeded == n, summary
     return elapsed
 
 
@@ -165,7 +167,9 @@ async def main(quick: bool) -> None:
             base = await anyio_baseline(n, api)
             print(f"anyio baseline         {base:6.2f} s  {n / base:6.0f} docs/s")
             loc = await local(n, api, root)
-            print(f"local executor         {loc:6.2f} s  {n / loc:6.0f} docs/s  {loc / base:.2f}x anyio")
+            print(
+                f"local executor         {loc:6.2f} s  {n / loc:6.0f} docs/s  {loc / base:.2f}x anyio"
+            )
             times: dict[int, float] = {}
             for workers in (1, 2, 4):
                 times[workers] = t = await on_dask(workers, n, api, root)

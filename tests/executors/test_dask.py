@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from asyncflow import (
 from asyncflow.executors.dask import PLUGIN_NAME, AsyncflowPlugin, DaskExecutor
 from asyncflow.testing import FlakyServer, serve_flaky
 from tests.executors.dask_flows import ParseError, broken, documents, engine_factory, limited
-from tests.helpers import Child, InFlight, until
+from tests.helpers import ROOT, Child, InFlight, until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -294,3 +295,20 @@ async def test_a_restarted_coordinator_resumes_the_batch(
     restored = {rid for _, rid, _, how in results if how == "restored"}
     assert finished_first <= restored
     assert {rid: host_a.count(f"/enrich/{rid}") for rid in finished_first} == counts_then
+
+
+async def test_the_example_runs_and_resumes(tmp_path: Path) -> None:
+    """examples/dask/run.py: one command, two clusters; the second run restores every document."""
+    out = await anyio.run_process(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "dask" / "run.py"),
+            "--documents",
+            "20",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    text = out.stdout.decode()
+    assert "first run:  20 documents succeeded on 2 workers" in text
+    assert "second run: 20 succeeded, 20 restored from checkpoints, 0 enrich requests" in text
