@@ -32,13 +32,17 @@ resubmitted, up to ``resubmit`` times, and then fails as an :class:`~asyncflow.E
 A coordinator that dies loses nothing: run the same batch again and the runs restore from the
 store. Errors come back with their type, message, attributes, cause chain and step; one whose
 type cannot be imported on the coordinator comes back as an :class:`~asyncflow.ExecutorError`
-naming it. Events of a run reach the coordinator's observers with its result, in one message.
+naming it. Events reach the coordinator's observers in batches: those of a run in flight every
+half second (through the scheduler's event topics), the rest with its result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import uuid
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
@@ -70,19 +74,30 @@ __all__ = ["AsyncflowPlugin", "DaskExecutor", "cluster_semaphore"]
 
 #: The plugin's name on every worker.
 PLUGIN_NAME = "asyncflow"
-#: Events one run keeps for the coordinator; later ones are dropped (counted in the log).
+#: Events one run holds for the coordinator between two sends; later ones are dropped.
 EVENTS_PER_RUN = 10_000
+#: Seconds between two sends of the events of runs still in flight, from a worker.
+EVENTS_INTERVAL = 0.5
+
+
+@dataclass(eq=False, slots=True)
+class _Sink:
+    """The events of one run on a worker, not yet sent to the coordinator's ``topic``."""
+
+    topic: str
+    events: list[Event] = field(default_factory=list)
+
 
 # Where the events of the run executing in this context go, on a worker.
-_sink: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar(
+_sink: contextvars.ContextVar[_Sink | None] = contextvars.ContextVar(
     "asyncflow_dask_events", default=None
 )
 
 
 def _collect(event: Event) -> None:
     sink = _sink.get()
-    if sink is not None and len(sink) < EVENTS_PER_RUN:
-        sink.append(event)
+    if sink is not None and len(sink.events) < EVENTS_PER_RUN:
+        sink.events.append(event)
 
 
 class AsyncflowPlugin(WorkerPlugin):
@@ -106,25 +121,37 @@ class AsyncflowPlugin(WorkerPlugin):
         """Open the worker's engine; raise what opening it raised."""
         self._flows: dict[str, Flow] = {}
         self._semaphores: dict[str, Semaphore] = {}
+        self._sinks: set[_Sink] = set()
         self._stop = asyncio.Event()
         opened: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
         # The engine's task group must be entered and left by one task, and a worker calls
         # setup and teardown from different ones: this task owns the engine, from setup to
         # teardown (which awaits it), so nothing outlives the plugin.
-        self._host = asyncio.get_running_loop().create_task(self._serve(opened))
+        self._host = asyncio.get_running_loop().create_task(self._serve(worker, opened))
         self.engine = await opened
 
-    async def _serve(self, opened: asyncio.Future[Engine]) -> None:
+    async def _serve(self, worker: Worker, opened: asyncio.Future[Engine]) -> None:
         try:
-            async with self._make_engine() as engine:
+            async with self._make_engine() as engine, anyio.create_task_group() as tg:
                 engine.add_observer(_collect)
+                tg.start_soon(self._send_events, worker)
                 opened.set_result(engine)
                 await self._stop.wait()
+                tg.cancel_scope.cancel()
         except BaseException as exc:
             if not opened.done():
                 opened.set_exception(exc)
                 return
             raise
+
+    async def _send_events(self, worker: Worker) -> None:
+        """Every EVENTS_INTERVAL, send the events of the runs in flight, one message a run."""
+        while True:
+            await anyio.sleep(EVENTS_INTERVAL)
+            for sink in self._sinks:
+                if sink.events:
+                    events, sink.events = sink.events, []
+                    worker.log_event(sink.topic, _wire.dumps((anyio.current_time(), events)))
 
     async def teardown(self, worker: Worker) -> None:
         """Close the worker's engine (runs still in it are cancelled)."""
@@ -184,17 +211,22 @@ async def _run_on_worker(
     run_id: str,
     encoded: Mapping[str, str],
     fail_fast: bool | None,
-    collect: bool,
+    topic: str | None,
 ) -> bytes:
     """The Dask task of one run: run it on this worker's engine; its result, pickled by _wire.
 
+    With a ``topic``, the run's events go to the coordinator: every EVENTS_INTERVAL while it
+    runs (through the scheduler's event topic), the rest with the result.
     Never raises (but for cancellation): an error travels in the payload, kept intact.
     """
-    events: list[Event] = []
-    token = _sink.set(events if collect else None)
+    sink = _Sink(topic) if topic is not None else None
+    token = _sink.set(sink)
+    plugin: AsyncflowPlugin | None = None
     try:
         try:
             plugin = _plugin()
+            if sink is not None:
+                plugin._sinks.add(sink)
             engine = plugin.engine
             store = engine.store
             flow = plugin.flow(ref)
@@ -204,6 +236,9 @@ async def _run_on_worker(
             reply: tuple[object, ...] = ("ok", _without_inputs(result))
         except Exception as exc:
             reply = ("error", exc)
+        if plugin is not None and sink is not None:
+            plugin._sinks.discard(sink)
+        events = sink.events if sink is not None else []
         try:
             return _wire.dumps((*reply, anyio.current_time(), events))
         except Exception as exc:
@@ -213,6 +248,8 @@ async def _run_on_worker(
             )
             return _wire.dumps(("error", error, anyio.current_time(), events))
     finally:
+        if plugin is not None and sink is not None:
+            plugin._sinks.discard(sink)
         _sink.reset(token)
 
 
@@ -280,9 +317,27 @@ class _DaskRunner:
         self._ref = ref
         self._codec = codec
         self._resubmit = resubmit
+        # The events of runs still in flight come on this topic, while the batch runs.
+        self._topic: str | None = None
 
     def start_soon(self, fn: Callable[[], Coroutine[object, object, None]], /) -> None:
-        self._local.start_soon(fn)
+        """Start the batch (its one task, ``fn``) with its event topic open while it runs."""
+
+        async def batch() -> None:
+            emit = self.emit
+            if emit is None:
+                await fn()
+                return
+            topic = f"asyncflow-events-{uuid.uuid4().hex}"
+            self._client.subscribe_topic(topic, functools.partial(_deliver, emit))
+            self._topic = topic
+            try:
+                await fn()
+            finally:
+                self._topic = None
+                self._client.unsubscribe_topic(topic)
+
+        self._local.start_soon(batch)
 
     @property
     def emit(self) -> Callable[[Event], None] | None:
@@ -326,7 +381,7 @@ class _DaskRunner:
                 rid,
                 encoded,
                 fail_fast,
-                emit is not None,
+                self._topic if emit is not None else None,
                 key=key,
                 pure=False,
                 retries=0,
@@ -359,3 +414,11 @@ class _DaskRunner:
             raise value
         result: RunResult = _wire.shift_result(value, by, inputs)
         return result
+
+
+def _deliver(emit: Callable[[Event], None], message: tuple[float, bytes]) -> None:
+    """The events of a run in flight, from a worker's periodic send, to the observers."""
+    sent_at, events = _wire.loads(message[1])
+    by = anyio.current_time() - sent_at
+    for event in events:
+        emit(_wire.shift_event(event, by))

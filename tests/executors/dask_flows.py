@@ -65,3 +65,17 @@ async def call(doc: str, api: str, leases: int, ctx: Context) -> int:
         response = await ctx.http.post(f"{api}/enrich/{doc}", json={"id": doc})
     response.raise_for_status()
     return response.status_code
+
+
+slow = Flow("slow")
+
+
+@slow.step
+async def first(doc: str) -> str:
+    return doc
+
+
+@slow.step
+async def second(first: str, api: str, ctx: Context) -> int:
+    response = await ctx.http.post(f"{api}/enrich/{first}", json={"id": first})
+    return response.status_code

@@ -35,7 +35,7 @@ from asyncflow import (
 )
 from asyncflow.executors.dask import PLUGIN_NAME, AsyncflowPlugin, DaskExecutor
 from asyncflow.testing import FlakyServer, serve_flaky
-from tests.executors.dask_flows import ParseError, broken, documents, engine_factory, limited
+from tests.executors.dask_flows import ParseError, broken, documents, engine_factory, limited, slow
 from tests.helpers import ROOT, Child, InFlight, until
 
 if TYPE_CHECKING:
@@ -104,6 +104,31 @@ async def test_a_batch_runs_on_the_workers_with_the_same_interface(
     assert {e.run_id for e in events if isinstance(e, RunFinished)} == set(seen)
     assert all(host_a.count(f"/enrich/{rid}") >= 1 for rid, _ in items)
     assert set((await stored(client, store_dir)).values()) == {"succeeded"}
+
+
+async def test_events_of_a_run_in_flight_reach_the_observers_before_it_ends(
+    client: Client, host_a: FlakyServer
+) -> None:
+    """The worker sends a long run's events while it runs, not only with its result."""
+    host_a.hang = True
+    events: list[Event] = []
+    async with Engine(store=None, observers=[events.append]) as engine:
+        batch = engine.map(slow, [{"doc": "d", "api": host_a.url}], executor=DaskExecutor(client))
+        async with anyio.create_task_group() as tg:
+
+            async def consume() -> None:
+                results.extend([r async for r in batch])
+
+            results: list[object] = []
+            tg.start_soon(consume)
+            await until(
+                lambda: any(isinstance(e, StepSucceeded) and e.step == "first" for e in events)
+            )
+            assert results == []  # the run is still waiting on the server
+            host_a.release()
+            host_a.hang = False
+    assert len(results) == 1
+    assert [e.step for e in events if isinstance(e, StepSucceeded)] == ["first", "second"]
 
 
 async def test_results_carry_outputs_and_the_run_s_own_inputs(
