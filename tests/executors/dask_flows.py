@@ -79,3 +79,20 @@ async def first(doc: str) -> str:
 async def second(first: str, api: str, ctx: Context) -> int:
     response = await ctx.http.post(f"{api}/enrich/{first}", json={"id": first})
     return response.status_code
+
+
+two_hosts = Flow("two-hosts")
+
+
+@two_hosts.step(retry=RETRY)
+async def fetch(doc: str, api: str, ctx: Context) -> str:
+    response = await ctx.http.post(f"{api}/enrich/{doc}", json={"id": doc})
+    response.raise_for_status()
+    return doc
+
+
+@two_hosts.step(retry=RETRY)
+async def publish(fetch: str, sink: str, ctx: Context) -> int:
+    response = await ctx.http.post(f"{sink}/publish/{fetch}", json={"id": fetch})
+    response.raise_for_status()
+    return response.status_code

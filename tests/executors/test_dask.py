@@ -28,6 +28,7 @@ from asyncflow import (
     FlowRefError,
     RunFinished,
     RunInputError,
+    RunResult,
     RunStatus,
     StepError,
     StepStatus,
@@ -35,7 +36,15 @@ from asyncflow import (
 )
 from asyncflow.executors.dask import PLUGIN_NAME, AsyncflowPlugin, DaskExecutor
 from asyncflow.testing import FlakyServer, serve_flaky
-from tests.executors.dask_flows import ParseError, broken, documents, engine_factory, limited, slow
+from tests.executors.dask_flows import (
+    ParseError,
+    broken,
+    documents,
+    engine_factory,
+    limited,
+    slow,
+    two_hosts,
+)
 from tests.helpers import ROOT, Child, InFlight, until
 
 if TYPE_CHECKING:
@@ -272,6 +281,35 @@ async def test_a_killed_worker_s_runs_finish_elsewhere_exactly_once(
     counts = {rid: host_a.count(f"/enrich/{rid}") for rid, _ in items}
     assert all(counts[rid] == 1 for rid in before_kill)  # nothing finished ran again
     assert any(n >= 2 for n in counts.values())  # the victim's runs in flight ran again
+
+
+async def test_a_killed_worker_s_runs_resume_from_their_checkpoints(
+    client: Client, host_a: FlakyServer, host_b: FlakyServer, store_dir: str
+) -> None:
+    """Runs whose first step was checkpointed on a killed worker restore it elsewhere."""
+    host_b.hang = True  # every run waits in `publish`, after `fetch` is checkpointed
+    items = [
+        (f"run-{i}", {"doc": f"d{i}", "api": host_a.url, "sink": host_b.url}) for i in range(8)
+    ]
+    pids = await client.run(os.getpid)
+    async with Engine(store=store_dir) as engine, anyio.create_task_group() as tg:
+        results: list[RunResult] = []
+
+        async def consume() -> None:
+            results.extend(
+                [r async for r in engine.map(two_hosts, items, executor=DaskExecutor(client))]
+            )
+
+        tg.start_soon(consume)
+        await host_b.wait_for_requests(8)  # 4 runs on each worker, all past `fetch`
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        host_b.hang = False
+        host_b.release()
+    assert sorted(r.run_id for r in results) == sorted(rid for rid, _ in items)
+    assert all(r.ok for r in results), [r.errors for r in results]
+    restored = [r for r in results if r.steps["fetch"].status is StepStatus.RESTORED]
+    assert len(restored) == 4  # the victim's four
+    assert all(host_a.count(f"/enrich/d{i}") == 1 for i in range(8))  # no fetch ran twice
 
 
 async def test_a_restarted_coordinator_resumes_the_batch(
