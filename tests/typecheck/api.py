@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import TYPE_CHECKING, assert_type
 
 import httpx
 
@@ -22,6 +22,9 @@ from asyncflow.events import Event, Observer, StepSucceeded
 from asyncflow.observe import LogObserver, redact_urls
 from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
 from asyncflow.testing import check_checkpoint_store
+
+if TYPE_CHECKING:
+    from asyncflow.executors import Executor
 
 flow = Flow("documents")
 
@@ -94,3 +97,19 @@ def users_flow_refs() -> None:
     assert_type(ref.load(), Flow)
     assert_type(FlowRef.of(flow), FlowRef)
     assert_type(str(ref), str)
+
+
+async def users_dask_code() -> None:
+    # The executor is a keyword of map; the plugin takes the engine's factory.
+    import functools
+
+    from distributed import Client
+
+    from asyncflow.executors.dask import AsyncflowPlugin, DaskExecutor
+
+    async with Client("tcp://scheduler:8786", asynchronous=True) as client:
+        await client.register_plugin(AsyncflowPlugin(functools.partial(Engine, store="shared")))
+        executor: Executor = DaskExecutor(client)
+        async with Engine(store=None) as engine:
+            batch = engine.map(flow, [{"path": "a.txt"}], executor=executor)
+            assert_type(batch, Batch)
