@@ -6,6 +6,8 @@ FileStore keeps, directly in its directory::
                                  times, failed steps) and each succeeded step's fingerprint,
                                  digest and output
     <dir>/.journal/<segment>.log records not yet compacted into the run files
+    <dir>/.journal/leases        an empty file whose byte-range locks are the runs' leases
+                                 (one owner per run on this machine: see :mod:`.leases`)
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
 (:data:`~.records.FORMAT_VERSION`); see :mod:`.records`. One file per run, in
@@ -235,7 +237,7 @@ class FileStore:
                 self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
                 await self._run(recover, sync, root)
                 await self._new_segment()
-                self._leases = MachineLeases(root / LEASES_FILE)
+                self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_FILE)
                 self._foreign = ForeignJournals(root / JOURNAL_DIR, self._own_segments)
             except OSError as exc:
                 raise CheckpointError(
@@ -500,7 +502,7 @@ class FileStore:
         self._enqueue(manifest, manifest_record(manifest))
 
     async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
-        """Take the run's lock in ``.leases`` for ``owner``; ``None`` while another holds it.
+        """Take the run's lock in ``.journal/leases`` for ``owner``; ``None`` while another holds it.
 
         The lease lasts while this store is open and its process lives (``expires_at`` is
         ``math.inf``; ``ttl`` is checked, not used): the kernel drops it when the process dies.
@@ -543,7 +545,7 @@ class FileStore:
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Save ``manifest`` durably unless the run has one; whether it did.
 
-        The check and the save hold the run's admission lock in ``.leases``, so engines of this
+        The check and the save hold the run's admission lock in ``.journal/leases``, so engines of this
         machine sharing the directory admit a run once.
 
         Raises:
