@@ -148,3 +148,17 @@ class CircuitOpenError(AsyncflowError):
 
 class CheckpointError(AsyncflowError):
     """The checkpoint store could not be read or written."""
+
+
+class LeaseLostError(CheckpointError):
+    """A write or renewal with a lease that is no longer the run's current one; nothing written.
+
+    Attributes:
+        run_id: the run.
+        epoch: the stale lease's epoch.
+    """
+
+    def __init__(self, message: str, *, run_id: str, epoch: int) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.epoch = epoch

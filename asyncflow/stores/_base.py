@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointStore",
     "Discarded",
+    "Lease",
     "RunCheckpoints",
     "RunInfo",
     "RunManifest",
@@ -46,6 +47,17 @@ class RunManifest:
     created_at: str
     updated_at: str
     failed_steps: tuple[str, ...] = ()
+    details: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One owner's claim on a run."""
+
+    run_id: str
+    owner: str
+    epoch: int
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
