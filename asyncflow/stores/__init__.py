@@ -18,6 +18,7 @@ from ._base import (
     StepCheckpoint,
 )
 from ._file import FileStore
+from ._sql.sqlite import SqliteStore
 
 __all__ = [
     "CheckpointStore",
@@ -27,6 +28,7 @@ __all__ = [
     "RunCheckpoints",
     "RunInfo",
     "RunManifest",
+    "SqliteStore",
     "StepCheckpoint",
 ]
 
