@@ -65,7 +65,7 @@ import anyio
 from asyncflow._codec import Codec, JsonCodec
 from asyncflow._errors import CheckpointError
 from asyncflow._identity import validate_run_id
-from asyncflow.stores._base import RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
+from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
 
 from .disk import Sync
 from .journal import (
@@ -79,11 +79,12 @@ from .journal import (
     recover,
     truncate,
 )
+from .leases import LEASES_FILE, MachineLeases
 from .records import manifest_record, record_key, step_record
 from .runfiles import OnDisk, Records, list_run_ids, read_manifests, read_runs
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -178,6 +179,7 @@ class FileStore:
         #: run writes them first, so no step checkpoint is ever durable without its manifest.
         self._unsaved: dict[str, RunManifest] = {}
         self._compact_send: ObjectSendStream[_Sealed] | None = None
+        self._leases: MachineLeases | None = None
 
     def __repr__(self) -> str:
         return f"FileStore({str(self._directory)!r})"
@@ -229,6 +231,7 @@ class FileStore:
                 self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
                 await self._run(recover, sync, root)
                 await self._new_segment()
+                self._leases = MachineLeases(root / LEASES_FILE)
             except OSError as exc:
                 raise CheckpointError(
                     f"Cannot use checkpoint directory {str(self._directory)!r}: {exc}. Check "
@@ -258,6 +261,9 @@ class FileStore:
                     await self._close_segment(fd)
             self._journals.clear()
             self._journal = None
+            if self._leases is not None:
+                self._leases.close()
+                self._leases = None
             executor, self._executor = self._executor, None
             executor.shutdown(wait=False)
             self._index.clear()
@@ -419,8 +425,13 @@ class FileStore:
         self._wake.set()
         return group
 
-    async def _append(self, rec: RunManifest | StepCheckpoint, text: str) -> None:
+    async def _append(
+        self, rec: RunManifest | StepCheckpoint, text: str, lease: Lease | None
+    ) -> None:
         self._check_usable()
+        if lease is not None:
+            assert self._leases is not None
+            self._leases.fence(rec.run_id, lease)
         while self._pending >= self._max_pending:
             if self._room.is_set():
                 self._room = asyncio.Event()
@@ -441,36 +452,114 @@ class FileStore:
                 f"disk space or fix permissions, then resume the run."
             ) from group.error
 
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
         """Durably record a step's output; returns once its journal record is fsynced.
 
         Raises:
             CheckpointError: the journal cannot be written (this save only: later saves try
                 again, in a new segment).
+            LeaseLostError: ``lease`` is not held by this store any more; nothing was written.
         """
-        await self._append(checkpoint, step_record(checkpoint))
+        await self._append(checkpoint, step_record(checkpoint), lease)
 
-    async def save_manifest(self, manifest: RunManifest, /) -> None:
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
         """Durably record a run's manifest; returns once its journal record is fsynced.
 
         Raises:
             CheckpointError: the journal cannot be written.
+            LeaseLostError: ``lease`` is not held by this store any more; nothing was written.
         """
         self._unsaved.pop(manifest.run_id, None)
-        await self._append(manifest, manifest_record(manifest))
+        await self._append(manifest, manifest_record(manifest), lease)
 
-    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
+    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
         """Queue a run's manifest for the next commit.
 
         The journal is written in order, so any later save's commit covers it; if its commit
-        fails, the run's next step save writes it again first.
+        fails, the run's next step save writes it again first. With a lease no longer held,
+        nothing is queued and the run's next fenced save raises :class:`LeaseLostError`.
 
         Raises:
             CheckpointError: the store is not open.
         """
         self._check_usable()
+        if lease is not None:
+            assert self._leases is not None
+            if not self._leases.fence_later(manifest.run_id, lease):
+                return
         self._unsaved.pop(manifest.run_id, None)
         self._enqueue(manifest, manifest_record(manifest))
+
+    async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
+        """Take the run's lock in ``.leases`` for ``owner``; ``None`` while another holds it.
+
+        The lease lasts while this store is open and its process lives (``expires_at`` is
+        ``math.inf``; ``ttl`` is checked, not used): the kernel drops it when the process dies.
+        It excludes owners on this machine only (see :mod:`.leases`).
+
+        Raises:
+            InvalidRunIdError: ``run_id`` is not a safe name.
+            ValueError: ``ttl`` is not above 0.
+            CheckpointError: the store is not open, or the lock file cannot be used.
+        """
+        validate_run_id(run_id)
+        _check_ttl(ttl)
+        leases = self._usable_leases()
+        try:
+            return leases.claim(run_id, owner)
+        except OSError as exc:
+            raise CheckpointError(
+                f"Cannot lock run {run_id!r} in {str(self.directory)!r}: {exc}."
+            ) from exc
+
+    async def renew_leases(self, leases: Sequence[Lease], /, *, ttl: float) -> list[Lease | None]:
+        """Each lease still held by this store (they do not expire); ``None`` for the others.
+
+        Raises:
+            ValueError: ``ttl`` is not above 0.
+            CheckpointError: the store is not open.
+        """
+        _check_ttl(ttl)
+        held = self._usable_leases()
+        return [held.renew(lease) for lease in leases]
+
+    async def release_run(self, lease: Lease, /) -> None:
+        """Unlock the run, if this store holds ``lease``.
+
+        Raises:
+            CheckpointError: the store is not open.
+        """
+        self._usable_leases().release(lease)
+
+    async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
+        """Save ``manifest`` durably unless the run has one; whether it did.
+
+        The check and the save hold the run's admission lock in ``.leases``, so engines of this
+        machine sharing the directory admit a run once.
+
+        Raises:
+            InvalidRunIdError: the run id is not a safe name.
+            CheckpointError: the store is not open, or it cannot be read or written.
+        """
+        run_id = manifest.run_id
+        validate_run_id(run_id)
+        leases = self._usable_leases()
+        delay = 0.001
+        while (fd := leases.try_admission(run_id)) is None:
+            await anyio.sleep(delay)  # another engine admits it now: its answer is ours
+            delay = min(delay * 2, 0.05)
+        try:
+            if (await self.load_run(run_id)).manifest is not None:
+                return False
+            await self.save_manifest(manifest)
+            return True
+        finally:
+            os.close(fd)
+
+    def _usable_leases(self) -> MachineLeases:
+        self._check_usable()
+        assert self._leases is not None
+        return self._leases
 
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
         """Return a run's manifest and step checkpoints: its run file, overlaid by journal records.
@@ -529,8 +618,12 @@ class FileStore:
             if self._closing and not self._loads:
                 return
 
-    async def list_runs(self) -> AsyncIterator[RunInfo]:
+    async def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, since: str | None = None
+    ) -> AsyncIterator[RunInfo]:
         """Yield every run with a manifest, by run id: run files, overlaid by journal records.
+
+        Only those of ``flow``, with ``status``, updated at or after ``since``, when given.
 
         The directory's names are listed once, at the start; the run files are then read
         :data:`LIST_BATCH` at a time on the store's executor, so memory holds the run ids and
@@ -563,7 +656,12 @@ class FileStore:
                     if held is not None and (on_disk is None or held[1] >= on_disk[1]):
                         assert isinstance(held[2], RunManifest)
                         manifest = held[2]
-                    if manifest is not None:
+                    if (
+                        manifest is not None
+                        and (flow is None or manifest.flow == flow)
+                        and (status is None or manifest.status == status)
+                        and (since is None or manifest.updated_at >= since)
+                    ):
                         yield RunInfo.from_manifest(manifest)
         except OSError as exc:
             raise CheckpointError(
@@ -613,3 +711,8 @@ class _Load:
 def _blocking(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     """``fn`` as a coroutine function that runs it on an executor (aiofiles' wrapper), once."""
     return aiofiles.os.wrap(fn)
+
+
+def _check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"ttl={ttl!r}: give a lease's time to live in seconds, above 0.")
