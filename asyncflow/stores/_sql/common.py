@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asyncflow._errors import CheckpointError, LeaseLostError
-from asyncflow.stores._base import Discarded, Lease, RunInfo, RunManifest, StepCheckpoint
+from asyncflow.stores._base import (
+    Discarded,
+    Lease,
+    RunCheckpoints,
+    RunInfo,
+    RunManifest,
+    StepCheckpoint,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -321,3 +328,23 @@ def filters(
             where += f" AND {column} {op} {mark}"
             args.append(value)
     return where, tuple(args)
+
+
+def loaded(run: Sequence[object] | None, rows: Sequence[Sequence[object]]) -> RunCheckpoints:
+    """Checkpoints from a run row and its step rows; unusable ones go to ``discarded``."""
+    discarded: list[Discarded] = []
+    manifest = None
+    if run is not None:
+        got = manifest_from_row(run)
+        if isinstance(got, RunManifest):
+            manifest = got
+        else:
+            discarded.append(got)
+    steps: dict[str, StepCheckpoint] = {}
+    for row in rows:
+        step = step_from_row(row)
+        if isinstance(step, StepCheckpoint):
+            steps[step.step] = step
+        else:
+            discarded.append(step)
+    return RunCheckpoints(manifest, steps, tuple(discarded))

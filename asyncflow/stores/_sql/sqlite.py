@@ -46,9 +46,8 @@ from .common import (
     filters,
     info_from_row,
     lease_lost,
-    manifest_from_row,
+    loaded,
     manifest_row,
-    step_from_row,
     step_row,
 )
 from .migrations import SQLITE, Migration
@@ -56,8 +55,6 @@ from .migrations import SQLITE, Migration
 if TYPE_CHECKING:
     import os
     from collections.abc import AsyncIterator, Callable, Sequence
-
-    from asyncflow.stores._base import Discarded
 
 T = TypeVar("T")
 
@@ -441,7 +438,7 @@ class SqliteStore:
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            return _loaded(run, rows)
+            return loaded(run, rows)
 
         return await self._read(load)
 
@@ -486,26 +483,6 @@ def _page(conn: sqlite3.Connection, *, sql: str, params: tuple[str, ...]) -> lis
 def _epoch(conn: sqlite3.Connection, run_id: str) -> int:
     row = conn.execute("SELECT epoch FROM asyncflow_leases WHERE run_id = ?", (run_id,)).fetchone()
     return int(row[0]) if row is not None else 0
-
-
-def _loaded(run: Sequence[object] | None, rows: Sequence[Sequence[object]]) -> RunCheckpoints:
-    """Checkpoints from a run row and its step rows; unusable ones go to ``discarded``."""
-    discarded: list[Discarded] = []
-    manifest = None
-    if run is not None:
-        got = manifest_from_row(run)
-        if isinstance(got, RunManifest):
-            manifest = got
-        else:
-            discarded.append(got)
-    steps: dict[str, StepCheckpoint] = {}
-    for row in rows:
-        step = step_from_row(row)
-        if isinstance(step, StepCheckpoint):
-            steps[step.step] = step
-        else:
-            discarded.append(step)
-    return RunCheckpoints(manifest, steps, tuple(discarded))
 
 
 def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...], name: str) -> int:
