@@ -38,13 +38,13 @@ from asyncflow.stores._sql.common import (
     INFO_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
+    Fencing,
     GroupWriter,
     Save,
     check_ttl,
     claimed,
     filters,
     info_from_row,
-    lease_lost,
     loaded,
     manifest_row,
     step_row,
@@ -285,14 +285,12 @@ class PostgresStore:
                     epochs = {r: int(e) for r, e in await cur.fetchall()}
                 runs: dict[str, tuple[str, ...]] = {}
                 steps: dict[tuple[str, str], tuple[str, ...]] = {}
+                fencing = Fencing()
                 for save in saves:
                     record = save.record
                     assert record is not None
-                    if save.lease is not None:
-                        current = epochs.get(record.run_id, 0)
-                        if current > save.lease.epoch:
-                            save.error = lease_lost(save.lease, current)
-                            continue
+                    if fencing.refused(save, lambda run_id: epochs.get(run_id, 0)):
+                        continue
                     if isinstance(record, RunManifest):
                         runs[record.run_id] = manifest_row(record)
                     else:

@@ -116,6 +116,34 @@ def step_from_row(row: Sequence[object]) -> StepCheckpoint | Discarded:
     return StepCheckpoint(run_id, step, fingerprint, digest, output)
 
 
+class Fencing:
+    """The fencing decisions of one group's transaction, save by save in order."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        #: runs whose manifest saved without waiting was refused, not yet told to a saver.
+        self._pending: dict[str, LeaseLostError] = {}
+
+    def refused(self, save: Save, current: Callable[[str], int]) -> bool:
+        """Whether ``save`` is refused (``save.error`` says why); ``current(run_id)``: the epoch.
+
+        A save is refused when its lease is older than the run's epoch, and an awaited save is
+        also refused when a manifest of its run saved without waiting was, earlier in the group.
+        """
+        record = save.record
+        assert record is not None
+        if not save.nowait and (lost := self._pending.pop(record.run_id, None)) is not None:
+            save.error = lost
+            return True
+        if save.lease is not None and (epoch := current(record.run_id)) > save.lease.epoch:
+            save.error = lease_lost(save.lease, epoch)
+            if save.nowait:
+                self._pending[record.run_id] = save.error
+            return True
+        return False
+
+
 def lease_lost(lease: Lease, current: int) -> LeaseLostError:
     return LeaseLostError(
         f"Run {lease.run_id!r} was taken over: its lease is now at epoch {current}, this "
@@ -272,9 +300,14 @@ class GroupWriter:
                 if save.nowait and isinstance(save.record, RunManifest):
                     self._unsaved.setdefault(save.record.run_id, save)
         else:
+            # A lost lease of a manifest saved without waiting goes to the next awaited save of
+            # its run: one in this group was told already (Fencing), a later one will be.
             for save in batch.saves:
-                if save.nowait and isinstance(save.error, LeaseLostError):
-                    self._lost[save.error.run_id] = save.error
+                if isinstance(save.error, LeaseLostError):
+                    if save.nowait:
+                        self._lost[save.error.run_id] = save.error
+                    elif self._lost.get(save.error.run_id) is save.error:
+                        del self._lost[save.error.run_id]
         finally:
             self._inflight = None
             batch.done.set()

@@ -39,13 +39,13 @@ from .common import (
     INFO_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
+    Fencing,
     GroupWriter,
     Save,
     check_ttl,
     claimed,
     filters,
     info_from_row,
-    lease_lost,
     loaded,
     manifest_row,
     step_row,
@@ -256,6 +256,7 @@ class SqliteStore:
         """One transaction for a group, in order: jobs, and saves with their fencing checks."""
         conn = self._conn
         assert conn is not None
+        fencing = Fencing()
         conn.execute("BEGIN IMMEDIATE")
         try:
             for save in saves:
@@ -267,11 +268,8 @@ class SqliteStore:
                     continue
                 record = save.record
                 assert record is not None
-                if save.lease is not None:
-                    current = _epoch(conn, record.run_id)
-                    if current > save.lease.epoch:
-                        save.error = lease_lost(save.lease, current)
-                        continue
+                if fencing.refused(save, functools.partial(_epoch, conn)):
+                    continue
                 if isinstance(record, RunManifest):
                     conn.execute(_UPSERT_RUN, manifest_row(record))
                 else:
