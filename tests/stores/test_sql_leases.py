@@ -68,8 +68,8 @@ async def opened(
 async def claim_when_free(store: CheckpointStore, run_id: str, owner: str, ttl: float) -> Lease:
     """Claim ``run_id``, trying again until the holder's lease has lapsed (progress-driven)."""
     with anyio.fail_after(30):
-        while (lease := await store.claim_run(run_id, owner=owner, ttl=ttl)) is None:
-            await anyio.sleep(0.01)  # noqa: ASYNC110 - a lapse has no event to wait on
+        while (lease := await store.claim_run(run_id, owner=owner, ttl=ttl)) is None:  # noqa: ASYNC110 - a lapse has no event
+            await anyio.sleep(0.01)
     return lease
 
 
