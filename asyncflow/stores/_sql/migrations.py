@@ -18,9 +18,13 @@ Tables (the same in both):
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
-__all__ = ["POSTGRES", "SQLITE", "Migration"]
+__all__ = ["POSTGRES", "SCHEMA_TABLE", "SQLITE", "Migration"]
+
+#: The table that records the version a database is at (one row per migration applied).
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS asyncflow_schema (version INTEGER NOT NULL)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +37,11 @@ class Migration:
 
     def text(self) -> str:
         """The migration as a SQL script people can read (what ``store migrate`` prints)."""
-        body = ";\n".join(s.strip() for s in self.statements)
-        return f"-- asyncflow schema version {self.version}: {self.description}\n{body};\n"
+        body = "".join(f"{textwrap.dedent(s).strip()};\n" for s in self.statements)
+        return (
+            f"-- asyncflow schema version {self.version}: {self.description}\n{body}"
+            f"INSERT INTO asyncflow_schema (version) VALUES ({self.version});\n"
+        )
 
 
 def _tables(real: str) -> tuple[str, ...]:

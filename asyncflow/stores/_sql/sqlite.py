@@ -50,7 +50,7 @@ from .common import (
     manifest_row,
     step_row,
 )
-from .migrations import SQLITE, Migration
+from .migrations import SCHEMA_TABLE, SQLITE, Migration
 
 if TYPE_CHECKING:
     import os
@@ -491,7 +491,7 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...], name: s
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS asyncflow_schema (version INTEGER NOT NULL)")
+        conn.execute(SCHEMA_TABLE)
         row = conn.execute("SELECT max(version) FROM asyncflow_schema").fetchone()
         version = int(row[0]) if row and row[0] is not None else 0
         newest = migrations[-1].version
