@@ -23,6 +23,7 @@ DSN`` prints what a database lacks and ``--apply`` applies it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -69,8 +70,10 @@ CHANNEL = "asyncflow_released"
 #: The advisory lock that serializes migrations of one database.
 _MIGRATION_LOCK = 0x61_73_79_6E_63_66  # "asyncf"
 
-_UPSERT_RUN = (
-    f"INSERT INTO asyncflow_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join(['%s'] * 9)}) "
+#: Many rows in one statement (one round trip): each column as an array, unnested into rows.
+_UPSERT_RUNS = (
+    f"INSERT INTO asyncflow_runs ({', '.join(RUN_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(['%s::text[]'] * 9)}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])
 )
@@ -78,10 +81,17 @@ _INSERT_RUN = (
     f"INSERT INTO asyncflow_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join(['%s'] * 9)}) "
     "ON CONFLICT (run_id) DO NOTHING"
 )
-_UPSERT_STEP = (
-    f"INSERT INTO asyncflow_steps ({', '.join(STEP_COLUMNS)}) VALUES (%s, %s, %s, %s, %s) "
+_UPSERT_STEPS = (
+    f"INSERT INTO asyncflow_steps ({', '.join(STEP_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(['%s::text[]'] * 5)}) "
     "ON CONFLICT (run_id, step) DO UPDATE SET fingerprint = excluded.fingerprint, "
     "digest = excluded.digest, output = excluded.output"
+)
+#: Runs' manifest rows and step rows in one statement (one round trip, one snapshot).
+_LOAD = (
+    f"SELECT 'run', {', '.join(RUN_COLUMNS)} FROM asyncflow_runs WHERE run_id = ANY(%(ids)s) "
+    f"UNION ALL SELECT 'step', {', '.join(STEP_COLUMNS)}, NULL, NULL, NULL, NULL "
+    "FROM asyncflow_steps WHERE run_id = ANY(%(ids)s)"
 )
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 
@@ -117,7 +127,7 @@ class PostgresStore:
         *,
         codec: Codec | None = None,
         min_size: int = 1,
-        max_size: int = 4,
+        max_size: int = 10,
         max_idle: float = 600.0,
         max_lifetime: float = 3600.0,
         prepare_threshold: int | None = 5,
@@ -159,8 +169,11 @@ class PostgresStore:
         self._retry_timeout = retry_timeout
         self._migrate = migrate
         self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._writes: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._writer = GroupWriter(self._commit, name=repr(self))
         self._released: dict[str, anyio.Event] = {}
+        self._loads: dict[str, list[asyncio.Future[RunCheckpoints]]] = {}
+        self._load_wake = asyncio.Event()
         self._listening = False
 
     def __repr__(self) -> str:
@@ -188,25 +201,21 @@ class PostgresStore:
         """
         if self._pool is not None:
             raise RuntimeError(f"{self!r} is already open; a store is opened by one engine.")
-        pool = psycopg_pool.AsyncConnectionPool(
-            self._dsn,
-            kwargs=self._connection_kwargs(),
-            open=False,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
-            timeout=self._connect_timeout,
-            name="asyncflow",
-            **self._pool_args,
-        )
+        pool = self._new_pool("asyncflow", **self._pool_args)
+        # The writer's own connection: a commit never queues behind loads for a pooled one.
+        writes = self._new_pool("asyncflow-writer", min_size=1, max_size=1)
         self._writer.reset()
+        self._loads, self._load_wake = {}, asyncio.Event()
         try:
             try:
                 await pool.open(wait=True, timeout=self._connect_timeout)
+                await writes.open(wait=True, timeout=self._connect_timeout)
             except psycopg_pool.PoolTimeout as exc:
                 raise CheckpointError(
                     f"Cannot connect to the checkpoint database {self._where!r} within "
                     f"{self._connect_timeout:g} s: is the server running and the DSN right? ({exc})"
                 ) from exc
-            self._pool = pool
+            self._pool, self._writes = pool, writes
             try:
                 async with pool.connection() as conn:
                     missing = await schema(conn, apply=self._migrate, where=self._where)
@@ -222,6 +231,7 @@ class PostgresStore:
                 tg.start_soon(self._writer.run)
                 async with anyio.create_task_group() as listener:
                     listener.start_soon(self._listen)
+                    listener.start_soon(self._loader)
                     await anyio.lowlevel.checkpoint()
                     try:
                         yield self
@@ -229,15 +239,38 @@ class PostgresStore:
                         self._writer.close()
                         listener.cancel_scope.cancel()
         finally:
-            self._pool = None
+            self._pool = self._writes = None
+            for waiters in self._loads.values():
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(CheckpointError(f"{self!r} closed before the load"))
             for event in self._released.values():
                 event.set()
             self._released.clear()
             with anyio.move_on_after(10, shield=True):
                 await pool.close()
+                await writes.close()
+
+    def _new_pool(
+        self, name: str, **sizes: Any
+    ) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        return psycopg_pool.AsyncConnectionPool(
+            self._dsn,
+            kwargs=self._connection_kwargs(),
+            open=False,
+            # No check= on each checkout (a round trip per use): a broken connection fails its
+            # call, which _retrying runs again on a new one.
+            timeout=self._connect_timeout,
+            name=name,
+            **sizes,
+        )
 
     async def _retrying(
-        self, what: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+        self,
+        what: str,
+        fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+        *,
+        writer: bool = False,
     ) -> T:
         """``await fn(conn)`` on a pooled connection, again on a new one if the connection fails.
 
@@ -245,7 +278,7 @@ class PostgresStore:
         growing pause, until ``retry_timeout``; then, or for any other database error, a
         CheckpointError naming ``what``.
         """
-        pool = self._pool
+        pool = self._writes if writer else self._pool
         if pool is None:
             raise CheckpointError(
                 f"{self!r} is not open: checkpoints are saved while the engine is open."
@@ -275,7 +308,10 @@ class PostgresStore:
         async def commit(conn: psycopg.AsyncConnection[Any]) -> None:
             for save in saves:
                 save.error = None  # a retry decides again
-            async with conn.transaction():
+            # Pipeline mode: BEGIN, the upserts and COMMIT go out together, one round trip
+            # (two with leases: their epochs are read first). On a busy event loop each round
+            # trip also waits for the loop, so their number is what a group costs.
+            async with conn.pipeline(), conn.transaction():
                 leased = sorted({s.lease.run_id for s in saves if s.lease is not None})
                 epochs: dict[str, int] = {}
                 if leased:
@@ -297,15 +333,15 @@ class PostgresStore:
                         runs[record.run_id] = manifest_row(record)
                     else:
                         steps[record.run_id, record.step] = step_row(record)
-                async with conn.cursor() as cur:
-                    # Sorted by key: two processes' groups lock rows in one order, never a
-                    # deadlock; the dictionaries kept the last save of each key.
-                    if runs:
-                        await cur.executemany(_UPSERT_RUN, [runs[k] for k in sorted(runs)])
-                    if steps:
-                        await cur.executemany(_UPSERT_STEP, [steps[k] for k in sorted(steps)])
+                # Sorted by key: two processes' groups lock rows in one order, never a deadlock;
+                # the dictionaries kept the last save of each key (a key twice in one statement
+                # is an error).
+                if runs:
+                    await conn.execute(_UPSERT_RUNS, _columns([runs[k] for k in sorted(runs)]))
+                if steps:
+                    await conn.execute(_UPSERT_STEPS, _columns([steps[k] for k in sorted(steps)]))
 
-        await self._retrying("commit checkpoints", commit)
+        await self._retrying("commit checkpoints", commit, writer=True)
 
     async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
         """Durably record a run's manifest, replacing the previous one.
@@ -525,27 +561,51 @@ class PostgresStore:
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
         """Return the run's manifest and steps; unusable rows are reported in ``discarded``.
 
+        Loads waiting at a moment are read together, in one query.
+
         Raises:
             CheckpointError: the store is not open, or the database failed.
         """
+        if self._pool is None:
+            raise CheckpointError(
+                f"{self!r} is not open: checkpoints are saved while the engine is open."
+            )
+        waiter: asyncio.Future[RunCheckpoints] = asyncio.get_running_loop().create_future()
+        self._loads.setdefault(run_id, []).append(waiter)
+        self._load_wake.set()
+        return await waiter
 
-        async def load(conn: psycopg.AsyncConnection[Any]) -> RunCheckpoints:
-            async with conn.transaction():
-                run = await (
-                    await conn.execute(
-                        f"SELECT {', '.join(RUN_COLUMNS)} FROM asyncflow_runs WHERE run_id = %s",
-                        (run_id,),
-                    )
-                ).fetchone()
-                rows = await (
-                    await conn.execute(
-                        f"SELECT {', '.join(STEP_COLUMNS)} FROM asyncflow_steps WHERE run_id = %s",
-                        (run_id,),
-                    )
-                ).fetchall()
-            return loaded(run, rows)
+    async def _loader(self) -> None:
+        """Read the runs asked for, a batch at a time, and hand each its checkpoints."""
+        while True:
+            await self._load_wake.wait()
+            self._load_wake = asyncio.Event()
+            wanted, self._loads = self._loads, {}
+            ids = sorted(wanted)
 
-        return await self._retrying("load a run", load)
+            async def load(conn: psycopg.AsyncConnection[Any], ids: list[str] = ids) -> Any:
+                return await (await conn.execute(_LOAD, {"ids": ids})).fetchall()
+
+            try:
+                rows = await self._retrying("load runs", load)
+            except Exception as exc:
+                for waiters in wanted.values():
+                    for w in waiters:
+                        if not w.done():
+                            w.set_exception(exc)
+                continue
+            runs: dict[str, Any] = {}
+            steps: dict[str, list[Any]] = {run_id: [] for run_id in wanted}
+            for row in rows:
+                if row[0] == "run":
+                    runs[row[1]] = row[1:]
+                else:
+                    steps[row[1]].append(row[1:6])
+            for run_id, waiters in wanted.items():
+                got = loaded(runs.get(run_id), steps[run_id])
+                for w in waiters:
+                    if not w.done():  # its caller may have been cancelled
+                        w.set_result(got)
 
     async def list_runs(
         self, *, flow: str | None = None, status: str | None = None, since: str | None = None
@@ -581,6 +641,11 @@ class PostgresStore:
             if len(rows) < LIST_BATCH:
                 return
             after = rows[-1][0]
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[list[str]]:
+    """Rows as one list per column, for ``unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def schema(conn: psycopg.AsyncConnection[Any], *, apply: bool, where: str) -> list[Migration]:
