@@ -70,7 +70,8 @@ async def baseline(docs: int) -> float:
             async with enrich_limit:
                 await anyio.sleep(0.01)
                 enrich = {"id": doc_id, "words": len(str(ingest["text"]).split()), "lang": "en"}
-            f"doc {ingest['id']}: {enrich['words']} words ({enrich['lang']})"  # noqa: B018
+            summary = f"doc {ingest['id']}: {enrich['words']} words ({enrich['lang']})"
+            del summary
 
     start = time.perf_counter()
     async with anyio.create_task_group() as tg:
@@ -142,7 +143,8 @@ def processes(kind: str, target: str, docs: int, n: int) -> float:
         for i in range(n)
     ]
     for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
     start = time.perf_counter()
     for p in procs:
         assert p.stdin is not None
