@@ -81,8 +81,10 @@ def durable_steps_never_ran_again(lines: list[str]) -> list[str]:
 async def test_a_killed_worker_s_runs_are_taken_over_and_every_document_is_done_once(
     target: tuple[str, str], tmp_path: Path
 ) -> None:
-    """SIGKILL one of two workers mapping one batch: the other takes its runs over once their
-    leases lapse; every document ends done, and no durable step runs again."""
+    """A killed worker's runs are taken over by the other once their leases lapse.
+
+    Both map the same batch; every document ends done, and no durable step runs again.
+    """
     kind, where = target
     n, log = 60, tmp_path / "log"
     args = ("tests.stores.sql_child", "map", kind, where, str(log), str(n), "1")
