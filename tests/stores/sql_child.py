@@ -2,6 +2,7 @@
 
     python -m tests.stores.sql_child pause KIND TARGET LOG
     python -m tests.stores.sql_child map KIND TARGET LOG N TTL
+    python -m tests.stores.sql_child saves KIND TARGET LOG
 
 ``pause``: claim run ``r`` (a 1 s lease), save step ``a`` under it, log ``claimed``, then wait for
 a line on stdin (the test SIGSTOPs the process meanwhile and takes the run over) and try to save
@@ -10,6 +11,9 @@ step ``b`` and a manifest under the old lease: logs ``refused`` for each one ref
 ``map``: Engine.map of a two-step flow over N documents (run ids ``doc-<i>``), leases of TTL
 seconds; each step execution logs ``exec <run> <step>`` and each durable step ``done <run>
 <step>``. Prints the batch summary as JSON at the end.
+
+``saves``: 50 concurrent savers saving steps without end; each logs ``acked <run> <step>`` once
+its save returned (the test SIGKILLs the process).
 
 KIND is ``sqlite`` (TARGET a file) or ``postgres`` (TARGET a DSN).
 """
@@ -82,10 +86,23 @@ async def batch(s: CheckpointStore, n: int, ttl: float) -> None:
     )
 
 
+async def saves(s: CheckpointStore) -> None:
+    async def saver(w: int) -> None:
+        for i in range(1_000_000):
+            await s.save_step(StepCheckpoint(f"w{w}", f"s{i}", "fp", "d", f'"{i}"'))
+            log(f"acked w{w} s{i}")
+
+    async with s.open(), anyio.create_task_group() as tg:
+        for w in range(50):
+            tg.start_soon(saver, w)
+
+
 if __name__ == "__main__":
     mode, kind, target, log_path = sys.argv[1:5]
     log.open(log_path)
     if mode == "pause":
         anyio.run(pause, store(kind, target))
+    elif mode == "saves":
+        anyio.run(saves, store(kind, target))
     else:
         anyio.run(batch, store(kind, target), int(sys.argv[5]), float(sys.argv[6]))
