@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import anyio
 
 from asyncflow import Engine, Flow, LeaseLostError
 from asyncflow.stores import CheckpointStore, RunManifest, SqliteStore, StepCheckpoint
 from tests.helpers import ChildLog
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 flow = Flow("sql-crash")
 log = ChildLog()
@@ -63,10 +67,11 @@ async def pause(s: CheckpointStore) -> None:
         log("claimed")
         await anyio.to_thread.run_sync(sys.stdin.readline)
         manifest = RunManifest("r", "f", "fp", "{}", "failed", "t0", "t1")
-        for save in (
+        saves: list[Callable[[], Awaitable[None]]] = [
             lambda: s.save_step(StepCheckpoint("r", "b", "fp", "d", '"b"'), lease=lease),
             lambda: s.save_manifest(manifest, lease=lease),
-        ):
+        ]
+        for save in saves:
             try:
                 await save()
             except LeaseLostError:

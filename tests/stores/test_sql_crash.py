@@ -97,11 +97,9 @@ async def test_a_killed_worker_s_runs_are_taken_over_and_every_document_is_done_
         assert one.alive(), "the first worker finished before it could be killed"
         one.kill()
         summary = await anyio.to_thread.run_sync(lambda: two.finish_json(120))
-        assert summary == {
-            "succeeded": summary["succeeded"],
-            "restored": n - summary["succeeded"],
-            "failed": 0,
-        }  # type: ignore[index]
+        assert isinstance(summary, dict)
+        assert summary["failed"] == 0
+        assert summary["succeeded"] + summary["restored"] == n
         lines = two.lines()
         done = {ln.removeprefix("done ") for ln in lines if ln.startswith("done ")}
         assert done == {f"doc-{i} {s}" for i in range(n) for s in ("parse", "score")}

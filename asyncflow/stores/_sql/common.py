@@ -28,7 +28,7 @@ from asyncflow.stores._base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 __all__ = [
     "Batch",
@@ -345,6 +345,71 @@ def claimed(
 def check_ttl(ttl: float) -> None:
     if not ttl > 0:
         raise ValueError(f"ttl={ttl!r}: give the lease's length in seconds, above 0.")
+
+
+#: Runs per page of list_runs().
+LIST_BATCH = 256
+
+
+async def listing(
+    page: Callable[[str, tuple[str, ...]], Awaitable[Sequence[Sequence[Any]]]],
+    mark: str,
+    flow: str | None,
+    status: str | None,
+    since: str | None,
+) -> AsyncIterator[RunInfo]:
+    """list_runs() over SQL: pages in run id order, ``page(sql, params)`` fetching each.
+
+    ``mark`` is the driver's placeholder; runs whose row cannot be used are left out.
+    """
+    where, args = filters(flow, status, since, mark)
+    sql = (
+        f"SELECT {', '.join(INFO_COLUMNS)} FROM asyncflow_runs WHERE run_id > {mark}{where} "
+        f"ORDER BY run_id LIMIT {LIST_BATCH}"
+    )
+    after = ""
+    while True:
+        rows = await page(sql, (after, *args))
+        for row in rows:
+            if (info := info_from_row(row)) is not None:
+                yield info
+        if len(rows) < LIST_BATCH:
+            return
+        after = str(rows[-1][0])
+
+
+class GroupSaving:
+    """The save methods of a store whose saves go through a :class:`GroupWriter`."""
+
+    _writer: GroupWriter
+
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        """Durably record a run's manifest, replacing the previous one.
+
+        Raises:
+            LeaseLostError: ``lease`` is no longer the run's (nothing was written).
+            CheckpointError: the store is not open, or the database failed.
+        """
+        await self._writer.save(manifest, lease)
+
+    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        """Record a run's manifest in the next commit, without waiting for it.
+
+        A failure, or a lost lease, is raised by the next awaited save of the same run.
+
+        Raises:
+            CheckpointError: the store is not open.
+        """
+        self._writer.submit(Save(manifest, lease, nowait=True))
+
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        """Durably record a step's output, replacing the step's previous checkpoint.
+
+        Raises:
+            LeaseLostError: ``lease`` is no longer the run's (nothing was written).
+            CheckpointError: the store is not open, or the database failed.
+        """
+        await self._writer.save(checkpoint, lease)
 
 
 def filters(

@@ -36,18 +36,17 @@ import psycopg_pool
 
 from asyncflow._codec import Codec, JsonCodec
 from asyncflow._errors import CheckpointError
-from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
+from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest
 from asyncflow.stores._sql.common import (
-    INFO_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
     Fencing,
+    GroupSaving,
     GroupWriter,
     Save,
     check_ttl,
     claimed,
-    filters,
-    info_from_row,
+    listing,
     loaded,
     manifest_row,
     step_row,
@@ -63,8 +62,6 @@ __all__ = ["PostgresStore"]
 
 logger = logging.getLogger("asyncflow")
 
-#: Runs per page of list_runs().
-LIST_BATCH = 256
 #: The channel releases are announced on; the payload is the run id.
 CHANNEL = "asyncflow_released"
 #: The advisory lock that serializes migrations of one database.
@@ -96,7 +93,7 @@ _LOAD = (
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 
 
-class PostgresStore:
+class PostgresStore(GroupSaving):
     """Checkpoints in a PostgreSQL database: engines on many machines share it.
 
     Every save is durable when it returns (committed); saves waiting at once share one commit.
@@ -342,34 +339,6 @@ class PostgresStore:
                     await conn.execute(_UPSERT_STEPS, _columns([steps[k] for k in sorted(steps)]))
 
         await self._retrying("commit checkpoints", commit, writer=True)
-
-    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
-        """Durably record a run's manifest, replacing the previous one.
-
-        Raises:
-            LeaseLostError: ``lease`` is no longer the run's (nothing was written).
-            CheckpointError: the store is not open, or the database failed.
-        """
-        await self._writer.save(manifest, lease)
-
-    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
-        """Record a run's manifest in the next commit, without waiting for it.
-
-        A failure, or a lost lease, is raised by the next awaited save of the same run.
-
-        Raises:
-            CheckpointError: the store is not open.
-        """
-        self._writer.submit(Save(manifest, lease, nowait=True))
-
-    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
-        """Durably record a step's output, replacing the step's previous checkpoint.
-
-        Raises:
-            LeaseLostError: ``lease`` is no longer the run's (nothing was written).
-            CheckpointError: the store is not open, or the database failed.
-        """
-        await self._writer.save(checkpoint, lease)
 
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Record ``manifest`` only if the run has none; whether it did (atomic across engines).
@@ -620,27 +589,15 @@ class PostgresStore:
         Raises:
             CheckpointError: the store is not open, or the database failed.
         """
-        where, args = filters(flow, status, since, "%s")
-        sql = (
-            f"SELECT {', '.join(INFO_COLUMNS)} FROM asyncflow_runs WHERE run_id > %s{where} "
-            f"ORDER BY run_id LIMIT {LIST_BATCH}"
-        )
-        after = ""
-        while True:
-            params = (after, *args)
 
-            async def page(
-                conn: psycopg.AsyncConnection[Any], p: tuple[str, ...] = params
-            ) -> list[Any]:
-                return await (await conn.execute(sql, p)).fetchall()
+        async def page(sql: str, params: tuple[str, ...]) -> list[Any]:
+            async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+                return await (await conn.execute(sql, params)).fetchall()
 
-            rows = await self._retrying("list runs", page)
-            for row in rows:
-                if (info := info_from_row(row)) is not None:
-                    yield info
-            if len(rows) < LIST_BATCH:
-                return
-            after = rows[-1][0]
+            return await self._retrying("list runs", fetch)
+
+        async for info in listing(page, "%s", flow, status, since):
+            yield info
 
 
 def _columns(rows: Sequence[tuple[str, ...]]) -> list[list[str]]:

@@ -33,19 +33,18 @@ import anyio
 
 from asyncflow._codec import Codec, JsonCodec
 from asyncflow._errors import CheckpointError
-from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
+from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest
 
 from .common import (
-    INFO_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
     Fencing,
+    GroupSaving,
     GroupWriter,
     Save,
     check_ttl,
     claimed,
-    filters,
-    info_from_row,
+    listing,
     loaded,
     manifest_row,
     step_row,
@@ -59,9 +58,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = ["SqliteStore"]
-
-#: Runs per page of list_runs().
-LIST_BATCH = 256
 
 _UPSERT_RUN = (
     f"INSERT INTO asyncflow_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * 9)}) "
@@ -79,7 +75,7 @@ _UPSERT_STEP = (
 )
 
 
-class SqliteStore:
+class SqliteStore(GroupSaving):
     """Checkpoints in one SQLite file: several processes of one machine share it.
 
     Every save is durable when it returns (``synchronous=FULL``) and saves waiting at once share
@@ -280,34 +276,6 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise
 
-    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
-        """Durably record a run's manifest, replacing the previous one.
-
-        Raises:
-            LeaseLostError: ``lease`` is no longer the run's (nothing was written).
-            CheckpointError: the store is not open, or the database failed.
-        """
-        await self._writer.save(manifest, lease)
-
-    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
-        """Record a run's manifest in the next commit, without waiting for it.
-
-        A failure, or a lost lease, is raised by the next awaited save of the same run.
-
-        Raises:
-            CheckpointError: the store is not open.
-        """
-        self._writer.submit(Save(manifest, lease, nowait=True))
-
-    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
-        """Durably record a step's output, replacing the step's previous checkpoint.
-
-        Raises:
-            LeaseLostError: ``lease`` is no longer the run's (nothing was written).
-            CheckpointError: the store is not open, or the database failed.
-        """
-        await self._writer.save(checkpoint, lease)
-
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Record ``manifest`` only if the run has none; whether it did (atomic across processes).
 
@@ -454,20 +422,12 @@ class SqliteStore:
             CheckpointError: the store is not open, or the database failed.
         """
         self._check_open()
-        where, args = filters(flow, status, since, "?")
-        sql = (
-            f"SELECT {', '.join(INFO_COLUMNS)} FROM asyncflow_runs WHERE run_id > ?{where} "
-            f"ORDER BY run_id LIMIT {LIST_BATCH}"
-        )
-        after = ""
-        while True:
-            rows = await self._read(functools.partial(_page, sql=sql, params=(after, *args)))
-            for row in rows:
-                if (info := info_from_row(row)) is not None:
-                    yield info
-            if len(rows) < LIST_BATCH:
-                return
-            after = rows[-1][0]
+
+        async def page(sql: str, params: tuple[str, ...]) -> list[Any]:
+            return await self._read(functools.partial(_page, sql=sql, params=params))
+
+        async for info in listing(page, "?", flow, status, since):
+            yield info
 
     def _check_open(self) -> None:
         if self._reader_pool is None:
