@@ -104,3 +104,21 @@ async def test_file_store_leases_last_as_long_as_their_holder(tmp_path: Path) ->
             await one.save_step(step("r", "b"), lease=lease)
     async with one.open():
         assert await one.claim_run("r", owner="a", ttl=1) is not None  # closing released it
+
+
+async def test_file_stores_sharing_a_folder_see_each_others_saves_before_compaction(
+    tmp_path: Path,
+) -> None:
+    one, two = FileStore(tmp_path / "s"), FileStore(tmp_path / "s")
+    async with one.open(), two.open():
+        await one.save_manifest(manifest("r"))
+        await one.save_step(step("r"))
+        got = await two.load_run("r")
+        assert got.manifest == manifest("r")
+        assert sorted(got.steps) == ["a"]
+        assert [i.run_id async for i in two.list_runs()] == ["r"]
+        assert await two.create_run_if_absent(manifest("r", "pending")) is False
+        await two.save_step(step("r", "b"))
+        await one.save_step(step("r", "a2"))
+        assert sorted((await two.load_run("r")).steps) == ["a", "a2", "b"]
+        assert sorted((await one.load_run("r")).steps) == ["a", "a2", "b"]

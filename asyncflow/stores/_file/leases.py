@@ -1,6 +1,6 @@
 """FileStore's leases: one owner per run on this machine, by byte-range locks on one file.
 
-``<dir>/.leases`` is an empty file; a run's lease is an exclusive open-file-description lock
+``<dir>/.journal/leases`` is an empty file; a run's lease is an exclusive open-file-description lock
 (``F_OFD_SETLK``) on one byte of it, at an offset hashed from the run id. The kernel drops the
 lock when its holder closes the file or dies (SIGKILL included), so a lease lasts exactly as
 long as its holder: it never expires while the holder lives (a SIGSTOPped process keeps it),
@@ -52,14 +52,14 @@ except ImportError:  # Windows: no locks; one engine per directory there
 
 __all__ = ["LEASES_FILE", "MachineLeases"]
 
-LEASES_FILE = ".leases"
+LEASES_FILE = "leases"
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on 64-bit Linux: type, whence, start, len, pid
 _HALF = 1 << 61
 _OPEN = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 def lease_offset(run_id: str) -> int:
-    """The byte of ``.leases`` whose lock is ``run_id``'s lease (admission: ``+ 2**61``)."""
+    """The byte of the leases file whose lock is ``run_id``'s lease (admission: ``+ 2**61``)."""
     digest = hashlib.blake2b(run_id.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % _HALF
 
@@ -146,7 +146,7 @@ class MachineLeases:
     def _lost_error(self, run_id: str, lease: Lease) -> LeaseLostError:
         return LeaseLostError(
             f"Run {run_id!r}: the lease of {lease.owner!r} (epoch {lease.epoch}) is no longer "
-            f"held in {str(self._path.parent)!r} (it was released, or the store closed); "
+            f"held in {str(self._path.parent.parent)!r} (it was released, or the store closed); "
             f"nothing was written. Claim the run again before writing it.",
             run_id=run_id,
             epoch=lease.epoch,

@@ -6,6 +6,8 @@ FileStore keeps, directly in its directory::
                                  times, failed steps) and each succeeded step's fingerprint,
                                  digest and output
     <dir>/.journal/<segment>.log records not yet compacted into the run files
+    <dir>/.journal/leases        an empty file whose byte-range locks are the runs' leases
+                                 (one owner per run on this machine: see :mod:`.leases`)
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
 (:data:`~.records.FORMAT_VERSION`); see :mod:`.records`. One file per run, in
@@ -67,7 +69,8 @@ from asyncflow._errors import CheckpointError
 from asyncflow._identity import validate_run_id
 from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
 
-from .disk import Sync
+from .disk import JOURNAL_DIR, Sync
+from .foreign import ForeignJournals, RunRecords
 from .journal import (
     SEGMENT_MAGIC,
     RunInJournal,
@@ -180,6 +183,9 @@ class FileStore:
         self._unsaved: dict[str, RunManifest] = {}
         self._compact_send: ObjectSendStream[_Sealed] | None = None
         self._leases: MachineLeases | None = None
+        #: the other engines' live segments in the directory, and this store's own segments.
+        self._foreign: ForeignJournals | None = None
+        self._own_segments: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self._directory)!r})"
@@ -231,7 +237,8 @@ class FileStore:
                 self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
                 await self._run(recover, sync, root)
                 await self._new_segment()
-                self._leases = MachineLeases(root / LEASES_FILE)
+                self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_FILE)
+                self._foreign = ForeignJournals(root / JOURNAL_DIR, self._own_segments)
             except OSError as exc:
                 raise CheckpointError(
                     f"Cannot use checkpoint directory {str(self._directory)!r}: {exc}. Check "
@@ -264,6 +271,9 @@ class FileStore:
             if self._leases is not None:
                 self._leases.close()
                 self._leases = None
+            if self._foreign is not None:
+                self._foreign.close()
+                self._foreign = None
             executor, self._executor = self._executor, None
             executor.shutdown(wait=False)
             self._index.clear()
@@ -272,6 +282,7 @@ class FileStore:
         root = self._root
         assert root is not None
         fd, path, floor = await self._run(create_segment, root)
+        self._own_segments.add(path.name)
         self._segment_no += 1
         self._journals.add(fd)
         self._journal, self._journal_path = fd, path
@@ -491,7 +502,7 @@ class FileStore:
         self._enqueue(manifest, manifest_record(manifest))
 
     async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
-        """Take the run's lock in ``.leases`` for ``owner``; ``None`` while another holds it.
+        """Take the run's lock in ``.journal/leases`` for ``owner``; ``None`` while another holds it.
 
         The lease lasts while this store is open and its process lives (``expires_at`` is
         ``math.inf``; ``ttl`` is checked, not used): the kernel drops it when the process dies.
@@ -534,7 +545,7 @@ class FileStore:
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Save ``manifest`` durably unless the run has one; whether it did.
 
-        The check and the save hold the run's admission lock in ``.leases``, so engines of this
+        The check and the save hold the run's admission lock in ``.journal/leases``, so engines of this
         machine sharing the directory admit a run once.
 
         Raises:
@@ -576,7 +587,9 @@ class FileStore:
         self._check_usable()
         # Snapshot the journal's records first: a compaction finishing during the read below
         # removes them from the index only after they are in the files.
-        live = dict(self._index.get(run_id, {}))
+        live: RunRecords = {
+            key: (seq, rec) for key, (_, seq, rec) in self._index.get(run_id, {}).items()
+        }
         load = _Load()
         self._loads.append((run_id, load))
         self._load_wake.set()
@@ -588,11 +601,18 @@ class FileStore:
             ) from load.result
         assert load.result is not None
         on_disk, seqs = load.result
+        if load.foreign:
+            # Records of other live engines; this store's own win a tie (the same record).
+            for key, held in live.items():
+                other = load.foreign.get(key)
+                if other is None or held[0] >= other[0]:
+                    load.foreign[key] = held
+            live = load.foreign
         if not live:
             return on_disk
         manifest = on_disk.manifest
         steps = dict(on_disk.steps)
-        for key, (_, seq, rec) in live.items():
+        for key, (seq, rec) in live.items():
             if seq < seqs.get(key, -1):
                 continue  # the run file holds a newer record (another engine wrote the run)
             if isinstance(rec, RunManifest):
@@ -611,12 +631,23 @@ class FileStore:
                 assert self._sync is not None
                 assert self._root is not None
                 ids = [r for r, _ in loads]
-                results = await self._run(read_runs, self._sync, self._root, ids)
-                for (_, load), result in zip(loads, results, strict=True):
-                    load.result = result
+                results, foreign = await self._run(self._read_shared, ids)
+                for (_, load), result, recs in zip(loads, results, foreign, strict=True):
+                    load.result, load.foreign = result, recs
                     load.done.set()
             if self._closing and not self._loads:
                 return
+
+    def _read_shared(self, run_ids: list[str]) -> tuple[list[OnDisk | OSError], list[RunRecords]]:
+        """Runs' files and the records other live engines hold of them (those read first)."""
+        assert self._foreign is not None
+        assert self._sync is not None
+        assert self._root is not None
+        try:
+            foreign = self._foreign.runs(run_ids)
+        except OSError as exc:
+            return [exc] * len(run_ids), [{} for _ in run_ids]
+        return read_runs(self._sync, self._root, run_ids), foreign
 
     async def list_runs(
         self, *, flow: str | None = None, status: str | None = None, since: str | None = None
@@ -641,8 +672,16 @@ class FileStore:
         assert root is not None
         # Snapshot the journal's manifests first: a compaction finishing during the reads below
         # removes them from the index only after they are in the files.
-        live = {run_id: keys[None] for run_id, keys in self._index.items() if None in keys}
+        live: dict[str, tuple[int, RunManifest | StepCheckpoint]] = {
+            run_id: (keys[None][1], keys[None][2])
+            for run_id, keys in self._index.items()
+            if None in keys
+        }
+        assert self._foreign is not None
         try:
+            for run_id, other in (await self._run(self._foreign.manifests)).items():
+                if run_id not in live or other[0] > live[run_id][0]:
+                    live[run_id] = other
             ids = await self._run(list_run_ids, root)
             if live:
                 ids = sorted({*ids, *live})
@@ -652,10 +691,11 @@ class FileStore:
                 found = await self._run(read_manifests, root, batch)
                 for run_id, on_disk in zip(batch, found, strict=True):
                     manifest = on_disk[0] if on_disk is not None else None
-                    held = live.get(run_id)
-                    if held is not None and (on_disk is None or held[1] >= on_disk[1]):
-                        assert isinstance(held[2], RunManifest)
-                        manifest = held[2]
+                    if (held := live.get(run_id)) is not None and (
+                        on_disk is None or held[0] >= on_disk[1]
+                    ):
+                        assert isinstance(held[1], RunManifest)
+                        manifest = held[1]
                     if (
                         manifest is not None
                         and (flow is None or manifest.flow == flow)
@@ -700,11 +740,12 @@ class FileStore:
 
 
 class _Load:
-    __slots__ = ("done", "result")
+    __slots__ = ("done", "foreign", "result")
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.result: OnDisk | OSError | None = None
+        self.foreign: RunRecords = {}
 
 
 @functools.cache
