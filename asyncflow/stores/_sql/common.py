@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from asyncflow._errors import CheckpointError, LeaseLostError
 from asyncflow.stores._base import (
@@ -28,7 +29,7 @@ from asyncflow.stores._base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 __all__ = [
     "Batch",
@@ -446,3 +447,63 @@ def loaded(run: Sequence[object] | None, rows: Sequence[Sequence[object]]) -> Ru
         else:
             discarded.append(step)
     return RunCheckpoints(manifest, steps, tuple(discarded))
+
+
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
+
+class Coalescer(Generic[K, R]):
+    """Calls made at the same moment answered together: ``fetch(keys)`` once for all of them.
+
+    ``await coalescer(key)`` waits for the next round of its :meth:`run` task, which calls
+    ``fetch`` with every key asked for since the last round (each once) and hands each caller
+    its key's result, or the exception ``fetch`` raised. The cost of a round trip is then paid
+    per round, not per call: loads, claims and releases of many runs in one statement.
+    """
+
+    def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, R]]], *, name: str) -> None:
+        self._fetch = fetch
+        self._name = name
+        self._waiting: dict[K, list[asyncio.Future[R]]] = {}
+        self._wake = asyncio.Event()
+        self._running = False
+
+    async def __call__(self, key: K) -> R:
+        if not self._running:
+            raise CheckpointError(
+                f"{self._name} is not open: checkpoints are saved while the engine is open."
+            )
+        waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(waiter)
+        self._wake.set()
+        return await waiter
+
+    async def run(self) -> None:
+        """Answer rounds of calls until cancelled; then fail the calls left waiting."""
+        self._wake, self._running = asyncio.Event(), True
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = asyncio.Event()
+                asked, self._waiting = self._waiting, {}
+                try:
+                    got = await self._fetch(list(asked))
+                except Exception as exc:
+                    for waiters in asked.values():
+                        for w in waiters:
+                            if not w.done():
+                                w.set_exception(exc)
+                    continue
+                for key, waiters in asked.items():
+                    for w in waiters:
+                        if not w.done():  # its caller may have been cancelled
+                            w.set_result(got[key])
+        finally:
+            self._running = False
+            closed = CheckpointError(f"{self._name} closed before answering")
+            for waiters in self._waiting.values():
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(closed)
+            self._waiting.clear()

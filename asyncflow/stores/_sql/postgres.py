@@ -23,7 +23,6 @@ DSN`` prints what a database lacks and ``--apply`` applies it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -40,12 +39,12 @@ from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest
 from asyncflow.stores._sql.common import (
     RUN_COLUMNS,
     STEP_COLUMNS,
+    Coalescer,
     Fencing,
     GroupSaving,
     GroupWriter,
     Save,
     check_ttl,
-    claimed,
     listing,
     loaded,
     manifest_row,
@@ -91,6 +90,47 @@ _LOAD = (
     "FROM asyncflow_steps WHERE run_id = ANY(%(ids)s)"
 )
 _NOW = "extract(epoch from clock_timestamp())::double precision"
+#: Claims of many runs by one owner in one statement (one round trip), the rules of
+#: ``common.claimed`` in SQL: a run never claimed gets epoch 1 (``fresh``); otherwise its lease
+#: row, locked FOR UPDATE SKIP LOCKED, is renewed by the same owner at the same epoch, or taken
+#: at the next epoch when released ('') or expired (``taken``). No row for a run: held by
+#: another owner, or locked by another engine's claim or write at this instant. An INSERT's
+#: rows are not visible to the other parts of its statement, so a run claimed gets one row.
+_CLAIM = f"""
+WITH t AS (SELECT {_NOW} AS now),
+w AS (SELECT DISTINCT unnest(%(ids)s::text[]) AS run_id),
+fresh AS (
+    INSERT INTO asyncflow_leases (run_id, owner, epoch, expires_at)
+    SELECT w.run_id, %(owner)s, 1, t.now + %(ttl)s FROM w, t ORDER BY w.run_id
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, epoch, expires_at
+),
+held AS (
+    SELECT l.run_id, l.owner, l.epoch, l.expires_at FROM asyncflow_leases AS l JOIN w USING (run_id)
+    ORDER BY l.run_id FOR UPDATE OF l SKIP LOCKED
+),
+taken AS (
+    UPDATE asyncflow_leases AS l
+    SET owner = %(owner)s,
+        epoch = CASE WHEN held.owner = %(owner)s THEN held.epoch ELSE held.epoch + 1 END,
+        expires_at = t.now + %(ttl)s
+    FROM held, t
+    WHERE l.run_id = held.run_id
+      AND (held.owner = %(owner)s OR held.owner = '' OR held.expires_at <= t.now)
+    RETURNING l.run_id, l.epoch, l.expires_at
+)
+SELECT run_id, epoch, expires_at FROM fresh UNION ALL SELECT run_id, epoch, expires_at FROM taken
+"""
+#: Releases of many leases in one statement, each announced (NOTIFY, sent at commit).
+_RELEASE = """
+WITH w AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS w(run_id, owner, epoch)),
+released AS (
+    UPDATE asyncflow_leases AS l SET owner = '', expires_at = 0 FROM w
+    WHERE l.run_id = w.run_id AND l.owner = w.owner AND l.epoch = w.epoch
+    RETURNING l.run_id
+)
+SELECT pg_notify(%s, run_id) FROM released
+"""
 
 
 class PostgresStore(GroupSaving):
@@ -169,8 +209,9 @@ class PostgresStore(GroupSaving):
         self._writes: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._writer = GroupWriter(self._commit, name=repr(self))
         self._released: dict[str, anyio.Event] = {}
-        self._loads: dict[str, list[asyncio.Future[RunCheckpoints]]] = {}
-        self._load_wake = asyncio.Event()
+        self._loads = Coalescer(self._load_many, name=repr(self))
+        self._claims = Coalescer(self._claim_many, name=repr(self))
+        self._releases = Coalescer(self._release_many, name=repr(self))
         self._listening = False
 
     def __repr__(self) -> str:
@@ -202,7 +243,6 @@ class PostgresStore(GroupSaving):
         # The writer's own connection: a commit never queues behind loads for a pooled one.
         writes = self._new_pool("asyncflow-writer", min_size=1, max_size=1)
         self._writer.reset()
-        self._loads, self._load_wake = {}, asyncio.Event()
         try:
             try:
                 await pool.open(wait=True, timeout=self._connect_timeout)
@@ -228,7 +268,8 @@ class PostgresStore(GroupSaving):
                 tg.start_soon(self._writer.run)
                 async with anyio.create_task_group() as listener:
                     listener.start_soon(self._listen)
-                    listener.start_soon(self._loader)
+                    for coalescer in (self._loads, self._claims, self._releases):
+                        listener.start_soon(coalescer.run)
                     await anyio.lowlevel.checkpoint()
                     try:
                         yield self
@@ -237,10 +278,6 @@ class PostgresStore(GroupSaving):
                         listener.cancel_scope.cancel()
         finally:
             self._pool = self._writes = None
-            for waiters in self._loads.values():
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(CheckpointError(f"{self!r} closed before the load"))
             for event in self._released.values():
                 event.set()
             self._released.clear()
@@ -406,32 +443,24 @@ class PostgresStore(GroupSaving):
         """
         check_ttl(ttl)
 
-        async def claim(conn: psycopg.AsyncConnection[Any]) -> Lease | None:
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO asyncflow_leases (run_id, owner, epoch, expires_at) "
-                    "VALUES (%s, '', 0, 0) ON CONFLICT (run_id) DO NOTHING",
-                    (run_id,),
-                )
-                cur = await conn.execute(
-                    f"SELECT owner, epoch, expires_at, {_NOW} FROM asyncflow_leases "
-                    "WHERE run_id = %s FOR UPDATE SKIP LOCKED",
-                    (run_id,),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    return None
-                holder, epoch, expires_at, now = row
-                lease = claimed((holder, int(epoch), float(expires_at)), run_id, owner, ttl, now)
-                if lease is not None:
-                    await conn.execute(
-                        "UPDATE asyncflow_leases SET owner = %s, epoch = %s, expires_at = %s "
-                        "WHERE run_id = %s",
-                        (owner, lease.epoch, lease.expires_at, run_id),
-                    )
-                return lease
+        return await self._claims((run_id, owner, float(ttl)))
 
-        return await self._retrying("claim a run", claim)
+    async def _claim_many(
+        self, asked: list[tuple[str, str, float]]
+    ) -> dict[tuple[str, str, float], Lease | None]:
+        by: dict[tuple[str, float], list[str]] = {}
+        for run_id, owner, ttl in asked:
+            by.setdefault((owner, ttl), []).append(run_id)
+        got: dict[tuple[str, str, float], Lease | None] = dict.fromkeys(asked)
+        for (owner, ttl), ids in by.items():
+            params = {"ids": sorted(ids), "owner": owner, "ttl": ttl}
+
+            async def claim(conn: psycopg.AsyncConnection[Any], p: dict[str, Any] = params) -> Any:
+                return await (await conn.execute(_CLAIM, p)).fetchall()
+
+            for run_id, epoch, expires_at in await self._retrying("claim runs", claim):
+                got[run_id, owner, ttl] = Lease(run_id, owner, int(epoch), float(expires_at))
+        return got
 
     async def renew_leases(self, leases: Sequence[Lease], /, *, ttl: float) -> list[Lease | None]:
         """Extend each lease by ``ttl`` seconds from now, in one statement; None for a lost one.
@@ -475,18 +504,21 @@ class PostgresStore(GroupSaving):
         Raises:
             CheckpointError: the store is not open, or the database failed.
         """
+        await self._releases(lease)
+
+    async def _release_many(self, leases: list[Lease]) -> dict[Lease, None]:
+        columns = (
+            [x.run_id for x in leases],
+            [x.owner for x in leases],
+            [x.epoch for x in leases],
+            CHANNEL,
+        )
 
         async def release(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "UPDATE asyncflow_leases SET owner = '', expires_at = 0 "
-                    "WHERE run_id = %s AND owner = %s AND epoch = %s",
-                    (lease.run_id, lease.owner, lease.epoch),
-                )
-                if cur.rowcount:
-                    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, lease.run_id))
+            await conn.execute(_RELEASE, columns)
 
-        await self._retrying("release a run", release)
+        await self._retrying("release runs", release)
+        return dict.fromkeys(leases)
 
     async def wait_released(self, run_id: str, /) -> None:
         """Return when a lease on ``run_id`` is released by any engine sharing the database.
@@ -535,46 +567,21 @@ class PostgresStore(GroupSaving):
         Raises:
             CheckpointError: the store is not open, or the database failed.
         """
-        if self._pool is None:
-            raise CheckpointError(
-                f"{self!r} is not open: checkpoints are saved while the engine is open."
-            )
-        waiter: asyncio.Future[RunCheckpoints] = asyncio.get_running_loop().create_future()
-        self._loads.setdefault(run_id, []).append(waiter)
-        self._load_wake.set()
-        return await waiter
+        return await self._loads(run_id)
 
-    async def _loader(self) -> None:
-        """Read the runs asked for, a batch at a time, and hand each its checkpoints."""
-        while True:
-            await self._load_wake.wait()
-            self._load_wake = asyncio.Event()
-            wanted, self._loads = self._loads, {}
-            ids = sorted(wanted)
+    async def _load_many(self, ids: list[str]) -> dict[str, RunCheckpoints]:
+        async def load(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+            return await (await conn.execute(_LOAD, {"ids": sorted(ids)})).fetchall()
 
-            async def load(conn: psycopg.AsyncConnection[Any], ids: list[str] = ids) -> Any:
-                return await (await conn.execute(_LOAD, {"ids": ids})).fetchall()
-
-            try:
-                rows = await self._retrying("load runs", load)
-            except Exception as exc:
-                for waiters in wanted.values():
-                    for w in waiters:
-                        if not w.done():
-                            w.set_exception(exc)
-                continue
-            runs: dict[str, Any] = {}
-            steps: dict[str, list[Any]] = {run_id: [] for run_id in wanted}
-            for row in rows:
-                if row[0] == "run":
-                    runs[row[1]] = row[1:]
-                else:
-                    steps[row[1]].append(row[1:6])
-            for run_id, waiters in wanted.items():
-                got = loaded(runs.get(run_id), steps[run_id])
-                for w in waiters:
-                    if not w.done():  # its caller may have been cancelled
-                        w.set_result(got)
+        rows = await self._retrying("load runs", load)
+        runs: dict[str, Any] = {}
+        steps: dict[str, list[Any]] = {run_id: [] for run_id in ids}
+        for row in rows:
+            if row[0] == "run":
+                runs[row[1]] = row[1:]
+            else:
+                steps[row[1]].append(row[1:6])
+        return {run_id: loaded(runs.get(run_id), steps[run_id]) for run_id in ids}
 
     async def list_runs(
         self, *, flow: str | None = None, status: str | None = None, since: str | None = None
