@@ -1,6 +1,6 @@
 """A coordinator process: the documents batch on a running Dask cluster, one log line a result.
 
-``python -m tests.executors.dask_child SCHEDULER API STORE LOG``: each finished run appends
+``python -m tests.executors.dask_child SCHEDULER API STORE LOG`` (STORE as make_store reads it): each finished run appends
 ``result <run id> <status> <restored|ran>`` to LOG (one write, so a SIGKILL tears none).
 """
 
@@ -13,7 +13,7 @@ from distributed import Client
 
 from asyncflow import Engine
 from asyncflow.executors.dask import DaskExecutor
-from tests.executors.dask_flows import documents
+from tests.executors.dask_flows import documents, make_store
 from tests.helpers import ChildLog
 
 N = 40
@@ -23,7 +23,10 @@ async def main(scheduler: str, api: str, store: str, log_path: str) -> None:
     log = ChildLog()
     log.open(log_path)
     items = [(f"doc-{i:03d}", {"doc": f"doc-{i:03d}", "api": api}) for i in range(N)]
-    async with Client(scheduler, asynchronous=True) as client, Engine(store=store) as engine:
+    async with (
+        Client(scheduler, asynchronous=True) as client,
+        Engine(store=make_store(store)) as engine,
+    ):
         async for result in engine.map(documents, items, executor=DaskExecutor(client)):
             how = "restored" if result.restored else "ran"
             log(f"result {result.run_id} {result.status} {how}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 
-from asyncflow import Context, Engine, Flow, Retry, StepError
+from asyncflow import CheckpointStore, Context, Engine, FileStore, Flow, Retry, StepError
+from asyncflow.stores import SqliteStore
 
 ENRICH_SLOTS = 4
 RETRY = Retry(attempts=6, timeout=None, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01)
@@ -49,9 +50,19 @@ async def parse(text: str) -> int:
     raise StepError("unreachable", step="parse")
 
 
-def engine_factory(store: str) -> functools.partial[Engine]:
-    """What the worker plugin calls: an engine on the shared store directory ``store``."""
-    return functools.partial(Engine, store=store)
+def make_store(spec: str) -> CheckpointStore:
+    """The store ``spec`` names: ``"sqlite:PATH"`` (a SqliteStore) or ``"file:DIR"`` (a FileStore)."""
+    kind, _, path = spec.partition(":")
+    return SqliteStore(path) if kind == "sqlite" else FileStore(path)
+
+
+def make_engine(spec: str) -> Engine:
+    return Engine(store=make_store(spec))
+
+
+def engine_factory(spec: str) -> functools.partial[Engine]:
+    """What the worker plugin calls: an engine on the shared store ``spec`` names."""
+    return functools.partial(make_engine, spec)
 
 
 limited = Flow("limited")

@@ -2,7 +2,8 @@
 
 Each worker process has 4 run slots (``threads_per_worker=4``: async tasks run on the worker's
 loop and use none of those threads) and the ``documents`` flow allows 4 enrich calls at once per
-worker engine. The store is a FileStore shared by every engine on the folder.
+worker engine. The store every engine shares is a SqliteStore file; the tests of durability run
+on a FileStore folder too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from distributed import Client, LocalCluster
 from asyncflow import (
     Engine,
     ExecutorError,
-    FileStore,
     Flow,
     FlowRefError,
     RunFinished,
@@ -42,6 +42,7 @@ from tests.executors.dask_flows import (
     documents,
     engine_factory,
     limited,
+    make_store,
     slow,
     two_hosts,
 )
@@ -60,8 +61,15 @@ SLOTS = 4
 
 
 @pytest.fixture
-def store_dir(tmp_path: Path) -> str:
-    return str(tmp_path / "store")
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path, store_kind: str) -> str:
+    """The shared store, as dask_flows.make_store reads it."""
+    name = "store.db" if store_kind == "sqlite" else "store"
+    return f"{store_kind}:{tmp_path / name}"
 
 
 @pytest.fixture
@@ -85,15 +93,14 @@ def docs(n: int, api: str) -> list[tuple[str, dict[str, object]]]:
 
 
 async def stored(client: Client, store_dir: str) -> dict[str, str]:
-    """Each run's manifest status, once the workers' engines are closed.
-
-    A closing engine compacts its journal into the run files (the next opener does, after a crash).
-    """
+    """Each run's manifest status, read by a store of its own once the workers' engines closed."""
     await client.unregister_worker_plugin(PLUGIN_NAME)
-    async with FileStore(store_dir).open() as store:
+    store = make_store(store_dir)
+    async with store.open():
         return {info.run_id: info.status async for info in store.list_runs()}
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "file"])
 async def test_a_batch_runs_on_the_workers_with_the_same_interface(
     client: Client, host_a: FlakyServer, store_dir: str
 ) -> None:
@@ -101,7 +108,7 @@ async def test_a_batch_runs_on_the_workers_with_the_same_interface(
     host_a.error_rate = 0.2
     events: list[Event] = []
     items = docs(30, host_a.url)
-    async with Engine(store=store_dir, observers=[events.append]) as engine:
+    async with Engine(store=make_store(store_dir), observers=[events.append]) as engine:
         batch = engine.map(documents, items, executor=DaskExecutor(client))
         seen = Counter([r.run_id async for r in batch])
         summary = await batch.summary()
@@ -250,6 +257,7 @@ async def test_a_cluster_semaphore_bounds_a_host_across_workers(client: Client) 
     assert in_flight.peak == 3
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "file"])
 async def test_a_killed_worker_s_runs_finish_elsewhere_exactly_once(
     client: Client, host_a: FlakyServer, store_dir: str
 ) -> None:
@@ -261,7 +269,7 @@ async def test_a_killed_worker_s_runs_finish_elsewhere_exactly_once(
     seen: Counter[str] = Counter()
     before_kill: set[str] = set()
     killed = False
-    async with Engine(store=store_dir) as engine:
+    async with Engine(store=make_store(store_dir)) as engine:
         batch = engine.map(documents, items, executor=DaskExecutor(client))
         async for result in batch:
             assert result.ok, result.errors
@@ -283,6 +291,7 @@ async def test_a_killed_worker_s_runs_finish_elsewhere_exactly_once(
     assert any(n >= 2 for n in counts.values())  # the victim's runs in flight ran again
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "file"])
 async def test_a_killed_worker_s_runs_resume_from_their_checkpoints(
     client: Client, host_a: FlakyServer, host_b: FlakyServer, store_dir: str
 ) -> None:
@@ -292,7 +301,7 @@ async def test_a_killed_worker_s_runs_resume_from_their_checkpoints(
         (f"run-{i}", {"doc": f"d{i}", "api": host_a.url, "sink": host_b.url}) for i in range(8)
     ]
     pids = await client.run(os.getpid)
-    async with Engine(store=store_dir) as engine, anyio.create_task_group() as tg:
+    async with Engine(store=make_store(store_dir)) as engine, anyio.create_task_group() as tg:
         results: list[RunResult] = []
 
         async def consume() -> None:
@@ -312,6 +321,7 @@ async def test_a_killed_worker_s_runs_resume_from_their_checkpoints(
     assert all(host_a.count(f"/enrich/d{i}") == 1 for i in range(8))  # no fetch ran twice
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "file"])
 async def test_a_restarted_coordinator_resumes_the_batch(
     client: Client, host_a: FlakyServer, store_dir: str, tmp_path: Path
 ) -> None:
