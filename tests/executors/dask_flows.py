@@ -8,6 +8,8 @@ transient faults; ``save`` makes the record. ``broken`` fails in ``parse`` with 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 
 from asyncflow import CheckpointStore, Context, Engine, FileStore, Flow, Retry, StepError
 from asyncflow.stores import SqliteStore
@@ -107,3 +109,13 @@ async def publish(fetch: str, sink: str, ctx: Context) -> int:
     response = await ctx.http.post(f"{sink}/publish/{fetch}", json={"id": fetch})
     response.raise_for_status()
     return response.status_code
+
+
+fatal = Flow("fatal")
+
+
+@fatal.step
+async def die(doc: str) -> str:
+    """Kills the worker process it runs in: the scheduler sees the worker lost mid-task."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return doc

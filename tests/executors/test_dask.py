@@ -8,6 +8,7 @@ on a FileStore folder too.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
+import dask
 from distributed import Client, LocalCluster
 
 from asyncflow import (
@@ -41,6 +43,7 @@ from tests.executors.dask_flows import (
     broken,
     documents,
     engine_factory,
+    fatal,
     limited,
     make_store,
     slow,
@@ -368,3 +371,28 @@ async def test_the_example_runs_and_resumes(tmp_path: Path) -> None:
     text = out.stdout.decode()
     assert "first run:  20 documents succeeded on 2 workers" in text
     assert "second run: 20 succeeded, 20 restored from checkpoints, 0 enrich requests" in text
+
+
+async def test_a_run_that_keeps_killing_its_workers_fails_clearly() -> None:
+    """Resubmitted after the scheduler gives up on it, then an ExecutorError naming the cause."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        async with (
+            LocalCluster(
+                n_workers=1,
+                threads_per_worker=1,
+                processes=True,
+                asynchronous=True,
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster, asynchronous=True) as client,
+        ):
+            await client.register_plugin(AsyncflowPlugin(functools.partial(Engine, store=None)))
+            async with Engine(store=None) as engine:
+                executor = DaskExecutor(client, resubmit=1)
+                [result] = [
+                    r
+                    async for r in engine.map(fatal, [("doomed", {"doc": "x"})], executor=executor)
+                ]
+    assert isinstance(result.error, ExecutorError)
+    assert "'doomed' was lost with its Dask workers 2 times" in str(result.error)
+    assert type(result.error.__cause__).__name__ == "KilledWorker"
