@@ -89,6 +89,9 @@ async def client(store_dir: str) -> AsyncIterator[Client]:
     ):
         await client.register_plugin(AsyncflowPlugin(engine_factory(store_dir)))
         yield client
+        # A worker a test killed may still be restarting: closing the cluster before it is back
+        # races distributed's own teardown.
+        await client.wait_for_workers(WORKERS)
 
 
 def docs(n: int, api: str) -> list[tuple[str, dict[str, object]]]:
@@ -393,6 +396,9 @@ async def test_a_run_that_keeps_killing_its_workers_fails_clearly() -> None:
                     r
                     async for r in engine.map(fatal, [("doomed", {"doc": "x"})], executor=executor)
                 ]
+            # The nanny is restarting the worker again: closing the cluster before it is back
+            # races distributed's own teardown ("can only join a started process").
+            await client.wait_for_workers(1)
     assert isinstance(result.error, ExecutorError)
     assert "'doomed' was lost with its Dask workers 2 times" in str(result.error)
     assert type(result.error.__cause__).__name__ == "KilledWorker"
