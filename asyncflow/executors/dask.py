@@ -232,7 +232,9 @@ async def _run_on_worker(
             flow = plugin.flow(ref)
             codec = store.codec if store is not None else None
             inputs = {k: (codec or JsonCodec()).decode(v) for k, v in encoded.items()}
-            result = await engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)
+            result = await engine.run(
+                flow, run_id=run_id, fail_fast=fail_fast, traceparent=None, **inputs
+            )
             reply: tuple[object, ...] = ("ok", _without_inputs(result))
         except Exception as exc:
             reply = ("error", exc)
