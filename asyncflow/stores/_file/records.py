@@ -42,6 +42,7 @@ it aside; in a sound run file, a malformed manifest or step entry is reported on
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +109,41 @@ def load_json(text: str) -> object:
         raise BadRecord("JSON nested too deeply to read") from None
 
 
+_S = r'"([^"\\\x00-\x1f]*)"'  # a JSON string with nothing escaped: its text is its value
+#: The start of the records :func:`step_record` and :func:`manifest_record` write, up to the
+#: output or inputs, which end the record: read without building a dict and writing the value
+#: back. Anything else takes the full parse.
+_STEP_HEAD = re.compile(
+    rf'\{{"format":"{STEP_FORMAT}","version":{FORMAT_VERSION},"run_id":{_S},"step":{_S},'
+    rf'"fingerprint":{_S},"digest":{_S},"output":'
+)
+_MANIFEST_HEAD = re.compile(
+    rf'\{{"format":"{MANIFEST_FORMAT}","version":{FORMAT_VERSION},"run_id":{_S},"flow":{_S},'
+    rf'"flow_fingerprint":{_S},"status":{_S},"created_at":{_S},"updated_at":{_S},'
+    rf'"failed_steps":\[\],"inputs":'
+)
+_scan = json.JSONDecoder().raw_decode
+
+
+def _last_value(text: str, start: int) -> str | None:
+    """The JSON value at ``start`` when it is sound and the object's last: ``...<value>}``."""
+    try:
+        _, end = _scan(text, start)
+    except (ValueError, RecursionError):
+        return None
+    return text[start:end] if end == len(text) - 1 and text[end] == "}" else None
+
+
 def parse_record(text: str) -> RunManifest | StepCheckpoint:
     """Parse one record; raise :class:`BadRecord` saying what is wrong with it."""
+    m = _STEP_HEAD.match(text)
+    if m is not None and (output := _last_value(text, m.end())) is not None:
+        run_id, step, fingerprint, digest = m.groups()
+        return StepCheckpoint(run_id, step, fingerprint, digest, output)
+    m = _MANIFEST_HEAD.match(text)
+    if m is not None and (inputs := _last_value(text, m.end())) is not None and inputs[0] == "{":
+        run_id, flow, fingerprint, status, created, updated = m.groups()
+        return RunManifest(run_id, flow, fingerprint, inputs, status, created, updated)
     raw = load_json(text)
     if not isinstance(raw, dict) or raw.get("format") not in (MANIFEST_FORMAT, STEP_FORMAT):
         raise BadRecord("not an asyncflow checkpoint (no asyncflow 'format' field)")
