@@ -99,7 +99,7 @@ T = TypeVar("T")
 LIST_BATCH = 256
 #: How many runs one step of a compaction merges into their files (one trip to the executor,
 #: one hold of the directory's lock, one pair of syncfs): a closing store waits for one step.
-COMPACT_BATCH = 512
+COMPACT_BATCH = 256
 
 __all__ = ["FileStore"]
 
