@@ -177,7 +177,12 @@ def encode_inputs(codec: Codec, inputs: Mapping[str, object]) -> dict[str, str]:
 def canonical_inputs(encoded: Mapping[str, str]) -> str:
     """One JSON object of encoded inputs, keys sorted: the manifest's ``inputs`` text."""
     items = sorted(encoded.items())
-    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in items) + "}"
+    return "{" + ",".join(f"{_quoted(k)}:{v}" for k, v in items) + "}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(name: str) -> str:
+    return json.dumps(name)
 
 
 def _inputs_key(inputs: Mapping[str, object]) -> bytes:

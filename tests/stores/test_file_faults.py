@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -237,6 +238,83 @@ async def test_a_folder_deleted_mid_run_fails_saves_clearly_and_acknowledges_not
             assert err is not None
             assert isinstance(err.__cause__, CheckpointError)
             assert str(store) in str(err)
+
+
+# --- close and background compaction -----------------------------------------------------------
+
+
+def run_files(store: Path) -> int:
+    return sum(1 for p in store.glob("run-*.json"))
+
+
+def wait_for_run_files(store: Path, target: int, child: Child) -> None:
+    """Until ``target`` run files are there (or the child exited); fail if that stalls."""
+    seen, deadline = -1, time.monotonic() + 60
+    while (now := run_files(store)) < target and child.alive():
+        if now != seen:
+            seen, deadline = now, time.monotonic() + 60
+        assert time.monotonic() < deadline, f"compaction stalled at {seen} run files"
+        time.sleep(0.001)  # polling files another process writes; nothing to await
+
+
+def assert_nothing_runs_again(store: Path, log: Path, runs: int) -> None:
+    """A new engine over the same runs restores every step: nothing durable runs again."""
+    child = spawn(store, log, runs=runs, version=1)
+    start = len(child.lines())
+    child.wait_for(lambda lines: "end 1" in lines[start:])
+    again = [ln for ln in child.lines()[start:] if ln.startswith(("done ", "fail "))]
+    assert again == [], again[:5]
+    child.send("close")
+    child.finish()
+
+
+@pytest.mark.timeout(180)
+async def test_sigkill_during_close_loses_nothing(tmp_path: Path) -> None:
+    """Killed as it closes (while it compacts what the previous engine left, too), every time.
+
+    Closing commits what is pending and leaves the journal for the next open: whatever instant
+    the kill lands at, every acknowledged step and final manifest is there, and nothing runs
+    again.
+    """
+    store, log = tmp_path / "store", tmp_path / "log"
+    runs = 600  # over COMPACT_BATCH: the compaction of the previous engine's journal takes steps
+    for _ in range(3):
+        child = spawn(store, log, runs=runs, version=1)
+        start = len(child.lines())
+        child.wait_for(lambda lines: "end 1" in lines[start:])  # noqa: B023 - waited on at once
+        child.send("close")
+        if child.wait_for(lambda lines: "closing" in lines[start:], exit_ok=True):  # noqa: B023
+            err = child.kill()
+            assert "Traceback" not in err, err
+        await assert_nothing_acknowledged_is_lost(store, child.lines())
+    assert_nothing_runs_again(store, log, runs)
+
+
+@pytest.mark.timeout(180)
+async def test_sigkill_during_background_compaction_loses_nothing(tmp_path: Path) -> None:
+    """An engine takes a dead one's journal at open and compacts it in steps; killed midway.
+
+    The run files written so far and the journal left behind hold every acknowledged step and
+    final manifest; the next engine restores them all and runs nothing again.
+    """
+    rng = random.Random(20261202)
+    runs = 1500
+    mid_way = 0
+    for attempt in range(2):
+        store, log = tmp_path / f"store-{attempt}", tmp_path / f"log-{attempt}"
+        writer = spawn(store, log, runs=runs, version=1)
+        writer.wait_for(lambda lines: "end 1" in lines)
+        writer.kill()  # its whole journal is left uncompacted
+        assert run_files(store) == 0
+        target = rng.randint(1, runs - 1)
+        compactor = spawn(store, log, runs=runs, version=1)
+        wait_for_run_files(store, target, compactor)
+        err = compactor.kill()
+        assert "Traceback" not in err, err
+        mid_way += run_files(store) < runs
+        await assert_nothing_acknowledged_is_lost(store, compactor.lines())
+        assert_nothing_runs_again(store, log, runs)
+    assert mid_way, "every kill landed after the compaction ended; nothing was tested midway"
 
 
 # --- order of replay --------------------------------------------------------------------------
