@@ -204,7 +204,8 @@ def big_open(parent: Path, runs: int, journal_mb: int) -> None:
             await store.compact()
             return time.perf_counter() - start
 
-    print(f"  then compacting what is left of that journal: {anyio.run(compact_all):.2f} s")
+    if hasattr(FileStore, "compact"):  # run against an older asyncflow, for its figures
+        print(f"  then compacting what is left of that journal: {anyio.run(compact_all):.2f} s")
     shutil.rmtree(directory)
 
 
