@@ -407,3 +407,26 @@ async def test_delete_run_is_refused_while_a_live_journal_holds_the_run(tmp_path
         assert await deleter.delete_run("old") is True
         assert names(tmp_path) == [".journal"]
         assert (await deleter.load_run("old")).manifest is None
+
+
+def test_records_read_back_as_the_full_parse_reads_them() -> None:
+    """Records the store wrote are read without a full parse; any other text takes the full one."""
+    from asyncflow._identity import digest
+    from asyncflow.stores._file.records import (
+        manifest_record,
+        parse_record,
+        step_record,
+    )
+
+    output = '{"a":[1,2,{"b":"}"}],"t":"é \\" \\\\n"}'
+    steps = [
+        StepCheckpoint("r", "s", "f", digest(output), output),
+        StepCheckpoint("r", 'quoted "step"', "f", "not its digest", output),
+    ]
+    manifests = [manifest("r"), manifest("r", "failed", "a", "b")]
+    for rec in [*steps, *manifests]:
+        text = step_record(rec) if isinstance(rec, StepCheckpoint) else manifest_record(rec)
+        assert parse_record(text) == rec
+    # A field after the output (not a layout this store writes): read in full, not misread.
+    extra = step_record(steps[0])[:-1] + ',"later":1}'
+    assert parse_record(extra) == steps[0]

@@ -344,7 +344,12 @@ class FileStore:
                     await self._abandon_segment()
                 group.done.set()
             if self._closing and not self._group.bodies:
-                # The segment stays as it is: durable, compacted at the next open.
+                # The segment stays as it is: durable, compacted at the next open. One with no
+                # record goes (it is ours, locked: no other engine reads it meanwhile).
+                if self._journal is not None and self._journal_size == len(SEGMENT_MAGIC):
+                    assert self._journal_path is not None
+                    with contextlib.suppress(OSError):
+                        await self._run(os.unlink, self._journal_path)
                 if self._seal_asked is not None:
                     self._seal_asked.set()
                 assert self._compact_send is not None
