@@ -225,10 +225,12 @@ class FileStore:
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[FileStore]:
-        """Start the executor and the committer; on exit, commit and compact everything.
+        """Take the journals of closed and dead engines, start the committer and the compactor.
 
-        If the block ends with an exception, pending records are still committed where possible
-        and the journal is left for the next open to compact.
+        Their records are held in memory (loads and listings see them) and compacted in the
+        background. On exit, pending records are committed (where possible, also when the block
+        raised) and the compactor stops after the step it is in: what is not compacted yet is
+        durable in the journal, for the next open to compact.
 
         Raises:
             CheckpointError: the directory cannot be created, locked in time or its journal
