@@ -10,7 +10,7 @@ from importlib import metadata as _metadata
 
 from ._batch import Batch, BatchStatistics, BatchSummary
 from ._codec import Codec, JsonCodec
-from ._context import Context
+from ._context import Context, Resources
 from ._engine import Engine
 from ._errors import (
     AsyncflowError,
@@ -20,6 +20,7 @@ from ._errors import (
     FlowDefinitionError,
     FlowRefError,
     InvalidRunIdError,
+    LeaseLostError,
     RunFailedError,
     RunInputError,
     StepError,
@@ -39,6 +40,7 @@ from .events import (
     Event,
     Observer,
     RunFinished,
+    RunHook,
     RunStarted,
     StepFailed,
     StepRestored,
@@ -75,12 +77,15 @@ __all__ = [
     "HostStatistics",
     "InvalidRunIdError",
     "JsonCodec",
+    "LeaseLostError",
     "Observer",
     "OnOpen",
     "ProgressBar",
+    "Resources",
     "Retry",
     "RunFailedError",
     "RunFinished",
+    "RunHook",
     "RunInputError",
     "RunResult",
     "RunStarted",

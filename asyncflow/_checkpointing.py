@@ -7,6 +7,11 @@ nothing for this). :meth:`~Checkpointing.run` loads the run's checkpoints and wr
 RESTORED without running. Otherwise it runs; after it succeeds :meth:`~Checkpointing.save`
 encodes its output and durably saves it, and only then does it count as done: its dependents
 start after the save returns.
+
+With leases (an engine with a store always has them), :meth:`~Checkpointing.run` first claims the
+run (waiting while another owner holds it), then loads, so it sees what that owner saved; every
+save carries the lease, and the lease is released when the run ends. A lost lease stops the run
+and fails it with :class:`~asyncflow.LeaseLostError`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CheckpointEncodeError, CheckpointError
+import anyio
+
+from ._errors import CheckpointEncodeError, CheckpointError, LeaseLostError
+from ._hooks import kept_traceparent, run_contexts, trace_details
 from ._identity import canonical_inputs, digest, step_fingerprint
 from ._status import StepStatus
 from .events import CheckpointDiscarded
@@ -28,11 +36,13 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from ._codec import Codec
+    from ._leasing import Leasing
+    from ._plan import Plan
     from ._result import RunResult
     from ._scheduler import Run
-    from .stores import CheckpointStore, RunCheckpoints
+    from .stores import CheckpointStore, Lease, RunCheckpoints
 
-__all__ = ["MISSING", "Checkpointing", "decode_inputs"]
+__all__ = ["FORGOTTEN", "MISSING", "Checkpointing", "decode_inputs", "forget", "new_manifest"]
 
 logger = logging.getLogger("asyncflow")
 
@@ -56,6 +66,35 @@ def _now() -> str:
     return f"{_iso_second(second)}.{frac:03d}+00:00"
 
 
+#: The fingerprint of a forgotten step's checkpoint: no step fingerprint (hex digits) is equal.
+FORGOTTEN = "forgotten"
+
+
+async def forget(store: CheckpointStore, run_id: str, step: str | None = None) -> bool:
+    """Make ``store`` forget run ``run_id``, or only step ``step``'s checkpoint in it.
+
+    A whole run is deleted. A step's checkpoint is replaced by one whose fingerprint
+    (:data:`FORGOTTEN`) never matches, which every store can keep, so the step runs again when
+    the run is resumed; its dependents run again only if its new output differs.
+
+    Returns:
+        Whether there was something to forget.
+    """
+    if step is None:
+        return await store.delete_run(run_id)
+    loaded = await store.load_run(run_id)
+    saved = loaded.steps.get(step)
+    if saved is None or saved.fingerprint == FORGOTTEN:
+        return False
+    output = "null"
+    await store.save_step(
+        StepCheckpoint(
+            run_id=run_id, step=step, fingerprint=FORGOTTEN, digest=digest(output), output=output
+        )
+    )
+    return True
+
+
 def decode_inputs(codec: Codec, text: str) -> dict[str, object]:
     """Decode a manifest's inputs (a JSON object of codec texts)."""
     raw = json.loads(text)
@@ -77,6 +116,38 @@ def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
         failed_steps=()
         if result.ok
         else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
+        details=manifest.details,
+    )
+
+
+def new_manifest(
+    plan: Plan,
+    run_id: str,
+    encoded_inputs: Mapping[str, str] | None,
+    status: str,
+    *,
+    inputs_text: str | None = None,
+    old: RunManifest | None = None,
+    details: str = "",
+) -> RunManifest:
+    """The manifest of a run starting (``"running"``) or admitted (``"pending"``) now.
+
+    A run started from an earlier manifest (a pending one, a resumed one) keeps its
+    ``created_at``. ``details`` is the run's trace (``_hooks.trace_details``), or empty.
+    """
+    now = _now()
+    if inputs_text is None:
+        assert encoded_inputs is not None
+        inputs_text = canonical_inputs(encoded_inputs)
+    return RunManifest(
+        run_id=run_id,
+        flow=plan.flow,
+        flow_fingerprint=plan.fingerprint,
+        inputs=inputs_text,
+        status=status,
+        created_at=old.created_at if old is not None else now,
+        updated_at=now,
+        details=details,
     )
 
 
@@ -88,8 +159,12 @@ class Checkpointing:
         "_digests",
         "_input_digests",
         "_inputs_text",
+        "_lease",
+        "_leasing",
         "_loaded",
+        "_lost",
         "_run",
+        "_scope",
         "_store",
     )
 
@@ -100,9 +175,14 @@ class Checkpointing:
         *,
         encoded_inputs: Mapping[str, str],
         loaded: RunCheckpoints | None = None,
+        leasing: Leasing | None = None,
     ) -> None:
         self._run = run
         self._store = store
+        self._leasing = leasing
+        self._lease: Lease | None = None
+        self._lost: LeaseLostError | None = None
+        self._scope: anyio.CancelScope | None = None
         self._codec = store.codec
         self._loaded = loaded
         self._digests: list[str | None] = [None] * len(run.plan.steps)
@@ -110,27 +190,92 @@ class Checkpointing:
         self._inputs_text = canonical_inputs(encoded_inputs)
 
     async def run(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
-        """Load the run's checkpoints, write its "running" manifest, execute, write the final one.
+        """Claim the run, load it, write its "running" manifest, execute, write the final one.
+
+        The run is released at the end, whatever happens.
 
         Raises:
+            LeaseLostError: another owner took the run over while it ran here: it was stopped.
             CheckpointError: the run id belongs to another flow, or the store failed (a failure
                 to write the final manifest is logged instead: the result is returned).
         """
+        leasing = self._leasing
+        if leasing is None:
+            return await self._run_held(execute)
+        self._lease = await leasing.acquire(self._run.run_id, self)
+        # Loaded after the claim: a previous owner's saves are all in by now.
+        self._loaded = None
+        try:
+            return await self._run_held(execute)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await leasing.release(self._lease)
+
+    async def _run_held(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
         loaded = self._loaded
         if loaded is None:
             loaded = self._loaded = await self._store.load_run(self._run.run_id)
-        manifest = self._start(loaded)
-        result = await execute()
+        run = self._run
+        kept = kept_traceparent(loaded.manifest)
+        if run.shared.hooks:
+            # A run that ran before continues its trace; a given parent (a trigger's) wins.
+            parent = run.traceparent or kept
+            with run_contexts(run.shared.hooks, run.run_id, run.plan.flow, parent) as made:
+                manifest = self._start(loaded, kept or made or run.traceparent)
+                result = await self._execute_held(execute)
+        else:
+            manifest = self._start(loaded, kept or run.traceparent)
+            result = await self._execute_held(execute)
         try:
-            await self._store.save_manifest(_final(manifest, result))
+            await self._store.save_manifest(_final(manifest, result), lease=self.lease)
+        except LeaseLostError as exc:
+            raise self._lose(exc) from exc
         except CheckpointError as exc:
             # Every step's outcome is already saved or in the result; only the run's status
             # line is lost (a resume recomputes it), so the result is still returned.
             logger.warning("run %r: could not save its final manifest: %s", manifest.run_id, exc)
         return result
 
-    def _start(self, loaded: RunCheckpoints) -> RunManifest:
-        """Report what the store discarded, check the run's flow, write its manifest."""
+    async def _execute_held(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
+        """Execute; stopped, and LeaseLostError raised, if the lease is lost meanwhile."""
+        if self._leasing is None:
+            return await execute()
+        with anyio.CancelScope() as self._scope:
+            result = await execute()
+        self._scope = None
+        if self._lost is not None:
+            raise self._lost
+        return result
+
+    @property
+    def lease(self) -> Lease | None:
+        """The run's lease as held now (renewals replace it); ``None`` without leases."""
+        leasing = self._leasing
+        return leasing.current(self._run.run_id) if leasing is not None else None
+
+    def lease_lost(self, error: LeaseLostError, /) -> None:
+        """Stop the run: another owner has it (told by the renewer, or by a refused save)."""
+        if self._lost is None:
+            self._lost = error
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _lose(self, refused: LeaseLostError) -> LeaseLostError:
+        run_id = self._run.run_id
+        error = LeaseLostError(
+            f"Run {run_id!r} was taken over by another owner: this engine's save was refused "
+            f"({refused}). The run was stopped here and goes on there.",
+            run_id=run_id,
+            epoch=refused.epoch,
+        )
+        self.lease_lost(error)
+        return error
+
+    def _start(self, loaded: RunCheckpoints, traceparent: str | None) -> RunManifest:
+        """Report what the store discarded, check the run's flow, write its manifest.
+
+        The manifest keeps ``traceparent``, the run's trace, in its details.
+        """
         run = self._run
         plan = run.plan
         emit = run.emit
@@ -143,29 +288,30 @@ class Checkpointing:
                 f"Run id {run.run_id!r} belongs to flow {old.flow!r}, not {plan.flow!r}. "
                 f"Give this run another run_id."
             )
-        now = _now()
-        manifest = RunManifest(
-            run_id=run.run_id,
-            flow=plan.flow,
-            flow_fingerprint=plan.fingerprint,
-            inputs=self._inputs_text,
-            status="running",
-            created_at=old.created_at if old is not None else now,
-            updated_at=now,
+        manifest = new_manifest(
+            plan,
+            run.run_id,
+            None,
+            "running",
+            inputs_text=self._inputs_text,
+            old=old,
+            details=trace_details(traceparent),
         )
         # Not awaited: the store makes it durable before any step checkpoint of this run.
-        self._store.save_manifest_nowait(manifest)
+        self._store.save_manifest_nowait(manifest, lease=self.lease)
         return manifest
 
     def fingerprint(self, i: int) -> str:
         """The identity of step ``i`` given its dependencies' outputs and its run inputs."""
         plan = self._run.plan
+        step = plan.steps[i]
         return step_fingerprint(
-            plan.steps[i].code_fingerprint,
+            step.code_fingerprint,
             plan.data_deps[i],
             self._digests,
             plan.step_inputs[i],
             self._input_digests,
+            step.version,
         )
 
     def restore(self, i: int) -> object:
@@ -222,13 +368,15 @@ class Checkpointing:
                 step=step.name,
                 attempts=run.attempts[i],
             ) from exc
-        await self._store.save_step(
-            StepCheckpoint(
-                run_id=run.run_id,
-                step=step.name,
-                fingerprint=self.fingerprint(i),
-                digest=output_digest,
-                output=text,
-            )
+        checkpoint = StepCheckpoint(
+            run_id=run.run_id,
+            step=step.name,
+            fingerprint=self.fingerprint(i),
+            digest=output_digest,
+            output=text,
         )
+        try:
+            await self._store.save_step(checkpoint, lease=self.lease)
+        except LeaseLostError as exc:
+            raise self._lose(exc) from exc
         self._digests[i] = output_digest

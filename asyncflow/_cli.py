@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import logging
 import re
@@ -39,8 +40,10 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import anyio
 
 from . import __version__
+from ._checkpointing import FORGOTTEN, forget
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
+from ._hooks import validate_traceparent
 from ._plan import RESERVED_INPUTS
 from ._ref import FlowRef, _import, _import_file
 from .events import RunStarted
@@ -160,9 +163,15 @@ def _fail_fast(args: argparse.Namespace) -> bool | None:
 
 async def _run(flow: Flow, args: argparse.Namespace, inputs: dict[str, object]) -> RunResult:
     async with _engine(args, tell=True) as engine:
+        fail_fast = _fail_fast(args)
+        traceparent = args.traceparent
         if args.command == "resume":
-            return await engine.resume(flow, args.run_id, fail_fast=_fail_fast(args))
-        return await engine.run(flow, run_id=args.run_id, fail_fast=_fail_fast(args), **inputs)
+            return await engine.resume(
+                flow, args.run_id, fail_fast=fail_fast, traceparent=traceparent
+            )
+        return await engine.run(
+            flow, run_id=args.run_id, fail_fast=fail_fast, traceparent=traceparent, **inputs
+        )
 
 
 def read_batch(path: str) -> list[dict[str, object] | tuple[str, dict[str, object]]]:
@@ -322,18 +331,29 @@ async def _within(store: CheckpointStore, fn: Callable[[], Awaitable[T]]) -> T:
     return result
 
 
-async def _listing(store: CheckpointStore) -> list[dict[str, object]]:
-    """Every run in the store as a JSON-ready row, by creation time; unreadable files as corrupt."""
+async def _listing(
+    store: CheckpointStore,
+    *,
+    flow: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+) -> list[dict[str, object]]:
+    """The runs in the store as JSON-ready rows, by creation time; unreadable files as corrupt.
+
+    The filters are the store's (``list_runs``); with any, no corrupt file is listed.
+    """
     rows: list[dict[str, object]] = []
+    after = None if since is None else _iso_ms(since)
+    unfiltered = flow is None and status is None and since is None
 
     async def read() -> tuple[list[RunInfo], dict[str, Path]]:
         # Listed below as corrupt: the store's warning that it left them out would repeat it.
         _LOGGER.addFilter(_left_out)
         try:
-            infos = [info async for info in store.list_runs()]
+            infos = [info async for info in store.list_runs(flow=flow, status=status, since=after)]
         finally:
             _LOGGER.removeFilter(_left_out)
-        if not isinstance(store, FileStore):
+        if not isinstance(store, FileStore) or not unfiltered:
             return infos, {}
         return infos, await anyio.to_thread.run_sync(_run_files, store.directory)
 
@@ -357,6 +377,11 @@ async def _listing(store: CheckpointStore) -> list[dict[str, object]]:
 
 
 _LOGGER = logging.getLogger("asyncflow")
+
+
+def _iso_ms(when: datetime) -> str:
+    """``when`` as the engine writes manifest times (UTC, to the millisecond), for comparing."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+00:00"
 
 
 def _left_out(record: logging.LogRecord) -> bool:
@@ -448,7 +473,11 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
     shown: dict[str, object] = {"run_id": run_id}
     m = kept.manifest
     steps: dict[str, dict[str, object]] = {
-        name: {"status": "succeeded", "digest": c.digest, "output_bytes": len(c.output.encode())}
+        name: {
+            "status": "forgotten" if c.fingerprint == FORGOTTEN else "succeeded",
+            "digest": c.digest,
+            "output_bytes": len(c.output.encode()),
+        }
         for name, c in sorted(kept.steps.items())
     }
     if m is not None:
@@ -503,12 +532,19 @@ def _print_show(shown: dict[str, object]) -> None:
     print(NOT_KEPT)
 
 
-async def _forget(store: CheckpointStore, run_id: str) -> None:
+async def _forget(store: CheckpointStore, run_id: str, step: str | None) -> bool:
     await _known(store, run_id)
-    await _within(store, lambda: store.delete_run(run_id))
+    return await _within(store, lambda: forget(store, run_id, step))
 
 
 _STORE_REF_HELP = "another store: module:attribute naming a CheckpointStore or a maker of one"
+
+
+def _traceparent(text: str) -> str | None:
+    try:
+        return validate_traceparent(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -530,6 +566,12 @@ def parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--out", help="write the results there as JSON lines (default: stdout)")
     batch.add_argument("--concurrency", type=int, default=100, help="runs at once (default 100)")
+    for command in (run, resume):
+        command.add_argument(
+            "--traceparent",
+            type=_traceparent,
+            help="a W3C traceparent: the run's trace becomes its child",
+        )
     for command in (run, resume, batch):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
         command.add_argument("--store-ref", help=_STORE_REF_HELP)
@@ -539,12 +581,15 @@ def parser() -> argparse.ArgumentParser:
         )
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--flow", help="only runs of this flow (its name)")
-    runs.add_argument("--status", choices=["running", "succeeded", "failed", CORRUPT])
+    runs.add_argument("--status", choices=["pending", "running", "succeeded", "failed", CORRUPT])
     runs.add_argument("--since", help="only runs updated since: an ISO time, or 30m, 2h, 1d ago")
     show = sub.add_parser("show", help="a run's inputs and steps, as the store keeps them")
     show.add_argument("run_id")
     forget = sub.add_parser("forget", help="delete a run's checkpoints")
     forget.add_argument("run_id")
+    forget.add_argument(
+        "--step", help="forget only this step's checkpoint: it runs again on resume"
+    )
     for command in (runs, show, forget):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
         command.add_argument("--store-ref", help=_STORE_REF_HELP)
@@ -570,7 +615,9 @@ def _inspect(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.command == "runs":
         since = parse_since(args.since) if args.since is not None else None
-        rows = anyio.run(_listing, store)
+        status = None if args.status == CORRUPT else args.status
+        listing = functools.partial(_listing, flow=args.flow, status=status, since=since)
+        rows = anyio.run(listing, store)
         _print_runs([row for row in rows if _matches(row, args, since)], args.json)
     elif args.command == "show":
         shown = anyio.run(_show, store, args.run_id)
@@ -579,8 +626,13 @@ def _inspect(args: argparse.Namespace) -> int:
         else:
             _print_show(shown)
     else:
-        anyio.run(_forget, store, args.run_id)
-        print(f"forgot run {args.run_id}")
+        if args.step is None:
+            anyio.run(_forget, store, args.run_id, None)
+            print(f"forgot run {args.run_id}")
+        elif anyio.run(_forget, store, args.run_id, args.step):
+            print(f"forgot step {args.step} of run {args.run_id}: it runs again on resume")
+        else:
+            print(f"run {args.run_id} has no checkpoint of step {args.step!r}: nothing to forget")
     return 0
 
 

@@ -53,6 +53,8 @@ class Step:
     retry: Retry | None = None
     #: the code fingerprint, or how to take it at first use (see :attr:`code_fingerprint`).
     fingerprint_of: str | Callable[[], str] = field(default="", repr=False, compare=False)
+    #: the step's declared version (``flow.step(version=...)``), part of its fingerprint
+    version: str | None = None
 
     @property
     def code_fingerprint(self) -> str:
@@ -195,6 +197,7 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        version: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -207,6 +210,7 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        version: str | None = None,
     ) -> F | Callable[[F], F]:
         """Add an async function as a step. Use bare (``@flow.step``) or with options.
 
@@ -219,6 +223,10 @@ class Flow:
             concurrency: how many runs of this step may be in flight at once, across every run
                 of the engine.
             retry: the retry policy for this step.
+            version: a label for the step's logic, part of its fingerprint: change it (``"2"``)
+                when something the code fingerprint does not see changed (a helper the step
+                calls, a module constant, a model or a prompt file), and the step's old
+                checkpoints stop matching. Leaving it out keeps today's checkpoints valid.
 
         Returns:
             The function itself, unchanged, so it can still be called directly.
@@ -235,6 +243,7 @@ class Flow:
                 timeout=timeout,
                 concurrency=concurrency,
                 retry=retry,
+                version=version,
             )
             return f
 
@@ -249,6 +258,7 @@ class Flow:
         timeout: float | None,
         concurrency: int | None,
         retry: Retry | None,
+        version: str | None = None,
     ) -> None:
         step_name = name or getattr(fn, "__name__", None)
         if not step_name or not isinstance(step_name, str):
@@ -286,6 +296,13 @@ class Flow:
                 flow=self.name,
                 step=step_name,
             )
+        if version is not None and (not isinstance(version, str) or not version):
+            raise FlowDefinitionError(
+                f"Step {step_name!r} has version={version!r}; give a non-empty string such as "
+                f"version='2', or leave it out.",
+                flow=self.name,
+                step=step_name,
+            )
         lazy = lazy_code_fingerprint(fn)
         fingerprint: str | Callable[[], str] = (
             _checked(self.name, step_name, functools.partial(code_fingerprint, fn))
@@ -301,6 +318,7 @@ class Flow:
             concurrency=concurrency,
             retry=retry,
             fingerprint_of=fingerprint,
+            version=version,
         )
         self._plan = None
 

@@ -103,6 +103,7 @@ def test_failed_run_exits_1(target: str, capsys: pytest.CaptureFixture[str]) -> 
         (["graph", "no-colon"], "module:attribute"),
         (["resume", "{target}", "never-ran"], "There is no run 'never-ran'"),
         (["run", "{target}", "n=1", "--run-id", "../escape"], "run id"),
+        (["run", "{target}", "traceparent=x"], "use --traceparent"),
     ],
 )
 def test_bad_usage_exits_2_with_a_clear_message(
@@ -111,6 +112,15 @@ def test_bad_usage_exits_2_with_a_clear_message(
     """Bad input says what is wrong on stderr and exits 2."""
     assert main([a.format(target=target) for a in args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_traceparent_that_is_not_w3c_is_a_usage_error(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", target, "n=1", "--traceparent", "x"])
+    assert exited.value.code == 2
+    assert "is not a W3C traceparent" in capsys.readouterr().err
 
 
 def test_python_dash_m(target: str) -> None:
@@ -563,3 +573,25 @@ def test_any_store_by_reference(store: Path) -> None:
     bad = cli(store, "runs", "--store-ref", "mystores.py:not_a_store")
     assert (bad.returncode, bad.stdout) == (2, "")
     assert "'mystores.py:not_a_store' is int, not a CheckpointStore" in bad.stderr
+
+
+@pytest.mark.anyio
+async def test_runs_lists_admitted_runs_as_pending_and_resume_starts_them(store: Path) -> None:
+    """An admitted run is listed "pending" (the store's own filter) until it is started."""
+    flow = FlowRef.parse(f"{store / 'cliflow.py'}:flow").load()
+    async with Engine(store=store / ".asyncflow") as engine:
+        assert await engine.admit(flow, run_id="hook-1", n=3) is True
+    out = await anyio.to_thread.run_sync(
+        lambda: cli(store, "runs", "--json", "--status", "pending")
+    )
+    assert out.returncode == 0
+    assert set(rows(out.stdout)) == {"hook-1"}
+    assert rows(out.stdout)["hook-1"]["status"] == "pending"
+    table = await anyio.to_thread.run_sync(lambda: cli(store, "runs"))
+    assert ["hook-1", "pending", "cli"] in [line.split()[:3] for line in table.stdout.splitlines()]
+    resumed = await anyio.to_thread.run_sync(
+        lambda: cli(store, "resume", "cliflow.py:flow", "hook-1")
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    out = await anyio.to_thread.run_sync(lambda: cli(store, "runs", "--json", "--flow", "cli"))
+    assert rows(out.stdout)["hook-1"]["status"] == "succeeded"

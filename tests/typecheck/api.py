@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import assert_type
 
 import httpx
@@ -14,13 +15,24 @@ from asyncflow import (
     Engine,
     Flow,
     FlowRef,
+    HostPolicy,
+    LeaseLostError,
+    RunHook,
     RunResult,
     StepResult,
     StepStatus,
 )
 from asyncflow.events import Event, Observer, StepSucceeded
 from asyncflow.observe import LogObserver, redact_urls
-from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
+from asyncflow.observe.otel import OpenTelemetryObserver
+from asyncflow.stores import (
+    CheckpointStore,
+    FileStore,
+    Lease,
+    MemoryStore,
+    RunCheckpoints,
+    RunInfo,
+)
 from asyncflow.testing import check_checkpoint_store
 
 flow = Flow("documents")
@@ -76,7 +88,28 @@ async def users_store_code() -> None:
             assert_type(info, RunInfo)
             assert_type(info.failed_steps, tuple[str, ...])
     await check_checkpoint_store(MemoryStore, persistent=True)
+    await check_checkpoint_store(lambda: FileStore("x"), leases_expire=False)
     assert stores
+
+
+async def users_lease_code() -> None:
+    store = MemoryStore()
+    async with Engine(store=store, lease_ttl=10.0) as engine:
+        assert_type(engine.owner, str)
+        assert_type(await engine.admit(flow, run_id="hook-1", path="a.txt"), bool)
+        await engine.resume(flow, "hook-1")
+        lease = await store.claim_run("r", owner=engine.owner, ttl=10.0)
+        if lease is not None:
+            assert_type(lease, Lease)
+            assert_type(lease.epoch, int)
+            assert_type(await store.renew_leases([lease], ttl=10.0), list[Lease | None])
+            await store.release_run(lease)
+        async for info in store.list_runs(status="pending", since="2026-01-01T00:00:00"):
+            assert_type(info.status, str)
+    try:
+        pass
+    except LeaseLostError as exc:
+        assert_type(exc.epoch, int)
 
 
 def users_observer(event: Event) -> None:
@@ -94,3 +127,27 @@ def users_flow_refs() -> None:
     assert_type(ref.load(), Flow)
     assert_type(FlowRef.of(flow), FlowRef)
     assert_type(str(ref), str)
+
+
+versioned = Flow("versioned")
+
+
+@versioned.step(version="2")
+async def summarise(text: str, ctx: Context) -> str:
+    assert_type(ctx.resource("prefix", str), str)
+    assert_type(ctx.resources["prefix"], object)
+    return text
+
+
+async def users_rate_trace_and_forget_code() -> None:
+    policy = HostPolicy(rate=10, burst=5)
+    tracing = OpenTelemetryObserver()
+    hook: RunHook = tracing
+    async with Engine(
+        hosts={"api.example.com": policy}, resources={"prefix": "> "}, observers=[tracing]
+    ) as engine:
+        result = await engine.run(versioned, traceparent=None, text="x")
+        assert_type(result.started, datetime | None)
+        assert_type(result.steps["summarise"].finished, datetime | None)
+        assert_type(await engine.forget(result.run_id, step="summarise"), bool)
+    assert hook
