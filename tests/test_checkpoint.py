@@ -133,7 +133,7 @@ async def test_resume_takes_the_inputs_from_the_manifest(tmp_path: Path) -> None
     assert resumed.outputs["publish"] == "published b.md:2:FR"
     assert resumed.steps["publish"].status is StepStatus.SUCCEEDED
     assert resumed.inputs == {"path": "b.md", "lang": "fr"}
-    manifest = json.loads((tmp_path / "doc-2.json").read_text())["manifest"]
+    manifest = run_file_json(tmp_path, "doc-2")["manifest"]
     assert manifest["status"] == "succeeded"
     assert manifest["inputs"] == {"lang": "fr", "path": "b.md"}
 
