@@ -37,6 +37,7 @@ from asyncflow.testing import check_checkpoint_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
     from asyncflow.executors import Executor
 
 flow = Flow("documents")
@@ -154,6 +155,8 @@ async def users_service(items: AsyncIterator[dict[str, str]]) -> None:
     async with service:
         assert_type(service.accepting, bool)
         await service.wait_idle()
+
+
 async def users_dask_code() -> None:
     # The executor is a keyword of map; the plugin takes the engine's factory.
     import functools
