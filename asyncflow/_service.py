@@ -17,8 +17,8 @@ import anyio
 
 from ._errors import AsyncflowError, RunInputError
 from ._plan import compile_plan
-from .events import TriggerAdmitted, TriggerDuplicate, TriggerInvalid, TriggerRejected
-from .triggers._base import Admission, Outcome, Trigger
+from .events import ScheduleLag, TriggerAdmitted, TriggerDuplicate, TriggerInvalid, TriggerRejected
+from .triggers._base import STOPPING, Admission, Outcome, Trigger
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ._engine import Engine
     from ._flow import Flow
+    from .stores import CheckpointStore
 
 __all__ = ["Service"]
 
@@ -150,6 +151,11 @@ class Service:
         """Whether the service takes events: entered and not stopping."""
         return self._accepting
 
+    async def wait_idle(self) -> None:
+        """Return once no run admitted by this service is in flight (at once if none is)."""
+        while self._active:
+            await self._drained.wait()
+
     def _taking(self) -> bool:
         # A call, not an attribute: read afresh after every await (and mypy narrows no call).
         return self._accepting
@@ -186,7 +192,9 @@ class Service:
             await intake_tg.__aenter__()
             self._intake_tg = intake_tg
             try:
-                await self._restart_unfinished()
+                unfinished = await self._unfinished()
+                # In the background: with more of them than slots, the triggers start meanwhile.
+                intake_tg.start_soon(self._restart, unfinished, name="asyncflow restart")
                 for trigger in self.triggers:
                     await intake_tg.start(trigger.run, self._intakes[trigger.name])
             except BaseException:
@@ -215,55 +223,67 @@ class Service:
         self._accepting = False
         intake_tg, self._intake_tg = self._intake_tg, None
         runs, self._runs = self._runs, None
-        if intake_tg is not None:
-            intake_tg.cancel_scope.cancel()
-            await intake_tg.__aexit__(None, None, None)
-        if runs is None:
-            return
-        if not cancel_runs:
-            with anyio.move_on_after(self.grace):
-                while self._active:
-                    await self._drained.wait()
-        if self._active:
-            logger.info(
-                "shutdown: cancelling %d runs; they resume at the next start", len(self._active)
-            )
-        runs.cancel_scope.cancel()
-        await runs.__aexit__(None, None, None)
+        try:
+            if intake_tg is not None:
+                intake_tg.cancel_scope.cancel()
+                await intake_tg.__aexit__(None, None, None)
+            if runs is not None and not cancel_runs:
+                with anyio.move_on_after(self.grace):
+                    await self.wait_idle()
+        finally:
+            # Also when the block above was cancelled from outside: the runs' group is left
+            # before the engine's, whatever happens.
+            if runs is not None:
+                if self._active:
+                    logger.info(
+                        "shutdown: cancelling %d runs; they resume at the next start",
+                        len(self._active),
+                    )
+                runs.cancel_scope.cancel()
+                await runs.__aexit__(None, None, None)
 
-    async def _restart_unfinished(self) -> None:
-        """Start every run of this service's triggers that was admitted and never finished."""
+    async def _unfinished(self) -> list[tuple[Trigger, str]]:
+        """This service's triggers' runs that were admitted and never finished."""
         store = self.engine.store
         assert store is not None
         by_prefix = {f"{t.name}@": t for t in self.triggers}
         found: list[tuple[Trigger, str]] = []
-        async for info in store.list_runs():
-            if info.status not in _UNFINISHED:
-                continue
-            trigger = by_prefix.get(info.run_id.split("@", 1)[0] + "@")
-            if trigger is not None and info.flow == trigger.flow.name:
-                found.append((trigger, info.run_id))
-        for trigger, run_id in found:
+        for status in _UNFINISHED:
+            async for info in store.list_runs(status=status):
+                trigger = by_prefix.get(info.run_id.split("@", 1)[0] + "@")
+                if trigger is not None and info.flow == trigger.flow.name:
+                    found.append((trigger, info.run_id))
+        return found
+
+    async def _restart(self, runs: list[tuple[Trigger, str]]) -> None:
+        """Start each of ``runs`` (a previous process's leftovers) as slots free up."""
+        for trigger, run_id in runs:
             intake = self._intakes[trigger.name]
             release = await intake.acquire(wait=True)
             assert release is not None
-            self._start(trigger.flow, run_id, release)
+            self._start(intake, trigger.flow, run_id, release)
 
-    def _start(self, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
+    def _start(self, intake: _Intake, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
         assert self._runs is not None
         if run_id in self._active:  # already running here (admitted, then listed at start)
             release()
             return
         self._active.add(run_id)
-        self._runs.start_soon(self._run, flow, run_id, release, name=f"asyncflow run {run_id}")
+        intake.started()
+        self._runs.start_soon(
+            self._run, intake, flow, run_id, release, name=f"asyncflow run {run_id}"
+        )
 
-    async def _run(self, flow: Flow, run_id: str, release: Callable[[], None]) -> None:
+    async def _run(
+        self, intake: _Intake, flow: Flow, run_id: str, release: Callable[[], None]
+    ) -> None:
         try:
             await self.engine.resume(flow, run_id)
         except Exception:
             logger.exception("run %s of flow %s could not be run", run_id, flow.name)
         finally:
             self._active.discard(run_id)
+            intake.finished()
             release()
             if not self._active:
                 self._drained.set()
@@ -278,48 +298,90 @@ class Service:
         flight get ``grace`` seconds, then the rest are cancelled (they resume at the next
         start). ``ready`` is called with the URL once the service listens.
         """
-        import uvicorn
 
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        def listening(url: str) -> None:
+            self._url = url
+            if ready is not None:
+                ready(url)
+
+        def stopping() -> None:
+            self._accepting = False  # webhooks answer 503 while connections close
+
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        port = sock.getsockname()[1]
-        host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
-        config = uvicorn.Config(
-            self.app,
-            interface="asgi3",
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        try:
-            async with self, anyio.create_task_group() as tg:
-                await server.startup(sockets=[sock])
-                self._url = f"http://{host}:{port}"
-                tg.start_soon(_stop_on_signal, server, tg.cancel_scope, name="asyncflow signals")
-                if ready is not None:
-                    ready(self._url)
-                await server.main_loop()
-                self._accepting = False  # webhooks answer 503 while connections close
-                await server.shutdown(sockets=[sock])
-                tg.cancel_scope.cancel()
+            async with self:
+                await serve_asgi(self.app, self.host, self.port, ready=listening, stopping=stopping)
         finally:
             self._url = None
-            sock.close()
 
 
-async def _stop_on_signal(server: Any, scope: anyio.CancelScope) -> None:
+async def serve_asgi(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None],
+    stopping: Callable[[], None] | None = None,
+    signals: bool = True,
+) -> None:
+    """Serve ``app`` with uvicorn until SIGTERM/SIGINT (when ``signals``) or cancellation.
+
+    ``ready`` gets the URL once it listens; ``stopping`` is called when a signal came, before
+    the connections close.
+    """
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
+    # socket says TCP (see asyncflow.testing.serve_flaky).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        interface="asgi3",
+        lifespan="off",
+        log_config=None,  # never reconfigure the process's logging
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    shut = False
+    try:
+        async with anyio.create_task_group() as tg:
+            await server.startup(sockets=[sock])
+            if signals:
+                tg.start_soon(_stop_on_signal, server, name="asyncflow signals")
+            ready(
+                f"http://[{host}]:{bound}"
+                if family == socket.AF_INET6
+                else f"http://{host}:{bound}"
+            )
+            await server.main_loop()
+            if stopping is not None:
+                stopping()
+            shut = True
+            await server.shutdown(sockets=[sock])
+            tg.cancel_scope.cancel()
+    finally:
+        # Cancelled from outside: the listening server must still be closed, or its accept
+        # callback outlives the socket and takes the connections of the next one on its fd.
+        if not shut and getattr(server, "started", False):
+            server.force_exit = True
+            with anyio.move_on_after(3, shield=True):
+                await server.shutdown(sockets=[sock])
+        sock.close()
+
+
+async def _stop_on_signal(server: Any) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             logger.info("%s: stopping", signal.Signals(signum).name)
@@ -336,14 +398,52 @@ class _Intake:
         own = trigger.max_in_flight
         self._own = anyio.CapacityLimiter(own) if own is not None else None
         self._counts: MutableMapping[str, int] = dict.fromkeys(Outcome, 0)
+        self._running = 0
+        self._idle = anyio.Event()
+        self._idle.set()
 
     @property
     def accepting(self) -> bool:
         return self._service._accepting
 
+    @property
+    def in_flight(self) -> int:
+        return self._running
+
+    async def wait_idle(self) -> None:
+        while self._running:
+            await self._idle.wait()
+
+    def started(self) -> None:
+        """One more run of this trigger is in flight here."""
+        if not self._running:
+            self._idle = anyio.Event()
+        self._running += 1
+
+    def finished(self) -> None:
+        """One run of this trigger ended."""
+        self._running -= 1
+        if not self._running:
+            self._idle.set()
+
+    @property
+    def store(self) -> CheckpointStore:
+        store = self._service.engine.store
+        assert store is not None  # checked when the service is entered
+        return store
+
+    def report_lag(self, run_id: str, scheduled: float, lag: float, /) -> None:
+        emit = self._service.engine._emit
+        if emit:
+            t = self._trigger
+            now = self._service.engine._shared.clock()
+            emit(ScheduleLag(t.name, t.flow.name, run_id, now, scheduled, lag))
+
+    def refuse(self, key: str, outcome: Outcome, reason: str, /) -> Admission:
+        return self._report(Admission(outcome, self._trigger.run_id(key), reason))
+
     def statistics(self) -> dict[str, int]:
-        in_flight = int(self._own.borrowed_tokens) if self._own is not None else -1
-        return {"in_flight": in_flight, **{str(k): v for k, v in self._counts.items()}}
+        return {"in_flight": self._running, **{str(k): v for k, v in self._counts.items()}}
 
     async def acquire(self, *, wait: bool) -> Callable[[], None] | None:
         """Take one slot of this trigger and one of the service; ``None`` when full (nowait)."""
@@ -373,12 +473,18 @@ class _Intake:
         return release
 
     async def admit(
-        self, key: str, inputs: Mapping[str, object], /, *, wait: bool = True
+        self,
+        key: str,
+        inputs: Mapping[str, object],
+        /,
+        *,
+        wait: bool = True,
+        traceparent: str | None = None,
     ) -> Admission:
         trigger = self._trigger
         run_id = trigger.run_id(key)
         if not self._service._taking():
-            return self._report(Admission(Outcome.REJECTED, run_id, "the service is stopping"))
+            return self._report(Admission(Outcome.REJECTED, run_id, STOPPING))
         try:
             compile_plan(trigger.flow).check_inputs(inputs)
         except RunInputError as exc:
@@ -389,7 +495,10 @@ class _Intake:
                 Admission(Outcome.REJECTED, run_id, "too many runs in flight: retry later")
             )
         try:
-            created = await _create_run(self._service.engine, trigger.flow, run_id, inputs)
+            values: dict[str, Any] = dict(inputs)
+            created = await self._service.engine.admit(
+                trigger.flow, run_id=run_id, traceparent=traceparent, **values
+            )
         except RunInputError as exc:
             release()
             return self._report(Admission(Outcome.INVALID, run_id, str(exc)))
@@ -402,7 +511,7 @@ class _Intake:
         if not self._service._taking():  # stopping while the record was written: runs next start
             release()
             return self._report(Admission(Outcome.ADMITTED, run_id))
-        self._service._start(trigger.flow, run_id, release)
+        self._service._start(self, trigger.flow, run_id, release)
         return self._report(Admission(Outcome.ADMITTED, run_id))
 
     def _report(self, admission: Admission) -> Admission:
@@ -421,30 +530,3 @@ class _Intake:
             else:
                 emit(TriggerInvalid(t, flow, rid, now, admission.reason))
         return admission
-
-
-async def _create_run(
-    engine: Engine, flow: Flow, run_id: str, inputs: Mapping[str, object]
-) -> bool:
-    """Record run ``run_id`` as pending if it has no manifest; whether it was created."""
-    admit = getattr(engine, "admit", None)
-    if admit is not None:
-        return bool(await admit(flow, run_id=run_id, **inputs))
-    # Interim, until Engine.admit (store create_run_if_absent, PROTOCOL.md section 1) is
-    # merged: the same record, but not atomic across processes.
-    from datetime import UTC, datetime
-
-    from ._identity import canonical_inputs, encode_inputs
-    from .stores import RunManifest
-
-    store = engine.store
-    assert store is not None
-    plan = compile_plan(flow)
-    text = canonical_inputs(encode_inputs(store.codec, inputs))
-    if (await store.load_run(run_id)).manifest is not None:
-        return False
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    await store.save_manifest(
-        RunManifest(run_id, plan.flow, plan.fingerprint, text, "pending", now, now)
-    )
-    return True

@@ -27,7 +27,9 @@ PUBLIC_MODULES = (
     "asyncflow.observe",
     "asyncflow.observe.prometheus",
     "asyncflow.stores",
+    "asyncflow.stores.postgres",
     "asyncflow.testing",
+    "asyncflow.triggers",
     "asyncflow.web",
 )
 

@@ -9,5 +9,25 @@ service processes on one store therefore give one run per event.
 from __future__ import annotations
 
 from ._base import Admission, Intake, Outcome, Trigger
+from ._cron import Clock, Cron, SystemClock
+from ._files import NewFiles
+from ._queue import Queue, RedisStream
+from ._webhook import Webhook
 
-__all__ = ["Admission", "Intake", "Outcome", "Trigger"]
+__all__ = [
+    "Admission",
+    "Clock",
+    "Cron",
+    "Intake",
+    "NewFiles",
+    "Outcome",
+    "Queue",
+    "RedisStream",
+    "SystemClock",
+    "Trigger",
+    "Webhook",
+]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__  # they print as asyncflow.triggers.X
+del _name

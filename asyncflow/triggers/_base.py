@@ -16,11 +16,14 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from asyncflow._flow import Flow
+    from asyncflow.stores import CheckpointStore
 
 __all__ = ["Admission", "Intake", "Outcome", "Route", "Trigger", "event_run_id"]
 
 #: A trigger's name: the first part of each run id it makes, so a plain, short name.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=,~-]{0,79}")
+#: The reason of a REJECTED admission while the service stops (not a full backlog).
+STOPPING = "the service is stopping"
 #: An event key that can stand in a run id as it is; any other key is replaced by its digest.
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.+=,~-]{1,100}")
 
@@ -69,22 +72,49 @@ class Intake(Protocol):
     """What a :class:`Trigger` admits its events through (one per trigger, from the Service)."""
 
     async def admit(
-        self, key: str, inputs: Mapping[str, object], /, *, wait: bool = True
+        self,
+        key: str,
+        inputs: Mapping[str, object],
+        /,
+        *,
+        wait: bool = True,
+        traceparent: str | None = None,
     ) -> Admission:
         """Offer one event: record its run in the store if absent, then start it.
 
         Acknowledge the event at the source only when the answer's ``acknowledge`` is true:
         then it is durably admitted (now or by an earlier delivery). ``wait=False`` answers
         :attr:`Outcome.REJECTED` at once when the trigger or the service has no free slot;
-        ``wait=True`` waits for one (a consumer stops reading meanwhile).
+        ``wait=True`` waits for one (a consumer stops reading meanwhile). ``traceparent``
+        (W3C trace context, e.g. a request's header) makes the run's trace a child of it.
 
         Raises:
             CheckpointError: the store failed; nothing was admitted (offer it again later).
         """
 
+    def refuse(self, key: str, outcome: Outcome, reason: str, /) -> Admission:
+        """Report an event refused before admission, so it is counted and observed too.
+
+        REJECTED for a bad signature, INVALID for a malformed body.
+        """
+
     @property
     def accepting(self) -> bool:
         """False once the service is stopping (or not started): stop taking events."""
+
+    def report_lag(self, run_id: str, scheduled: float, lag: float, /) -> None:
+        """Report that run ``run_id`` of a schedule was admitted ``lag`` s after its instant."""
+
+    @property
+    def store(self) -> CheckpointStore:
+        """The engine's store: where a trigger may keep its own state (a watermark)."""
+
+    @property
+    def in_flight(self) -> int:
+        """This trigger's runs started by this service and not finished."""
+
+    async def wait_idle(self) -> None:
+        """Return once none of this trigger's runs is in flight in this service."""
 
 
 #: One ASGI route of a trigger: (path, methods, ASGI app) that the Service's app serves.
@@ -141,3 +171,9 @@ class Trigger:
         """
         task_status.started()
         await anyio.sleep_forever()
+
+
+def default_name(kind: str, detail: str) -> str:
+    """A trigger name from its kind and what it watches: ``webhook-documents``."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.+=,~-]+", "-", detail).strip("-._")
+    return f"{kind}-{cleaned}"[:80].rstrip("-") if cleaned else kind

@@ -8,7 +8,7 @@ import pytest
 from asyncflow import Engine, Flow, Service
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import AsyncIterator, Callable, Coroutine
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
@@ -65,3 +65,42 @@ def test_mount_refuses_a_path_taken_or_root() -> None:
         service.mount("/runs", _plain)
     with pytest.raises(ValueError, match="not '/'"):
         service.mount("/", _plain)
+
+
+async def test_the_app_mounts_into_a_users_starlette_app_with_its_lifespan(tmp_path: Path) -> None:
+    """The README's recipe: Mount("/hooks", service.app), the service entered in the lifespan."""
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from asyncflow.triggers import Webhook
+
+    done: list[str] = []
+    flow = Flow("docs")
+
+    @flow.step
+    async def ingest(doc: str) -> str:
+        done.append(doc)
+        return doc
+
+    service = Service(
+        Engine(store=tmp_path / "runs"), triggers=[Webhook("/docs", flow, insecure=True)]
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with service:
+            yield
+
+    app = Starlette(routes=[Mount("/hooks", app=service.app)], lifespan=lifespan)
+    async with lifespan(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            answer = await client.post(
+                "/hooks/docs", json={"doc": "m"}, headers={"webhook-id": "m"}
+            )
+            assert answer.status_code == 202, answer.text
+            assert (await client.get("/hooks/healthz")).json()["status"] == "ok"
+            await service.wait_idle()
+    assert done == ["m"]

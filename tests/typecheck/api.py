@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import assert_type
+from typing import TYPE_CHECKING, assert_type
 
 import httpx
 from starlette.applications import Starlette
@@ -45,6 +45,11 @@ from asyncflow.stores import (
 )
 from asyncflow.testing import check_checkpoint_store
 from asyncflow.web import LiveView, runs_app
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from asyncflow.executors import Executor
 
 flow = Flow("documents")
 
@@ -160,6 +165,45 @@ def users_exporter(event: Event) -> None:
         assert_type(event.flow, str)
     elif isinstance(event, BatchProgress):
         assert_type(event.batch_id, str)
+
+
+async def users_service(items: AsyncIterator[dict[str, str]]) -> None:
+    # The shape: triggers of every kind in one Service, entered inside an app.
+    from asyncflow import Service
+    from asyncflow.triggers import Cron, NewFiles, Queue, RedisStream, Webhook
+
+    service = Service(
+        Engine(store="runs/"),
+        triggers=[
+            Cron("*/5 * * * *", flow, tz="Europe/Paris", inputs=lambda t: {"path": t.isoformat()}),
+            Webhook("/documents", flow, secret="s", inputs=lambda body: {"path": body["path"]}),
+            NewFiles("inbox/", flow, pattern="*.txt", inputs=lambda p: {"path": str(p)}),
+            RedisStream("redis://127.0.0.1:6379/0", stream="documents", group="g", flow=flow),
+            Queue(items, flow, key=lambda item: item["id"]),
+        ],
+        host="127.0.0.1",
+        port=8080,
+    )
+    service.mount("/metrics", service.app)
+    async with service:
+        assert_type(service.accepting, bool)
+        await service.wait_idle()
+
+
+async def users_dask_code() -> None:
+    # The executor is a keyword of map; the plugin takes the engine's factory.
+    import functools
+
+    from distributed import Client
+
+    from asyncflow.executors.dask import AsyncflowPlugin, DaskExecutor
+
+    async with Client("tcp://scheduler:8786", asynchronous=True) as client:
+        await client.register_plugin(AsyncflowPlugin(functools.partial(Engine, store="shared")))
+        executor: Executor = DaskExecutor(client)
+        async with Engine(store=None) as engine:
+            batch = engine.map(flow, [{"path": "a.txt"}], executor=executor)
+            assert_type(batch, Batch)
 
 
 versioned = Flow("versioned")
