@@ -145,11 +145,12 @@ class Fencing:
         return False
 
 
-def lease_lost(lease: Lease, current: int) -> LeaseLostError:
+def lease_lost(lease: Lease, current: int | None) -> LeaseLostError:
+    now = f"at epoch {current}" if current is not None else "at a newer epoch"
     return LeaseLostError(
-        f"Run {lease.run_id!r} was taken over: its lease is now at epoch {current}, this "
-        f"owner's ({lease.owner!r}) at {lease.epoch}. Nothing was written; the run continues "
-        f"in the process that holds it.",
+        f"Run {lease.run_id!r} was taken over: its lease is now {now}, this owner's "
+        f"({lease.owner!r}) at {lease.epoch}. Nothing was written; the run continues in the "
+        f"process that holds it.",
         run_id=lease.run_id,
         epoch=lease.epoch,
     )
