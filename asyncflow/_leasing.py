@@ -35,7 +35,7 @@ logger = logging.getLogger("asyncflow")
 #: ``Engine(lease_ttl=)``'s default, in seconds.
 DEFAULT_LEASE_TTL = 30.0
 #: The longest wait between two claims of a run another owner holds.
-MAX_CLAIM_WAIT = 0.5
+MAX_CLAIM_WAIT = 0.25
 
 
 def new_owner() -> str:

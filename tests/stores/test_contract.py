@@ -25,6 +25,7 @@ from asyncflow.stores import (
     RunInfo,
     RunManifest,
     StepCheckpoint,
+    _conformance,
 )
 from asyncflow.testing import check_checkpoint_store
 from tests.stores.files import damage_entry, run_file
@@ -55,6 +56,7 @@ async def test_file_store_keeps_the_contract(tmp_path: Path, segment_bytes: int)
     await check_checkpoint_store(
         lambda: FileStore(tmp_path / f"store-{next(dirs)}", segment_bytes=segment_bytes),
         damage=damage_step_entry,
+        leases_expire=False,
     )
 
 
@@ -197,6 +199,44 @@ class RaisesOnDamage(Damageable):
         return loaded
 
 
+class IgnoresLeases(MemoryStore):
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        await super().save_step(checkpoint)
+
+
+class AdmitsTwice(MemoryStore):
+    """Checks, then writes, with an await between: not atomic."""
+
+    async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
+        if (await self.load_run(manifest.run_id)).manifest is not None:
+            return False
+        await self.save_manifest(manifest)
+        return True
+
+
+class IgnoresFilters(MemoryStore):
+    def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, since: str | None = None
+    ) -> AsyncIterator[RunInfo]:
+        return super().list_runs()
+
+
+class DropsDetails(MemoryStore):
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        await super().save_manifest(dataclasses.replace(manifest, details=""), lease=lease)
+
+
+class ForgetsEpochsOnDelete(MemoryStore):
+    async def delete_run(self, run_id: str, /) -> bool:
+        self._epochs.pop(run_id, None)
+        return await super().delete_run(run_id)
+
+
+class NeverExpires(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: 0.0)
+
+
 def mark_damaged(store: Damageable, run_id: str, step: str) -> None:
     store.damaged.add((run_id, step))
 
@@ -221,6 +261,12 @@ BROKEN = {
     "works when not open": (WorksWhenClosed, None, "outside open()"),
     "keeps a deleted run's steps": (DeletesOnlyTheManifest, None, "delete_run"),
     "raises on a damaged entry": (RaisesOnDamage, mark_damaged, "a damaged entry"),
+    "ignores leases": (IgnoresLeases, None, "fencing"),
+    "admits a run twice": (AdmitsTwice, None, "admission"),
+    "ignores filters": (IgnoresFilters, None, "list_runs filters"),
+    "drops details": (DropsDetails, None, "details"),
+    "forgets epochs on delete": (ForgetsEpochsOnDelete, None, "leases"),
+    "leases never expire": (NeverExpires, None, "lease expiry"),
 }
 
 
@@ -229,8 +275,10 @@ async def test_a_store_breaking_the_contract_fails_the_check_it_breaks(
     store: Callable[[], CheckpointStore],
     damage: Callable[[Any, str, str], None] | None,
     check: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each defect is caught by the check named for it (a check that cannot fail checks nothing)."""
+    monkeypatch.setattr(_conformance, "EXPIRY_WAIT", 1.0)
     with pytest.raises(AssertionError, match=rf"^check_checkpoint_store: {re.escape(check)}: "):
         await check_checkpoint_store(store, damage=damage)
 
