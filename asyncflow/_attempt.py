@@ -9,6 +9,8 @@ through :func:`~asyncflow._retry.call_with_retry`, and wraps what the step raise
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,8 +22,11 @@ from ._retry import call_with_retry
 from .events import StepRetrying, StepStarted
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._flow import Step
     from ._scheduler import Run
+    from .events import RunHook
 
 __all__ = ["Failed", "attempt_step", "step_error"]
 
@@ -78,10 +83,16 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     """Call the step with its Context, under its timeout and retry policy."""
     ctx_name = run.plan.context_param[i]
     http = run.shared.http
+    hooks = run.shared.hooks
     if step.retry is None:
         run.attempts[i] = 1
         if ctx_name is not None:
-            kwargs[ctx_name] = Context(run_id=run.run_id, step=step.name, http=http)
+            kwargs[ctx_name] = Context(
+                run_id=run.run_id, step=step.name, http=http, resources=run.shared.resources
+            )
+        if hooks:
+            call = partial(_attempt_once, step, kwargs, step.timeout, 1)
+            return await _hooked(hooks, run.run_id, step.name, 1, call)
         if step.timeout is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, step.timeout, 1)
@@ -93,8 +104,17 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     async def attempt(n: int, budget: float | None) -> object:
         run.attempts[i] = n
         if ctx_name is not None:
-            kwargs[ctx_name] = Context(run_id=run.run_id, step=step.name, attempt=n, http=http)
+            kwargs[ctx_name] = Context(
+                run_id=run.run_id,
+                step=step.name,
+                attempt=n,
+                http=http,
+                resources=run.shared.resources,
+            )
         limit = step.timeout if budget is None else min(step.timeout or budget, budget)
+        if hooks:
+            call = partial(_attempt_once, step, kwargs, limit, n)
+            return await _hooked(hooks, run.run_id, step.name, n, call)
         if limit is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, limit, n)
@@ -102,6 +122,28 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     return await call_with_retry(
         step.retry, attempt, on_retry=on_retry, label=f"step {step.name!r}"
     )
+
+
+async def _hooked(
+    hooks: tuple[RunHook, ...],
+    run_id: str,
+    step: str,
+    attempt: int,
+    call: Callable[[], Awaitable[object]],
+) -> object:
+    """Await ``call()`` (one attempt) inside each hook's attempt context, in this task."""
+    with ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook.attempt_context(run_id, step, attempt))
+        return await call()
+
+
+async def _attempt_once(
+    step: Step, kwargs: dict[str, object], limit: float | None, attempt: int
+) -> object:
+    if limit is None:
+        return await step.fn(**kwargs)
+    return await _attempt_with_timeout(step, kwargs, limit, attempt)
 
 
 async def _attempt_with_timeout(

@@ -50,6 +50,8 @@ class Step:
     concurrency: int | None = None
     retry: Retry | None = None
     code_fingerprint: str = ""
+    #: the step's declared version (``flow.step(version=...)``), part of its fingerprint
+    version: str | None = None
 
 
 def _is_context_annotation(annotation: object) -> bool:
@@ -108,6 +110,7 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        version: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -120,6 +123,7 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        version: str | None = None,
     ) -> F | Callable[[F], F]:
         """Add an async function as a step. Use bare (``@flow.step``) or with options.
 
@@ -132,6 +136,10 @@ class Flow:
             concurrency: how many runs of this step may be in flight at once, across every run
                 of the engine.
             retry: the retry policy for this step.
+            version: a label for the step's logic, part of its fingerprint: change it (``"2"``)
+                when something the code fingerprint does not see changed (a helper the step
+                calls, a module constant, a model or a prompt file), and the step's old
+                checkpoints stop matching. Leaving it out keeps today's checkpoints valid.
 
         Returns:
             The function itself, unchanged, so it can still be called directly.
@@ -148,6 +156,7 @@ class Flow:
                 timeout=timeout,
                 concurrency=concurrency,
                 retry=retry,
+                version=version,
             )
             return f
 
@@ -162,6 +171,7 @@ class Flow:
         timeout: float | None,
         concurrency: int | None,
         retry: Retry | None,
+        version: str | None = None,
     ) -> None:
         step_name = name or getattr(fn, "__name__", None)
         if not step_name or not isinstance(step_name, str):
@@ -199,6 +209,13 @@ class Flow:
                 flow=self.name,
                 step=step_name,
             )
+        if version is not None and (not isinstance(version, str) or not version):
+            raise FlowDefinitionError(
+                f"Step {step_name!r} has version={version!r}; give a non-empty string such as "
+                f"version='2', or leave it out.",
+                flow=self.name,
+                step=step_name,
+            )
         try:
             fingerprint = code_fingerprint(fn)
         except UnstableFingerprintError as exc:
@@ -220,6 +237,7 @@ class Flow:
             concurrency=concurrency,
             retry=retry,
             code_fingerprint=fingerprint,
+            version=version,
         )
         self._plan = None
 

@@ -11,12 +11,15 @@ that restores steps from checkpoints and saves each success.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
 
 from ._attempt import Failed, attempt_step, step_error
 from ._checkpointing import MISSING
+from ._context import NO_RESOURCES
+from ._hooks import run_contexts
 from ._result import RunResult, StepResult
 from ._status import RunStatus, StepStatus
 from .events import RunFinished, RunStarted, StepFailed, StepRestored, StepSkipped, StepSucceeded
@@ -28,9 +31,11 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._checkpointing import Checkpointing
+    from ._context import Resources
     from ._emit import Emitter
     from ._flow import Step
     from ._plan import Plan
+    from .events import RunHook
 
 __all__ = ["Run", "Shared"]
 
@@ -38,9 +43,9 @@ _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
 
 
 class Shared:
-    """What every run of an engine shares: its limit, observers, HTTP client and clock."""
+    """What every run of an engine shares: limit, observers, HTTP client, clock, resources."""
 
-    __slots__ = ("clock", "emit", "http", "limiter")
+    __slots__ = ("clock", "emit", "hooks", "http", "limiter", "resources")
 
     def __init__(
         self,
@@ -49,11 +54,15 @@ class Shared:
         emit: Emitter,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        resources: Resources = NO_RESOURCES,
     ) -> None:
         self.clock = clock
         self.limiter = limiter
         self.emit = emit
         self.http = http
+        self.resources = resources
+        #: the observers that also wrap runs and attempts (``RunHook``); empty: no cost
+        self.hooks: tuple[RunHook, ...] = ()
 
 
 class Run:
@@ -76,6 +85,7 @@ class Run:
         "statuses",
         "step_limiters",
         "tg",
+        "traceparent",
     )
 
     def __init__(
@@ -109,6 +119,8 @@ class Run:
         self.started_at: list[float | None] = [None] * n
         self.finished_at: list[float | None] = [None] * n
         self.tg: TaskGroup | None = None
+        #: the W3C traceparent of the run's parent, given by its caller (a trigger)
+        self.traceparent: str | None = None
 
     def execute(self) -> Awaitable[RunResult]:
         """Run every step; return when all have finished, failed or been skipped.
@@ -123,8 +135,17 @@ class Run:
             CheckpointError: the run id belongs to another flow, or the store failed.
         """
         checkpointing = self.checkpointing
+        if checkpointing is not None:
+            return checkpointing.run(self._execute)
+        if self.shared.hooks:
+            return self._hooked()
         # The coroutine itself, not one more around it: this runs once per run.
-        return self._execute() if checkpointing is None else checkpointing.run(self._execute)
+        return self._execute()
+
+    async def _hooked(self) -> RunResult:
+        """Execute inside each hook's run context (a run without a store: nothing is kept)."""
+        with run_contexts(self.shared.hooks, self.run_id, self.plan.flow, self.traceparent):
+            return await self._execute()
 
     async def _execute(self) -> RunResult:
         emit = self.emit
@@ -273,6 +294,8 @@ class Run:
     def _result(self, started: float) -> RunResult:
         plan = self.plan
         finished = self.shared.clock()
+        # One reading of each clock: the run's monotonic times as wall-clock ones, for people.
+        offset = time.time() - finished
         steps: dict[str, StepResult] = {}
         failed = False
         for i, step in enumerate(plan.steps):
@@ -288,6 +311,7 @@ class Run:
                 error=self.errors[i],
                 started_at=self.started_at[i],
                 finished_at=self.finished_at[i],
+                wall_offset=offset,
             )
         run_status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
         if self.emit is not None:
@@ -301,4 +325,5 @@ class Run:
             started_at=started,
             finished_at=finished,
             inputs=dict(self.inputs),
+            wall_offset=offset,
         )
