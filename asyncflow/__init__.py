@@ -32,6 +32,7 @@ from ._progress import ProgressBar
 from ._ref import FlowRef
 from ._result import RunResult, StepResult
 from ._retry import Retry, is_transient
+from ._service import Service
 from ._status import CircuitState, OnOpen, RunStatus, StepStatus
 from .events import (
     BatchProgress,
@@ -42,12 +43,17 @@ from .events import (
     RunFinished,
     RunHook,
     RunStarted,
+    ScheduleLag,
     StepFailed,
     StepRestored,
     StepRetrying,
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    TriggerAdmitted,
+    TriggerDuplicate,
+    TriggerInvalid,
+    TriggerRejected,
 )
 from .stores import CheckpointStore, FileStore
 
@@ -90,6 +96,8 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStatus",
+    "ScheduleLag",
+    "Service",
     "Step",
     "StepError",
     "StepFailed",
@@ -101,6 +109,10 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StepTimeoutError",
+    "TriggerAdmitted",
+    "TriggerDuplicate",
+    "TriggerInvalid",
+    "TriggerRejected",
     "is_transient",
 ]
 

@@ -29,6 +29,7 @@ PUBLIC_MODULES = (
     "asyncflow.stores",
     "asyncflow.stores.postgres",
     "asyncflow.testing",
+    "asyncflow.triggers",
 )
 
 
