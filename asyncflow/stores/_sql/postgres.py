@@ -13,9 +13,8 @@ engines' clocks need not agree.
 Why psycopg 3 rather than asyncpg: its pool has the knobs people sharing a database need (idle
 and lifetime limits, a connection check, ``prepare_threshold=None`` for PgBouncer in transaction
 mode), its pipeline mode sends a group's statements in one round trip, and it is the driver the
-PostgreSQL project's own docs and most of the ecosystem maintain against. On this machine the
-two drivers committed a group of upserts within a few percent of each other: the fsync at commit
-is the cost either way.
+PostgreSQL project's own docs and most of the ecosystem maintain against. asyncpg was not
+benchmarked against it here; the commit's fsync, not the driver, dominates a group's cost.
 
 The schema is versioned (:mod:`asyncflow.stores._sql.migrations`); ``asyncflow store migrate
 DSN`` prints what a database lacks and ``--apply`` applies it.
