@@ -17,6 +17,7 @@ from ._errors import (
     CheckpointEncodeError,
     CheckpointError,
     CircuitOpenError,
+    FanOutError,
     FlowDefinitionError,
     FlowRefError,
     InvalidRunIdError,
@@ -24,6 +25,7 @@ from ._errors import (
     RunInputError,
     StepError,
     StepTimeoutError,
+    SubflowDepthError,
 )
 from ._flow import Flow, Step
 from ._http import HostPolicy, HostStatistics
@@ -41,6 +43,7 @@ from .events import (
     RunFinished,
     RunStarted,
     StepFailed,
+    StepNotTaken,
     StepRestored,
     StepRetrying,
     StepSkipped,
@@ -66,6 +69,7 @@ __all__ = [
     "Context",
     "Engine",
     "Event",
+    "FanOutError",
     "FileStore",
     "Flow",
     "FlowDefinitionError",
@@ -88,6 +92,7 @@ __all__ = [
     "Step",
     "StepError",
     "StepFailed",
+    "StepNotTaken",
     "StepRestored",
     "StepResult",
     "StepRetrying",
@@ -96,6 +101,7 @@ __all__ = [
     "StepStatus",
     "StepSucceeded",
     "StepTimeoutError",
+    "SubflowDepthError",
     "is_transient",
 ]
 

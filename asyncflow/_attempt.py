@@ -9,6 +9,8 @@ through :func:`~asyncflow._retry.call_with_retry`, and wraps what the step raise
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,10 +22,12 @@ from ._retry import call_with_retry
 from .events import StepRetrying, StepStarted
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from ._flow import Step
     from ._scheduler import Run
 
-__all__ = ["Failed", "attempt_step", "step_error"]
+__all__ = ["Failed", "Slots", "attempt_step", "slots_lent", "step_error"]
 
 
 class Failed:
@@ -35,25 +39,89 @@ class Failed:
         self.error = error
 
 
+class Slots:
+    """The slots of the engine's limit and of a step's own that one step attempt holds.
+
+    They are borrowed on behalf of this object, not of a task, so a step that waits for other
+    runs (a sub-flow, a batch) can lend them out while it waits and take them back after, from
+    whichever of its tasks waits: a waiting parent never holds a slot its children need.
+    """
+
+    __slots__ = ("held", "limiter", "step_limiter", "waiting")
+
+    def __init__(
+        self, limiter: anyio.CapacityLimiter, step_limiter: anyio.CapacityLimiter | None
+    ) -> None:
+        self.limiter = limiter
+        self.step_limiter = step_limiter
+        #: how many of the step's waits for other runs are under way.
+        self.waiting = 0
+        #: which of the two slots are held: 1 the engine's, 2 the step's.
+        self.held = 0
+
+    async def acquire(self) -> None:
+        """Take the slots this attempt is missing (the engine's first)."""
+        if not self.held & 1:
+            try:
+                self.limiter.acquire_on_behalf_of_nowait(self)
+            except anyio.WouldBlock:
+                await self.limiter.acquire_on_behalf_of(self)
+            self.held |= 1
+        step_limiter = self.step_limiter
+        if step_limiter is not None and not self.held & 2:
+            try:
+                step_limiter.acquire_on_behalf_of_nowait(self)
+            except anyio.WouldBlock:
+                await step_limiter.acquire_on_behalf_of(self)
+            self.held |= 2
+
+    def release(self) -> None:
+        """Give back the slots held."""
+        if self.held & 2:
+            assert self.step_limiter is not None
+            self.step_limiter.release_on_behalf_of(self)
+        if self.held & 1:
+            self.limiter.release_on_behalf_of(self)
+        self.held = 0
+
+
+#: The slots of the step attempt running in this task, if any.
+_CURRENT: ContextVar[Slots | None] = ContextVar("asyncflow_step_slots", default=None)
+
+
+@asynccontextmanager
+async def slots_lent() -> AsyncIterator[None]:
+    """Inside a step, give back its slots for the block (it waits for other runs), then retake.
+
+    Outside a step it does nothing. Retaking waits for free slots like any step would.
+    """
+    slots = _CURRENT.get()
+    if slots is None:
+        yield
+        return
+    slots.waiting += 1
+    if slots.waiting == 1:
+        slots.release()
+    try:
+        yield
+    finally:
+        slots.waiting -= 1
+        if slots.waiting == 0:
+            await slots.acquire()
+            if slots.waiting:  # another wait began while this one retook them
+                slots.release()
+
+
 async def attempt_step(run: Run, i: int, step: Step) -> object:
     """Run step ``i`` of ``run`` under its limits; its output, or :class:`Failed`.
 
     Records the step's start time and attempts on ``run``, and its cancellation, which
     propagates.
     """
-    limiter = run.shared.limiter
-    step_limiter = run.step_limiters[i]
-    # Fast path: take a free token without yielding to the loop.
+    slots = Slots(run.shared.limiter, run.step_limiters[i])
     try:
-        limiter.acquire_nowait()
-    except anyio.WouldBlock:
-        await limiter.acquire()
-    try:
-        if step_limiter is not None:
-            try:
-                step_limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                await step_limiter.acquire()
+        await slots.acquire()
+        token = _CURRENT.set(slots)
         emit = run.emit
         kwargs = run.kwargs(i)
         now = run.shared.clock()
@@ -68,10 +136,9 @@ async def attempt_step(run: Run, i: int, step: Step) -> object:
             run.cancelled(i)
             raise
         finally:
-            if step_limiter is not None:
-                step_limiter.release()
+            _CURRENT.reset(token)
     finally:
-        limiter.release()
+        slots.release()
 
 
 async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, object]) -> object:

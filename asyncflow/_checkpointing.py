@@ -32,12 +32,16 @@ if TYPE_CHECKING:
     from ._scheduler import Run
     from .stores import CheckpointStore, RunCheckpoints
 
-__all__ = ["MISSING", "Checkpointing", "decode_inputs"]
+__all__ = ["MISSING", "NOT_TAKEN", "Checkpointing", "decode_inputs"]
 
 logger = logging.getLogger("asyncflow")
 
 #: What :meth:`Checkpointing.restore` returns for a step with no usable checkpoint.
 MISSING: Any = object()
+#: What :meth:`Checkpointing.restore` returns for a step whose ``when=`` said not to run it.
+NOT_TAKEN: Any = object()
+#: The digest a checkpointed "not taken" decision is saved with (a real digest is hex).
+NOT_TAKEN_DIGEST = "not-taken"
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,17 +173,28 @@ class Checkpointing:
         )
 
     def restore(self, i: int) -> object:
-        """Step ``i``'s output from its matching checkpoint, or :data:`MISSING`.
+        """Step ``i``'s output from its matching checkpoint, :data:`MISSING`, or :data:`NOT_TAKEN`.
 
         A checkpoint whose output cannot be decoded or does not match its digest is discarded
-        (a :class:`CheckpointDiscarded` event says why) and the step runs again.
+        (a :class:`CheckpointDiscarded` event says why) and the step runs again. A checkpointed
+        ``when=`` decision not to run gives :data:`NOT_TAKEN`.
         """
-        run = self._run
         loaded = self._loaded
-        step = run.plan.steps[i]
-        saved = loaded.steps.get(step.name) if loaded is not None else None
+        name = self._run.plan.steps[i].name
+        saved = loaded.steps.get(name) if loaded is not None else None
         if saved is None or saved.fingerprint != self.fingerprint(i):
             return MISSING
+        if saved.digest == NOT_TAKEN_DIGEST:
+            self._digests[i] = NOT_TAKEN_DIGEST
+            return NOT_TAKEN
+        output = self._decode(saved)
+        if output is not MISSING:
+            self._digests[i] = saved.digest
+        return output
+
+    def _decode(self, saved: StepCheckpoint) -> object:
+        """A checkpoint's output, or :data:`MISSING` (and an event) when it cannot be used."""
+        run = self._run
         try:
             output = self._codec.decode(saved.output)
             # The stored text can differ from the codec's (a store may re-space it), so a
@@ -196,10 +211,94 @@ class Checkpointing:
             reason = "its output does not match its digest (edited or damaged)"
         if not intact:
             if run.emit is not None:
-                run.emit(CheckpointDiscarded(run.run_id, step.name, run.shared.clock(), "", reason))
+                run.emit(
+                    CheckpointDiscarded(run.run_id, saved.step, run.shared.clock(), "", reason)
+                )
             return MISSING
-        self._digests[i] = saved.digest
         return output
+
+    async def save_not_taken(self, i: int) -> None:
+        """Durably record that step ``i``'s ``when=`` said not to run it, for this fingerprint."""
+        run = self._run
+        await self._store.save_step(
+            StepCheckpoint(
+                run_id=run.run_id,
+                step=run.plan.steps[i].name,
+                fingerprint=self.fingerprint(i),
+                digest=NOT_TAKEN_DIGEST,
+                output="null",
+            )
+        )
+        self._digests[i] = NOT_TAKEN_DIGEST
+
+    def not_taken(self, i: int) -> None:
+        """Step ``i`` was not taken: its dependents' fingerprints say so."""
+        self._digests[i] = NOT_TAKEN_DIGEST
+
+    # -- the items of a mapped step ----------------------------------------------------------
+
+    def item_fingerprint(self, i: int, item: object) -> str:
+        """The identity of one item of mapped step ``i``: the step's, with the item for the list.
+
+        Each item is identified by its own content, not the whole list's, so a list that grew
+        or changed elsewhere keeps the checkpoints of the items that are the same.
+
+        Raises:
+            CheckpointEncodeError: the codec cannot encode the item.
+        """
+        run = self._run
+        plan = run.plan
+        step = plan.steps[i]
+        try:
+            item_digest = digest(self._codec.encode(item))
+        except Exception as exc:
+            raise CheckpointEncodeError(
+                f"Step {step.name!r} maps over an item of type {type(item).__qualname__} that "
+                f"cannot be checkpointed: {exc} Give {step.map_over!r} items the store's codec "
+                f"can encode, or run with Engine(store=None).",
+                step=step.name,
+                attempts=0,
+            ) from exc
+        others = tuple((n, j) for n, j in plan.data_deps[i] if n != step.map_over)
+        base = step_fingerprint(
+            step.code_fingerprint,
+            others,
+            self._digests,
+            plan.step_inputs[i],
+            self._input_digests,
+        )
+        return digest(f"{base}\x00item={item_digest}")
+
+    def restore_item(self, name: str, fingerprint: str) -> tuple[object, str] | None:
+        """The output and digest of the item checkpointed as ``name``, or ``None``."""
+        loaded = self._loaded
+        saved = loaded.steps.get(name) if loaded is not None else None
+        if saved is None or saved.fingerprint != fingerprint:
+            return None
+        output = self._decode(saved)
+        return None if output is MISSING else (output, saved.digest)
+
+    async def save_item(self, i: int, name: str, fingerprint: str, output: object) -> str:
+        """Save one item's output as the checkpoint ``name``; its digest.
+
+        Raises:
+            CheckpointEncodeError: the store's codec cannot encode the output.
+        """
+        text, output_digest = self._encode(i, output)
+        await self._store.save_step(
+            StepCheckpoint(
+                run_id=self._run.run_id,
+                step=name,
+                fingerprint=fingerprint,
+                digest=output_digest,
+                output=text,
+            )
+        )
+        return output_digest
+
+    def mapped(self, i: int, item_digests: list[str]) -> None:
+        """Mapped step ``i`` is done: its digest, for its dependents, is that of its items'."""
+        self._digests[i] = digest("\x00".join(item_digests))
 
     async def save(self, i: int, output: object) -> None:
         """Encode step ``i``'s output and save it durably.
@@ -209,10 +308,25 @@ class Checkpointing:
             Exception: whatever the store raised (a :class:`CheckpointError`).
         """
         run = self._run
+        text, output_digest = self._encode(i, output)
+        await self._store.save_step(
+            StepCheckpoint(
+                run_id=run.run_id,
+                step=run.plan.steps[i].name,
+                fingerprint=self.fingerprint(i),
+                digest=output_digest,
+                output=text,
+            )
+        )
+        self._digests[i] = output_digest
+
+    def _encode(self, i: int, output: object) -> tuple[str, str]:
+        """An output of step ``i`` as codec text, and that text's digest."""
+        run = self._run
         step = run.plan.steps[i]
         try:
             text = self._codec.encode(output)
-            output_digest = digest(text)  # UTF-8, as the store writes it: a lone surrogate fails
+            return text, digest(text)  # UTF-8, as the store writes it: a lone surrogate fails
         except Exception as exc:
             t = type(output)
             raise CheckpointEncodeError(
@@ -222,13 +336,3 @@ class Checkpointing:
                 step=step.name,
                 attempts=run.attempts[i],
             ) from exc
-        await self._store.save_step(
-            StepCheckpoint(
-                run_id=run.run_id,
-                step=step.name,
-                fingerprint=self.fingerprint(i),
-                digest=output_digest,
-                output=text,
-            )
-        )
-        self._digests[i] = output_digest

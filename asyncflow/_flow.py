@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from ._context import Context
 from ._draw import draw
 from ._errors import FlowDefinitionError
-from ._identity import UnstableFingerprintError, code_fingerprint
+from ._identity import UnstableFingerprintError, code_fingerprint, digest
 from ._plan import compile_plan
 
 if TYPE_CHECKING:
@@ -50,6 +50,17 @@ class Step:
     concurrency: int | None = None
     retry: Retry | None = None
     code_fingerprint: str = ""
+    #: the data dependency (a step name) whose output this step maps over, one run per item.
+    map_over: str | None = None
+    #: a predicate on the step's inputs; the step runs only when it returns true.
+    when: Callable[..., object] | None = None
+    #: the parameters ``when`` takes, all among the step's own.
+    when_params: tuple[str, ...] = ()
+
+
+def _step_name(step: str | Callable[..., object]) -> str:
+    """A step named by its name or by its function."""
+    return step if isinstance(step, str) else getattr(step, "__name__", repr(step))
 
 
 def _is_context_annotation(annotation: object) -> bool:
@@ -108,6 +119,8 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        map_over: str | Callable[..., object] | None = None,
+        when: Callable[..., object] | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -120,6 +133,8 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        map_over: str | Callable[..., object] | None = None,
+        when: Callable[..., object] | None = None,
     ) -> F | Callable[[F], F]:
         """Add an async function as a step. Use bare (``@flow.step``) or with options.
 
@@ -131,14 +146,23 @@ class Flow:
                 :class:`StepTimeoutError`.
             concurrency: how many runs of this step may be in flight at once, across every run
                 of the engine.
-            retry: the retry policy for this step.
+            retry: the retry policy for this step (for a mapped step: of each item).
+            map_over: a step (its name or function) whose output, an iterable, this step maps
+                over: the parameter named after it receives one item, the step runs once per
+                item (each item retried, timed out and checkpointed on its own, at most
+                ``concurrency`` at once, 100 by default), and its output is the list of the
+                items' outputs, in input order.
+            when: a predicate on the step's inputs: a plain function whose parameters are some
+                of the step's (dependency outputs, run inputs). The step runs only when it
+                returns true; otherwise it is :attr:`~asyncflow.StepStatus.NOT_TAKEN`, and so
+                is every step that needs its output (one with a default for that parameter
+                runs with the default). The decision is checkpointed with the run.
 
         Returns:
             The function itself, unchanged, so it can still be called directly.
         """
-        after_names = tuple(
-            a if isinstance(a, str) else getattr(a, "__name__", repr(a)) for a in after
-        )
+        after_names = tuple(_step_name(a) for a in after)
+        map_name = None if map_over is None else _step_name(map_over)
 
         def add(f: F) -> F:
             self._add(
@@ -148,6 +172,8 @@ class Flow:
                 timeout=timeout,
                 concurrency=concurrency,
                 retry=retry,
+                map_over=map_name,
+                when=when,
             )
             return f
 
@@ -162,6 +188,8 @@ class Flow:
         timeout: float | None,
         concurrency: int | None,
         retry: Retry | None,
+        map_over: str | None = None,
+        when: Callable[..., object] | None = None,
     ) -> None:
         step_name = name or getattr(fn, "__name__", None)
         if not step_name or not isinstance(step_name, str):
@@ -199,8 +227,14 @@ class Flow:
                 flow=self.name,
                 step=step_name,
             )
+        params = self._params(step_name, fn)
+        when_params = self._when_params(step_name, when, params)
         try:
             fingerprint = code_fingerprint(fn)
+            if map_over is not None or when is not None:
+                # What decides whether and how often the step runs is part of what it runs.
+                when_code = "" if when is None else code_fingerprint(when)
+                fingerprint = digest(f"{fingerprint};map_over={map_over!r};when={when_code}")[:24]
         except UnstableFingerprintError as exc:
             raise FlowDefinitionError(
                 f"Step {step_name!r} cannot be fingerprinted the same way in every process, so "
@@ -214,12 +248,15 @@ class Flow:
         self._steps[step_name] = Step(
             name=step_name,
             fn=fn,
-            params=self._params(step_name, fn),
+            params=params,
             after=after,
             timeout=timeout,
             concurrency=concurrency,
             retry=retry,
             code_fingerprint=fingerprint,
+            map_over=map_over,
+            when=when,
+            when_params=when_params,
         )
         self._plan = None
 
@@ -246,6 +283,43 @@ class Flow:
                 )
             )
         return tuple(params)
+
+    def _when_params(
+        self, step_name: str, when: Callable[..., object] | None, params: tuple[Param, ...]
+    ) -> tuple[str, ...]:
+        """The parameters of a ``when=`` predicate, checked against the step's own."""
+        if when is None:
+            return ()
+        if not callable(when) or inspect.iscoroutinefunction(when):
+            raise FlowDefinitionError(
+                f"Step {step_name!r} has when={when!r}: give a plain (not async) function of "
+                f"some of the step's parameters returning true to run the step, e.g. "
+                f"when=lambda kind: kind == 'invoice'.",
+                flow=self.name,
+                step=step_name,
+            )
+        try:
+            sig = inspect.signature(when)
+        except (TypeError, ValueError) as exc:
+            raise FlowDefinitionError(
+                f"Step {step_name!r}: cannot read the parameters of its when= predicate "
+                f"{when!r} ({exc}). Give a plain function.",
+                flow=self.name,
+                step=step_name,
+            ) from exc
+        own = [p.name for p in params if not p.is_context]
+        names = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name not in own:
+                raise FlowDefinitionError(
+                    f"Step {step_name!r} has a when= predicate taking {p}, which is not one of "
+                    f"the step's parameters ({', '.join(own) or 'none'}). The predicate "
+                    f"receives the step's inputs by name: take only some of them.",
+                    flow=self.name,
+                    step=step_name,
+                )
+            names.append(p.name)
+        return tuple(names)
 
     def draw(self, format: str = "text") -> str:
         """A picture of the flow: its steps, what each takes and what it waits for.

@@ -16,10 +16,20 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._attempt import Failed, attempt_step, step_error
-from ._checkpointing import MISSING
+from ._checkpointing import MISSING, NOT_TAKEN
+from ._conditions import decide
+from ._fanout import AllRestored, run_mapped
 from ._result import RunResult, StepResult
 from ._status import RunStatus, StepStatus
-from .events import RunFinished, RunStarted, StepFailed, StepRestored, StepSkipped, StepSucceeded
+from .events import (
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepNotTaken,
+    StepRestored,
+    StepSkipped,
+    StepSucceeded,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "Shared"]
 
-_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
+_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED, StepStatus.NOT_TAKEN})
 
 
 class Shared:
@@ -169,6 +179,9 @@ class Run:
             if statuses[j] is not None:
                 continue
             if checkpointing is not None and (out := checkpointing.restore(j)) is not MISSING:
+                if out is NOT_TAKEN:
+                    ready.extend(self._not_taken(j, "its when= was false", restored=True))
+                    continue
                 self._restored(j, out)
                 for k in dependents[j]:
                     remaining[k] -= 1
@@ -192,9 +205,17 @@ class Run:
         """The arguments of step ``i``: its dependencies' outputs and the run inputs it takes."""
         plan = self.plan
         outputs = self.outputs
-        kwargs: dict[str, object] = {
-            name: outputs[plan.steps[j].name] for name, j in plan.data_deps[i]
-        }
+        try:
+            kwargs: dict[str, object] = {
+                name: outputs[plan.steps[j].name] for name, j in plan.data_deps[i]
+            }
+        except KeyError:
+            # A dependency was not taken and this parameter has a default: leave it out.
+            kwargs = {
+                name: outputs[plan.steps[j].name]
+                for name, j in plan.data_deps[i]
+                if plan.steps[j].name in outputs
+            }
         inputs = self.inputs
         for name in plan.step_inputs[i]:
             if name in inputs:
@@ -206,13 +227,29 @@ class Run:
         checkpointing = self.checkpointing
         while i is not None:
             step = self.plan.steps[i]
-            output = await attempt_step(self, i, step)
+            if step.when is not None:
+                taken = await decide(self, i, step)
+                if taken is not True:
+                    if type(taken) is Failed:
+                        self._failed(i, step, taken.error)
+                        return
+                    i = self._dispatch(self._not_taken(i, "its when= was false"))
+                    continue
+            if step.map_over is None:
+                output = await attempt_step(self, i, step)
+            else:
+                output = await run_mapped(self, i, step)
+                if type(output) is AllRestored:
+                    self._restored(i, output.output)
+                    i = self._dispatch(self._ready_after(i))
+                    continue
             if type(output) is Failed:
                 self._failed(i, step, output.error)
                 return
             # Saving happens outside the limits: it is our work, not the step's, and must not
-            # hold a slot of an external service's limit. Dependents start after it.
-            if checkpointing is not None:
+            # hold a slot of an external service's limit. Dependents start after it. A mapped
+            # step's items saved themselves.
+            if checkpointing is not None and step.map_over is None:
                 try:
                     await checkpointing.save(i, output)
                 except Exception as exc:
@@ -237,13 +274,61 @@ class Run:
         emit = self.emit
         if emit is not None:
             emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i]))
+        ready = self._ready_after(i)
+        return self._dispatch(ready) if ready else None
+
+    def _ready_after(self, i: int) -> list[int]:
+        """Count step ``i`` as done for its dependents; those it made ready."""
         remaining = self.remaining
         ready = []
         for j in self.plan.dependents[i]:
             remaining[j] -= 1
             if remaining[j] == 0:
                 ready.append(j)
-        return self._dispatch(ready) if ready else None
+        return ready
+
+    def _not_taken(self, i: int, reason: str, *, restored: bool = False) -> list[int]:
+        """Record step ``i`` as not taken, and every dependent that needs its output.
+
+        A dependent that takes it through a parameter with a default, or only runs after it
+        (``after=``), still runs once its other dependencies are done: those are returned
+        when ready, for the caller to dispatch.
+        """
+        plan = self.plan
+        steps = plan.steps
+        emit = self.emit
+        checkpointing = self.checkpointing
+        remaining = self.remaining
+        ready: list[int] = []
+        stack = [(i, reason, restored)]
+        while stack:
+            j, why, from_checkpoint = stack.pop()
+            if self.statuses[j] is not None:
+                continue
+            self.statuses[j] = StepStatus.NOT_TAKEN
+            if checkpointing is not None:
+                checkpointing.not_taken(j)
+            if emit is not None:
+                emit(
+                    StepNotTaken(
+                        self.run_id, steps[j].name, self.shared.clock(), why, from_checkpoint
+                    )
+                )
+            for k in plan.dependents[j]:
+                if self._needs(k, j):
+                    stack.append((k, f"it needs the output of {steps[j].name!r}, not taken", False))
+                else:
+                    remaining[k] -= 1
+                    if remaining[k] == 0:
+                        ready.append(k)
+        return ready
+
+    def _needs(self, k: int, j: int) -> bool:
+        """Whether step ``k`` cannot run without step ``j``'s output (no default for it)."""
+        params = {p.name: p for p in self.plan.steps[k].params}
+        return any(
+            source == j and not params[name].has_default for name, source in self.plan.data_deps[k]
+        )
 
     def _failed(self, i: int, step: Step, exc: Exception) -> None:
         exc = step_error(step, self.attempts[i], exc)

@@ -23,6 +23,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "StepFailed",
+    "StepNotTaken",
     "StepRestored",
     "StepRetrying",
     "StepSkipped",
@@ -88,6 +89,21 @@ class StepSkipped:
     step: str
     time: float
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepNotTaken:
+    """A step will not run because a condition said so (not a failure).
+
+    ``reason`` says whether its own ``when=`` was false (``restored`` when that decision came
+    from the run's checkpoint) or it needs the output of a step that was not taken.
+    """
+
+    run_id: str
+    step: str
+    time: float
+    reason: str
+    restored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +180,7 @@ Event: TypeAlias = (
     | StepSucceeded
     | StepFailed
     | StepSkipped
+    | StepNotTaken
     | StepRetrying
     | StepRestored
     | CheckpointDiscarded
