@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._flow import Step
     from ._scheduler import Run
 
-__all__ = ["Failed", "Slots", "attempt_step", "slots_lent", "step_error"]
+__all__ = ["Failed", "Slots", "attempt_step", "in_step", "slots_lent", "step_error"]
 
 
 class Failed:
@@ -89,6 +89,11 @@ class Slots:
 _CURRENT: ContextVar[Slots | None] = ContextVar("asyncflow_step_slots", default=None)
 
 
+def in_step() -> bool:
+    """Whether this task runs (inside) a step attempt."""
+    return _CURRENT.get() is not None
+
+
 @asynccontextmanager
 async def slots_lent() -> AsyncIterator[None]:
     """Inside a step, give back its slots for the block (it waits for other runs), then retake.
@@ -148,7 +153,9 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     if step.retry is None:
         run.attempts[i] = 1
         if ctx_name is not None:
-            kwargs[ctx_name] = Context(run_id=run.run_id, step=step.name, http=http)
+            kwargs[ctx_name] = Context(
+                run_id=run.run_id, step=step.name, http=http, runner=run.shared.subflows
+            )
         if step.timeout is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, step.timeout, 1)
@@ -160,7 +167,13 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
     async def attempt(n: int, budget: float | None) -> object:
         run.attempts[i] = n
         if ctx_name is not None:
-            kwargs[ctx_name] = Context(run_id=run.run_id, step=step.name, attempt=n, http=http)
+            kwargs[ctx_name] = Context(
+                run_id=run.run_id,
+                step=step.name,
+                attempt=n,
+                http=http,
+                runner=run.shared.subflows,
+            )
         limit = step.timeout if budget is None else min(step.timeout or budget, budget)
         if limit is None:
             return await step.fn(**kwargs)

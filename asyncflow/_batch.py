@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from ._attempt import in_step, slots_lent
 from ._errors import AsyncflowError
 from ._plan import compile_plan
 from ._progress import ProgressBar
@@ -209,7 +210,11 @@ class Batch:
     async def __anext__(self) -> RunResult:
         receive = self._start()
         try:
-            return await receive.receive()
+            if not in_step():
+                return await receive.receive()
+            # A step iterating over a batch gives back its slots while it waits.
+            async with slots_lent():
+                return await receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             receive.close()
             if self._error is not None:

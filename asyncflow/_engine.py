@@ -6,19 +6,21 @@ import asyncio
 import os
 import weakref
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import httpx
 
+from ._attempt import in_step
 from ._batch import Batch
 from ._checkpointing import Checkpointing, decode_inputs
 from ._emit import Emitter
-from ._errors import AsyncflowError, CheckpointError
+from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import derive_run_id, encode_inputs, validate_run_id
-from ._plan import compile_plan
+from ._plan import RESERVED_INPUTS, compile_plan
 from ._scheduler import Run, Shared
+from ._subflow import run_nested
 from .observe import _stamina
 from .stores import CheckpointStore, FileStore
 
@@ -132,7 +134,7 @@ class Engine:
         self._store: CheckpointStore | None = (
             FileStore(store) if isinstance(store, str | os.PathLike) else store
         )
-        self._shared = Shared(limiter=self._limiter, emit=self._emit)
+        self._shared = Shared(limiter=self._limiter, emit=self._emit, subflows=self._subflow)
         self._runner = _EngineRunner(self)
 
     async def __aenter__(self) -> Engine:
@@ -305,6 +307,7 @@ class Engine:
                 or (without ``run_id``) no run id can be derived from them.
             InvalidRunIdError: ``run_id`` is not a safe, plain name.
             CheckpointError: the run id belongs to another flow, or the store failed.
+            SubflowDepthError: called from a step, runs would nest too deep.
         """
         self._check_open()
         plan = compile_plan(flow)
@@ -317,7 +320,24 @@ class Engine:
         else:
             codec = store.codec if store is not None else None
             rid = derive_run_id(plan.flow, inputs, codec, encoded=encoded)
-        return await self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded).execute()
+        run = self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded)
+        # From inside a step (a sub-flow, or this engine called from a step): the step lends
+        # out its slots while it waits.
+        return await (run_nested(run) if in_step() else run.execute())
+
+    async def _subflow(
+        self, flow: Flow, /, *, run_id: str, inputs: Mapping[str, object]
+    ) -> RunResult:
+        """``ctx.run``: a run of ``flow`` started from a step of this engine."""
+        reserved = sorted(RESERVED_INPUTS.intersection(inputs))
+        if reserved:
+            raise RunInputError(
+                f"ctx.run() takes the sub-flow's run inputs, and {', '.join(map(repr, reserved))} "
+                f"is not one: a sub-flow's run id is derived from its parent's (name the call "
+                f"with key=), and it fails fast as the engine does.",
+                invalid=tuple(reserved),
+            )
+        return await self.run(flow, run_id=run_id, **cast("dict[str, Any]", inputs))
 
     async def resume(
         self, flow: Flow, run_id: str, /, *, fail_fast: bool | None = None
@@ -362,7 +382,7 @@ class Engine:
         plan.check_inputs(inputs)
         encoded = encode_inputs(store.codec, inputs)
         run = self._new_run(flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded)
-        return await run.execute()
+        return await (run_nested(run) if in_step() else run.execute())
 
     def map(
         self,

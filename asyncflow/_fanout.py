@@ -230,7 +230,13 @@ class _Mapper:
             self.attempts += 1
             run.attempts[self.i] = self.attempts
             if ctx_name is not None:
-                kwargs[ctx_name] = Context(run_id=run.run_id, step=name, attempt=n, http=http)
+                kwargs[ctx_name] = Context(
+                    run_id=run.run_id,
+                    step=name,
+                    attempt=n,
+                    http=http,
+                    runner=run.shared.subflows,
+                )
             limit = step.timeout if budget is None else min(step.timeout or budget, budget)
             if limit is None:
                 return await step.fn(**kwargs)

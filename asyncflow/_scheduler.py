@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._checkpointing import Checkpointing
+    from ._context import SubflowRunner
     from ._emit import Emitter
     from ._flow import Step
     from ._plan import Plan
@@ -50,7 +51,7 @@ _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED, StepStatus.NOT_TAK
 class Shared:
     """What every run of an engine shares: its limit, observers, HTTP client and clock."""
 
-    __slots__ = ("clock", "emit", "http", "limiter")
+    __slots__ = ("clock", "emit", "http", "limiter", "subflows")
 
     def __init__(
         self,
@@ -59,11 +60,14 @@ class Shared:
         emit: Emitter,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        subflows: SubflowRunner | None = None,
     ) -> None:
         self.clock = clock
         self.limiter = limiter
         self.emit = emit
         self.http = http
+        #: runs a sub-flow on the engine, for ``ctx.run``.
+        self.subflows = subflows
 
 
 class Run:

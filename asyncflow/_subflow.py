@@ -1,0 +1,53 @@
+"""Runs started from inside a step: sub-flows (``ctx.run``) and ``engine.run`` within a step.
+
+A step that waits for another run gives back its slots of the engine's limit and of its own
+step limit while it waits (:func:`~asyncflow._attempt.slots_lent`), and takes them back after:
+parents that fill the engine's limit cannot starve the children they wait for. The chain of
+run ids from the outermost run is kept in a context variable the child's steps inherit, and a
+run nested deeper than :data:`MAX_SUBFLOW_DEPTH` is refused with
+:class:`~asyncflow.SubflowDepthError`: a flow that calls itself without end stops there.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from ._attempt import slots_lent
+from ._errors import SubflowDepthError
+
+if TYPE_CHECKING:
+    from ._result import RunResult
+    from ._scheduler import Run
+
+__all__ = ["MAX_SUBFLOW_DEPTH", "run_nested"]
+
+#: How deep runs may nest (a run started from a step of a run started from a step ...).
+MAX_SUBFLOW_DEPTH = 20
+
+#: The run ids from the outermost run to the one whose step is running in this task.
+_CHAIN: ContextVar[tuple[str, ...]] = ContextVar("asyncflow_run_chain", default=())
+
+
+async def run_nested(run: Run) -> RunResult:
+    """Execute ``run`` from inside a step, whose slots are lent out meanwhile.
+
+    Raises:
+        SubflowDepthError: ``run`` would nest deeper than :data:`MAX_SUBFLOW_DEPTH`.
+    """
+    chain = _CHAIN.get()
+    if len(chain) >= MAX_SUBFLOW_DEPTH:
+        shown = " -> ".join((*chain[:3], "...", *chain[-2:]) if len(chain) > 6 else chain)
+        raise SubflowDepthError(
+            f"Run {run.run_id!r} of flow {run.plan.flow!r} would nest {len(chain) + 1} runs deep "
+            f"in other runs, over the limit of {MAX_SUBFLOW_DEPTH} ({shown}). A flow that starts itself needs "
+            f"a case that stops: check the condition that ends the recursion.",
+            depth=MAX_SUBFLOW_DEPTH,
+            chain=(*chain, run.run_id),
+        )
+    token = _CHAIN.set((*chain, run.run_id))
+    try:
+        async with slots_lent():
+            return await run.execute()
+    finally:
+        _CHAIN.reset(token)
