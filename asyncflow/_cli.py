@@ -34,27 +34,29 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar, cast
 
 import anyio
 
 from . import __version__
+from ._checkpointing import NOT_TAKEN_DIGEST
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
 from ._plan import RESERVED_INPUTS
 from ._ref import FlowRef, _import, _import_file
+from ._status import StepStatus
 from .events import RunStarted
 from .stores import FileStore
 from .stores._file.disk import JOURNAL_DIR
 from .stores._file.runfiles import list_run_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from ._flow import Flow
     from ._result import RunResult
     from .events import Event
-    from .stores import CheckpointStore, RunInfo
+    from .stores import CheckpointStore, RunInfo, StepCheckpoint
 
 __all__ = ["main"]
 
@@ -447,10 +449,7 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
     kept = await _within(store, lambda: store.load_run(run_id))
     shown: dict[str, object] = {"run_id": run_id}
     m = kept.manifest
-    steps: dict[str, dict[str, object]] = {
-        name: {"status": "succeeded", "digest": c.digest, "output_bytes": len(c.output.encode())}
-        for name, c in sorted(kept.steps.items())
-    }
+    steps = _kept_steps(kept.steps)
     if m is not None:
         shown.update(flow=m.flow, status=m.status, created_at=m.created_at)
         shown.update(updated_at=m.updated_at, failed_steps=list(m.failed_steps))
@@ -467,6 +466,27 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
         {"step": d.step, "reason": d.reason, "kept_in": d.path} for d in kept.discarded
     ]
     return shown
+
+
+#: The checkpoint name of one item of a mapped step: ``enrich[17]``.
+_ITEM_NAME = re.compile(r"(.+)\[(\d+)\]")
+
+
+def _kept_steps(kept: Mapping[str, StepCheckpoint]) -> dict[str, dict[str, object]]:
+    """Each kept step checkpoint, JSON-ready; a mapped step's items counted as one entry."""
+    steps: dict[str, dict[str, object]] = {}
+    for name, c in sorted(kept.items()):
+        size = len(c.output.encode())
+        item = _ITEM_NAME.fullmatch(name)
+        if item is not None and item[1] not in kept:
+            entry = steps.setdefault(item[1], {"status": "mapped", "items": 0, "output_bytes": 0})
+            entry["items"] = cast("int", entry["items"]) + 1
+            entry["output_bytes"] = cast("int", entry["output_bytes"]) + size
+        elif c.digest == NOT_TAKEN_DIGEST:
+            steps[name] = {"status": StepStatus.NOT_TAKEN.value}
+        else:
+            steps[name] = {"status": "succeeded", "digest": c.digest, "output_bytes": size}
+    return steps
 
 
 #: What `show` says the store does not keep (yet).
@@ -489,11 +509,12 @@ def _print_show(shown: dict[str, object]) -> None:
     print("steps:" if steps else "steps: none kept")
     width = max((len(name) for name in steps), default=0)
     for name, step in steps.items():
-        detail = (
-            f"  output {step['output_bytes']} bytes, digest {str(step['digest'])[:16]}"
-            if "digest" in step
-            else ""
-        )
+        if "digest" in step:
+            detail = f"  output {step['output_bytes']} bytes, digest {str(step['digest'])[:16]}"
+        elif "items" in step:
+            detail = f": {step['items']} items kept, output {step['output_bytes']} bytes"
+        else:
+            detail = ""
         print(f"  {name.ljust(width)}  {step['status']}{detail}")
     discarded = shown["discarded"]
     assert isinstance(discarded, list)
