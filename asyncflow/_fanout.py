@@ -102,6 +102,12 @@ async def run_mapped(run: Run, i: int, step: Step) -> object:
     return mapper.outcome()
 
 
+def _why(error: BaseException) -> str:
+    """One failed item's error, for the step's message: what the item itself raised."""
+    shown = error.__cause__ if type(error) is StepError and error.__cause__ else error
+    return f"{type(shown).__name__}: {str(shown).rstrip('.')}"
+
+
 class _Mapper:
     """The state of one mapped step of one run while its items run."""
 
@@ -145,7 +151,8 @@ class _Mapper:
         """
         step = self.step
         checkpointing = self.run.checkpointing
-        while True:
+        tg = self.tg
+        while tg is None or not tg.cancel_scope.cancel_called:
             try:
                 k, item = next(items)
             except StopIteration:
@@ -278,10 +285,7 @@ class _Mapper:
     def _fan_out_error(self) -> FanOutError:
         step, failed = self.step, dict(sorted(self.failed.items()))
         total = len(self.results)
-        shown = "; ".join(
-            f"[{k}] {type(e.__cause__ or e).__name__}: {e.__cause__ or e}"
-            for k, e in list(failed.items())[:_SHOWN]
-        )
+        shown = "; ".join(f"[{k}] {_why(e)}" for k, e in list(failed.items())[:_SHOWN])
         more = f"; and {len(failed) - _SHOWN} more" if len(failed) > _SHOWN else ""
         indices = ", ".join(map(str, list(failed)[:20])) + (", ..." if len(failed) > 20 else "")
         saved = (
