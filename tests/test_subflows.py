@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import pytest
@@ -17,6 +17,7 @@ from asyncflow import (
     Flow,
     HostPolicy,
     RunInputError,
+    RunResult,
     RunStarted,
     StepFailed,
     StepStatus,
@@ -28,6 +29,13 @@ if TYPE_CHECKING:
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
+
+
+def output(result: RunResult, step: str) -> int:
+    """A step's int output from a run that must have succeeded."""
+    value = result.raise_for_status().outputs[step]
+    assert isinstance(value, int)
+    return value
 
 
 def child_flow(calls: list[str]) -> Flow:
@@ -60,7 +68,7 @@ async def test_a_sub_flow_runs_on_the_same_engine_store_and_observers() -> None:
         first = await ctx.run(child, x=n)
         second = await ctx.run(child, x=n + 1)
         named = await ctx.run(child, key="named", x=n + 2)
-        return sum(r.raise_for_status().outputs["b"] for r in (first, second, named))
+        return sum(output(r, "b") for r in (first, second, named))
 
     events: list[Event] = []
     store = MemoryStore()
@@ -125,12 +133,12 @@ async def test_parents_filling_the_engine_limit_do_not_deadlock_their_children()
 
     @parent.step
     async def wait_for_child(n: int, ctx: Context) -> int:
-        return (await ctx.run(child, x=n)).raise_for_status().outputs["b"]
+        return output(await ctx.run(child, x=n), "b")
 
     async with Engine(store=None, concurrency=2) as engine:
         with anyio.fail_after(20):
             results = [r async for r in engine.map(parent, [{"n": n} for n in range(4)])]
-    assert sorted(r.outputs["wait_for_child"] for r in results) == [10, 20, 30, 40]
+    assert sorted(output(r, "wait_for_child") for r in results) == [10, 20, 30, 40]
 
 
 ENGINE: Engine | None = None
@@ -151,9 +159,9 @@ async def test_engine_map_from_inside_a_step_no_longer_deadlocks() -> None:
     async def fan(n: int) -> list[int]:
         assert ENGINE is not None
         batch = ENGINE.map(child, [{"x": n * 10 + k} for k in range(3)], concurrency=3)
-        inner = [r.outputs["b"] async for r in batch]
+        inner = [output(r, "b") async for r in batch]
         direct = await ENGINE.run(child, x=n)
-        return sorted([*inner, direct.outputs["b"]])
+        return sorted([*inner, output(direct, "b")])
 
     try:
         async with Engine(store=None, concurrency=2) as ENGINE:
@@ -161,9 +169,9 @@ async def test_engine_map_from_inside_a_step_no_longer_deadlocks() -> None:
                 results = [r async for r in ENGINE.map(outer, [{"n": 1}, {"n": 2}])]
     finally:
         ENGINE = None
-    assert sorted(r.outputs["fan"] for r in results) == [
-        [20, 110, 120, 130],
-        [30, 210, 220, 230],
+    assert sorted(tuple(cast("list[int]", r.outputs["fan"])) for r in results) == [
+        (20, 110, 120, 130),
+        (30, 210, 220, 230),
     ]
 
 
@@ -175,7 +183,7 @@ async def test_a_recursive_flow_with_a_step_limit_of_one_terminates() -> None:
     async def down(n: int, ctx: Context) -> int:
         if n == 0:
             return 0
-        return 1 + (await ctx.run(tree, n=n - 1)).raise_for_status().outputs["down"]
+        return 1 + output(await ctx.run(tree, n=n - 1), "down")
 
     async with Engine(store=None) as engine:
         with anyio.fail_after(20):
@@ -205,7 +213,7 @@ async def test_a_sub_flow_resumes_with_its_parent() -> None:
 
     @parent.step
     async def outer(x: int, ctx: Context) -> int:
-        return (await ctx.run(child, x=x)).raise_for_status().outputs["b"]
+        return output(await ctx.run(child, x=x), "b")
 
     async with Engine(store=FileStore("store")) as engine:
         first = await engine.run(parent, run_id="job", x=1)
@@ -230,7 +238,7 @@ async def test_items_of_a_fan_out_run_sub_flows_under_their_own_ids() -> None:
 
     @flow.step(map_over=numbers)
     async def each(numbers: int, ctx: Context) -> int:
-        return (await ctx.run(child, x=numbers)).raise_for_status().outputs["b"]
+        return output(await ctx.run(child, x=numbers), "b")
 
     events: list[Event] = []
     async with Engine(store=None, observers=[events.append]) as engine:
@@ -246,7 +254,7 @@ async def test_a_flow_that_calls_itself_forever_stops_at_the_depth_limit() -> No
 
     @loop.step
     async def again(n: int, ctx: Context) -> int:
-        return (await ctx.run(loop, n=n + 1)).raise_for_status().outputs["again"]
+        return output(await ctx.run(loop, n=n + 1), "again")
 
     depth_errors: list[SubflowDepthError] = []
 

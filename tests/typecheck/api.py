@@ -94,3 +94,28 @@ def users_flow_refs() -> None:
     assert_type(ref.load(), Flow)
     assert_type(FlowRef.of(flow), FlowRef)
     assert_type(str(ref), str)
+
+
+chunks = Flow("chunks")
+
+
+@chunks.step
+async def split(text: str) -> list[str]:
+    return text.split()
+
+
+@chunks.step(map_over=split, concurrency=8, when=lambda split: bool(split))
+async def embed(split: str, ctx: Context) -> list[float]:
+    child = await ctx.run(flow, key=split, path=split)
+    assert_type(child, RunResult)
+    return [float(len(split))]
+
+
+@chunks.step(map_over="split")
+async def count(split: str) -> int:
+    return len(split)
+
+
+@chunks.step
+async def join(embed: list[list[float]] | None = None) -> int:
+    return len(embed or [])
