@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._flow import Step
     from ._scheduler import Run
 
-__all__ = ["Failed", "Slots", "attempt_step", "in_step", "slots_lent", "step_error"]
+__all__ = ["Failed", "Slots", "attempt_step", "in_step", "leave_step", "slots_lent", "step_error"]
 
 
 class Failed:
@@ -47,7 +47,7 @@ class Slots:
     whichever of its tasks waits: a waiting parent never holds a slot its children need.
     """
 
-    __slots__ = ("held", "limiter", "step_limiter", "waiting")
+    __slots__ = ("done", "held", "limiter", "step_limiter", "waiting")
 
     def __init__(
         self, limiter: anyio.CapacityLimiter, step_limiter: anyio.CapacityLimiter | None
@@ -58,6 +58,8 @@ class Slots:
         self.waiting = 0
         #: which of the two slots are held: 1 the engine's, 2 the step's.
         self.held = 0
+        #: the attempt is over: a task it started that still waits must not retake slots.
+        self.done = False
 
     async def acquire(self) -> None:
         """Take the slots this attempt is missing (the engine's first)."""
@@ -74,6 +76,11 @@ class Slots:
             except anyio.WouldBlock:
                 await step_limiter.acquire_on_behalf_of(self)
             self.held |= 2
+
+    def finish(self) -> None:
+        """The attempt is over: give back the slots for good."""
+        self.done = True
+        self.release()
 
     def release(self) -> None:
         """Give back the slots held."""
@@ -94,6 +101,11 @@ def in_step() -> bool:
     return _CURRENT.get() is not None
 
 
+def leave_step() -> None:
+    """Make this task, started from inside a step, one that lends none of the step's slots."""
+    _CURRENT.set(None)
+
+
 @asynccontextmanager
 async def slots_lent() -> AsyncIterator[None]:
     """Inside a step, give back its slots for the block (it waits for other runs), then retake.
@@ -101,7 +113,7 @@ async def slots_lent() -> AsyncIterator[None]:
     Outside a step it does nothing. Retaking waits for free slots like any step would.
     """
     slots = _CURRENT.get()
-    if slots is None:
+    if slots is None or slots.done:
         yield
         return
     slots.waiting += 1
@@ -111,9 +123,9 @@ async def slots_lent() -> AsyncIterator[None]:
         yield
     finally:
         slots.waiting -= 1
-        if slots.waiting == 0:
+        if slots.waiting == 0 and not slots.done:
             await slots.acquire()
-            if slots.waiting:  # another wait began while this one retook them
+            if slots.waiting or slots.done:  # another wait began, or the attempt ended
                 slots.release()
 
 
@@ -143,7 +155,7 @@ async def attempt_step(run: Run, i: int, step: Step) -> object:
         finally:
             _CURRENT.reset(token)
     finally:
-        slots.release()
+        slots.finish()
 
 
 async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, object]) -> object:

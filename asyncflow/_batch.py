@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ._attempt import in_step, slots_lent
+from ._attempt import in_step, leave_step, slots_lent
 from ._errors import AsyncflowError
 from ._plan import compile_plan
 from ._progress import ProgressBar
@@ -298,6 +298,9 @@ class Batch:
         return self._receive
 
     async def _drive(self) -> None:
+        # Started from inside a step, this task would inherit the step's slots; its runs are
+        # the engine's own, not the step's (the step lends its slots while it waits for them).
+        leave_step()
         slots = anyio.Semaphore(self._concurrency)
         send = self._send
         assert send is not None

@@ -220,7 +220,7 @@ class Checkpointing:
     async def save_not_taken(self, i: int) -> None:
         """Durably record that step ``i``'s ``when=`` said not to run it, for this fingerprint."""
         run = self._run
-        await self._store.save_step(
+        await self._put(
             StepCheckpoint(
                 run_id=run.run_id,
                 step=run.plan.steps[i].name,
@@ -285,7 +285,7 @@ class Checkpointing:
             CheckpointEncodeError: the store's codec cannot encode the output.
         """
         text, output_digest = self._encode(i, output)
-        await self._store.save_step(
+        await self._put(
             StepCheckpoint(
                 run_id=self._run.run_id,
                 step=name,
@@ -295,6 +295,10 @@ class Checkpointing:
             )
         )
         return output_digest
+
+    async def _put(self, checkpoint: StepCheckpoint) -> None:
+        """Save one record of this run that is not a step's output (an item, a decision)."""
+        await self._store.save_step(checkpoint)
 
     def mapped(self, i: int, item_digests: list[str]) -> None:
         """Mapped step ``i`` is done: its digest, for its dependents, is that of its items'."""

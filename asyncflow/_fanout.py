@@ -226,7 +226,7 @@ class _Mapper:
             finally:
                 _CURRENT.reset(token)
         finally:
-            slots.release()
+            slots.finish()
 
     async def _call(self, name: str, kwargs: dict[str, object]) -> object:
         run, step = self.run, self.step

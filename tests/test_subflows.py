@@ -9,6 +9,7 @@ import pytest
 
 from asyncflow import (
     AsyncflowError,
+    Batch,
     CircuitOpenError,
     Context,
     Engine,
@@ -295,3 +296,38 @@ async def test_ctx_run_outside_an_engine_says_so() -> None:
     ctx = Context(run_id="r", step="s")
     with pytest.raises(AsyncflowError, match="made outside an engine"):
         await ctx.run(child_flow([]), x=1)
+
+
+async def test_a_batch_a_step_leaves_running_keeps_no_slot_of_that_step() -> None:
+    """A step breaks out of a batch it started; the batch runs on, the engine's one slot too.
+
+    The batch's runs are the engine's own: once the step has ended they can neither hold nor
+    take back the step's slot, so the next run of the engine still gets it.
+    """
+    child = child_flow([])
+    outer = Flow("leaves-early")
+    batches: list[Batch] = []
+
+    @outer.step
+    async def first_only() -> int:
+        assert ENGINE is not None
+        batch = ENGINE.map(child, [{"x": k} for k in range(5)], concurrency=1)
+        batches.append(batch)
+        async for result in batch:
+            return output(result, "b")
+        raise AssertionError("the batch gave nothing")
+
+    global ENGINE
+    try:
+        async with Engine(store=None, concurrency=1) as ENGINE:
+            with anyio.fail_after(20):
+                left = await ENGINE.run(outer)
+                after = await ENGINE.run(child, x=100)
+                rest = await ENGINE.run(outer, run_id="again")
+            for batch in batches:
+                await batch.aclose()
+    finally:
+        ENGINE = None
+    assert left.outputs["first_only"] in {10, 20, 30, 40, 50}
+    assert output(after, "b") == 1010
+    assert rest.ok
