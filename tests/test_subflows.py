@@ -25,6 +25,7 @@ from asyncflow import (
     SubflowDepthError,
 )
 from asyncflow.stores import MemoryStore
+from tests.helpers import until
 
 if TYPE_CHECKING:
     from asyncflow.testing import FlakyServer
@@ -299,35 +300,59 @@ async def test_ctx_run_outside_an_engine_says_so() -> None:
 
 
 async def test_a_batch_a_step_leaves_running_keeps_no_slot_of_that_step() -> None:
-    """A step breaks out of a batch it started; the batch runs on, the engine's one slot too.
+    """A step breaks out of a batch it started; the batch runs on and leaks no slot.
 
     The batch's runs are the engine's own: once the step has ended they can neither hold nor
-    take back the step's slot, so the next run of the engine still gets it.
+    take back the step's slot, so afterwards a run can still use both of the engine's slots.
     """
-    child = child_flow([])
+    released = anyio.Event()
+    child = Flow("held-child")
+
+    @child.step
+    async def b(x: int) -> int:
+        if x > 0:
+            await released.wait()
+        return x * 10
+
     outer = Flow("leaves-early")
     batches: list[Batch] = []
 
     @outer.step
     async def first_only() -> int:
         assert ENGINE is not None
-        batch = ENGINE.map(child, [{"x": k} for k in range(5)], concurrency=1)
+        batch = ENGINE.map(child, [{"x": k} for k in range(5)], concurrency=5)
         batches.append(batch)
         async for result in batch:
             return output(result, "b")
         raise AssertionError("the batch gave nothing")
 
+    # Two steps that each wait for the other: this run needs both of the engine's slots.
+    pair = Flow("pair")
+    seen = {"p": anyio.Event(), "q": anyio.Event()}
+
+    @pair.step
+    async def p() -> str:
+        seen["p"].set()
+        await seen["q"].wait()
+        return "p"
+
+    @pair.step
+    async def q() -> str:
+        seen["q"].set()
+        await seen["p"].wait()
+        return "q"
+
     global ENGINE
     try:
-        async with Engine(store=None, concurrency=1) as ENGINE:
+        async with Engine(store=None, concurrency=2) as ENGINE:
             with anyio.fail_after(20):
                 left = await ENGINE.run(outer)
-                after = await ENGINE.run(child, x=100)
-                rest = await ENGINE.run(outer, run_id="again")
-            for batch in batches:
-                await batch.aclose()
+                # The other four finish only now, after the step that started them.
+                released.set()
+                await until(lambda: batches[0].statistics().done == 5)
+                both = await ENGINE.run(pair)
+            await batches[0].aclose()
     finally:
         ENGINE = None
-    assert left.outputs["first_only"] in {10, 20, 30, 40, 50}
-    assert output(after, "b") == 1010
-    assert rest.ok
+    assert left.outputs["first_only"] == 0
+    assert both.outputs == {"p": "p", "q": "q"}
