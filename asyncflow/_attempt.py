@@ -43,53 +43,72 @@ class Slots:
     """The slots of the engine's limit and of a step's own that one step attempt holds.
 
     They are borrowed on behalf of this object, not of a task, so a step that waits for other
-    runs (a sub-flow, a batch) can lend them out while it waits and take them back after, from
-    whichever of its tasks waits: a waiting parent never holds a slot its children need.
+    runs (a sub-flow, a batch) can lend its slot of the engine's limit out while it waits and
+    take it back after, from whichever of its tasks waits: a waiting parent never holds an
+    engine slot its children need. The step's own slot stays held (its ``concurrency=`` bounds
+    its executions, waiting ones included), but a nested run of the same step (a flow that
+    runs itself) shares the slot of the attempt it runs under rather than wait for it.
     """
 
-    __slots__ = ("done", "held", "limiter", "step_limiter", "waiting")
+    __slots__ = ("done", "held", "limiter", "parent", "rides", "step_limiter", "waiting")
 
     def __init__(
         self, limiter: anyio.CapacityLimiter, step_limiter: anyio.CapacityLimiter | None
     ) -> None:
         self.limiter = limiter
         self.step_limiter = step_limiter
+        #: the attempt this one runs under (a step that started this one's run), if any.
+        self.parent = _CURRENT.get()
         #: how many of the step's waits for other runs are under way.
         self.waiting = 0
         #: which of the two slots are held: 1 the engine's, 2 the step's.
         self.held = 0
+        #: the step's slot is an enclosing attempt's of the same step.
+        self.rides = False
         #: the attempt is over: a task it started that still waits must not retake slots.
         self.done = False
 
     async def acquire(self) -> None:
         """Take the slots this attempt is missing (the engine's first)."""
+        await self.retake()
+        step_limiter = self.step_limiter
+        if step_limiter is None or self.held & 2 or self.rides:
+            return
+        outer = self.parent
+        while outer is not None:
+            if outer.step_limiter is step_limiter and (outer.held & 2 or outer.rides):
+                self.rides = True
+                return
+            outer = outer.parent
+        try:
+            step_limiter.acquire_on_behalf_of_nowait(self)
+        except anyio.WouldBlock:
+            await step_limiter.acquire_on_behalf_of(self)
+        self.held |= 2
+
+    async def retake(self) -> None:
+        """Take the engine's slot back (or for the first time)."""
         if not self.held & 1:
             try:
                 self.limiter.acquire_on_behalf_of_nowait(self)
             except anyio.WouldBlock:
                 await self.limiter.acquire_on_behalf_of(self)
             self.held |= 1
-        step_limiter = self.step_limiter
-        if step_limiter is not None and not self.held & 2:
-            try:
-                step_limiter.acquire_on_behalf_of_nowait(self)
-            except anyio.WouldBlock:
-                await step_limiter.acquire_on_behalf_of(self)
-            self.held |= 2
+
+    def lend(self) -> None:
+        """Give the engine's slot back while the step waits for other runs."""
+        if self.held & 1:
+            self.limiter.release_on_behalf_of(self)
+            self.held &= ~1
 
     def finish(self) -> None:
-        """The attempt is over: give back the slots for good."""
+        """The attempt is over: give back every slot for good."""
         self.done = True
-        self.release()
-
-    def release(self) -> None:
-        """Give back the slots held."""
+        self.lend()
         if self.held & 2:
             assert self.step_limiter is not None
             self.step_limiter.release_on_behalf_of(self)
-        if self.held & 1:
-            self.limiter.release_on_behalf_of(self)
-        self.held = 0
+            self.held = 0
 
 
 #: The slots of the step attempt running in this task, if any.
@@ -108,9 +127,9 @@ def leave_step() -> None:
 
 @asynccontextmanager
 async def slots_lent() -> AsyncIterator[None]:
-    """Inside a step, give back its slots for the block (it waits for other runs), then retake.
+    """Inside a step, give back its engine slot for the block (it waits for runs), then retake.
 
-    Outside a step it does nothing. Retaking waits for free slots like any step would.
+    Outside a step it does nothing. Retaking waits for a free slot like any step would.
     """
     slots = _CURRENT.get()
     if slots is None or slots.done:
@@ -118,15 +137,15 @@ async def slots_lent() -> AsyncIterator[None]:
         return
     slots.waiting += 1
     if slots.waiting == 1:
-        slots.release()
+        slots.lend()
     try:
         yield
     finally:
         slots.waiting -= 1
         if slots.waiting == 0 and not slots.done:
-            await slots.acquire()
+            await slots.retake()
             if slots.waiting or slots.done:  # another wait began, or the attempt ended
-                slots.release()
+                slots.lend()
 
 
 async def attempt_step(run: Run, i: int, step: Step) -> object:

@@ -80,8 +80,9 @@ class Context:
         ``key=`` (give one when calls run concurrently, so each has the same id every time).
         So when the parent is resumed and this step runs again, the sub-flow resumes from its
         own checkpoints. While the sub-flow runs, this step gives back its slot of the
-        engine's ``concurrency`` (and of its step's), so parents that fill the limit never
-        starve their children. Runs nest at most 20 deep.
+        engine's ``concurrency``, so parents that fill the limit never starve their children;
+        its step's own ``concurrency=`` slot stays held, and a run of the same step nested
+        under it (a flow that runs itself) shares that slot. Runs nest at most 20 deep.
 
         A failed sub-flow does not raise: its result says so (``raise_for_status()``).
 

@@ -25,7 +25,7 @@ from asyncflow import (
     SubflowDepthError,
 )
 from asyncflow.stores import MemoryStore
-from tests.helpers import until
+from tests.helpers import InFlight, until
 
 if TYPE_CHECKING:
     from asyncflow.testing import FlakyServer
@@ -177,8 +177,35 @@ async def test_engine_map_from_inside_a_step_no_longer_deadlocks() -> None:
     ]
 
 
+async def test_a_step_limit_still_bounds_parents_waiting_for_sub_flows() -> None:
+    """Waiting parents lend their engine slot, not their step's: concurrency=2 holds."""
+    in_flight = InFlight()
+    two_in = anyio.Event()  # children wait until two parents are in at once
+    child = Flow("held-until-two")
+
+    @child.step
+    async def b(x: int) -> int:
+        await two_in.wait()
+        return x * 10
+
+    parent = Flow("bounded-parents")
+
+    @parent.step(concurrency=2)
+    async def wait_for_child(n: int, ctx: Context) -> int:
+        with in_flight:
+            if in_flight.now == 2:
+                two_in.set()
+            return output(await ctx.run(child, x=n), "b")
+
+    async with Engine(store=None, concurrency=3) as engine:
+        with anyio.fail_after(20):
+            results = [r async for r in engine.map(parent, [{"n": n} for n in range(6)])]
+    assert all(r.ok for r in results)
+    assert in_flight.peak == 2
+
+
 async def test_a_recursive_flow_with_a_step_limit_of_one_terminates() -> None:
-    """A step with concurrency=1 whose sub-flow is its own flow: the parent lends its step slot."""
+    """A step with concurrency=1 whose sub-flow is its own flow: the nested run shares its slot."""
     tree = Flow("countdown")
 
     @tree.step(concurrency=1)
