@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -28,6 +28,17 @@ if TYPE_CHECKING:
     from ._scheduler import Run
 
 __all__ = ["Failed", "Slots", "attempt_step", "in_step", "leave_step", "slots_lent", "step_error"]
+
+
+class Item(Protocol):
+    """One item of a mapped step, as :func:`_call_with_policies` sees it."""
+
+    @property
+    def name(self) -> str:
+        """The item's name, ``"<step>[<index>]"``: its Context's ``step``."""
+
+    def attempted(self) -> None:
+        """Count one more attempt of the step's items."""
 
 
 class Failed:
@@ -177,30 +188,45 @@ async def attempt_step(run: Run, i: int, step: Step) -> object:
         slots.finish()
 
 
-async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, object]) -> object:
-    """Call the step with its Context, under its timeout and retry policy."""
+async def _call_with_policies(
+    run: Run, i: int, step: Step, kwargs: dict[str, object], item: Item | None = None
+) -> object:
+    """Call the step with its Context, under its timeout and retry policy.
+
+    For one ``item`` of a mapped step, the Context names the item and its attempts are
+    counted into the step's total.
+    """
     ctx_name = run.plan.context_param[i]
     http = run.shared.http
+    ctx_step = step.name if item is None else item.name
     if step.retry is None:
-        run.attempts[i] = 1
+        if item is None:
+            run.attempts[i] = 1
+        else:
+            item.attempted()
         if ctx_name is not None:
             kwargs[ctx_name] = Context(
-                run_id=run.run_id, step=step.name, http=http, runner=run.shared.subflows
+                run_id=run.run_id, step=ctx_step, http=http, runner=run.shared.subflows
             )
         if step.timeout is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, step.timeout, 1)
 
     def on_retry(attempt: int, error: Exception, wait: float) -> None:
+        # Under the step's name for an item too: observers label by step, and 100,000 items
+        # must not become 100,000 labels.
         if run.emit is not None:
             run.emit(StepRetrying(run.run_id, step.name, run.shared.clock(), attempt, wait, error))
 
     async def attempt(n: int, budget: float | None) -> object:
-        run.attempts[i] = n
+        if item is None:
+            run.attempts[i] = n
+        else:
+            item.attempted()
         if ctx_name is not None:
             kwargs[ctx_name] = Context(
                 run_id=run.run_id,
-                step=step.name,
+                step=ctx_step,
                 attempt=n,
                 http=http,
                 runner=run.shared.subflows,
@@ -210,9 +236,7 @@ async def _call_with_policies(run: Run, i: int, step: Step, kwargs: dict[str, ob
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, limit, n)
 
-    return await call_with_retry(
-        step.retry, attempt, on_retry=on_retry, label=f"step {step.name!r}"
-    )
+    return await call_with_retry(step.retry, attempt, on_retry=on_retry, label=f"step {ctx_step!r}")
 
 
 async def _attempt_with_timeout(

@@ -20,12 +20,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._attempt import _CURRENT, Failed, Slots, _attempt_with_timeout
+from ._attempt import _CURRENT, Failed, Slots, _call_with_policies
 from ._checkpointing import MISSING
-from ._context import Context
 from ._errors import FanOutError, StepError
-from ._retry import call_with_retry
-from .events import StepRetrying, StepStarted
+from .events import StepStarted
 
 if TYPE_CHECKING:
     from ._flow import Step
@@ -106,6 +104,19 @@ def _why(error: BaseException) -> str:
     """One failed item's error, for the step's message: what the item itself raised."""
     shown = error.__cause__ if type(error) is StepError and error.__cause__ else error
     return f"{type(shown).__name__}: {str(shown).rstrip('.')}"
+
+
+class _Item:
+    """One item of a mapped step, for the attempt layer: its name, and where attempts count."""
+
+    __slots__ = ("mapper", "name")
+
+    def __init__(self, name: str, mapper: _Mapper) -> None:
+        self.name = name
+        self.mapper = mapper
+
+    def attempted(self) -> None:
+        self.mapper.attempted()
 
 
 class _Mapper:
@@ -215,7 +226,7 @@ class _Mapper:
             assert step.map_over is not None
             kwargs[step.map_over] = item
             try:
-                return await self._call(name, kwargs)
+                return await _call_with_policies(run, self.i, step, kwargs, _Item(name, self))
             except Exception as exc:
                 err = StepError(
                     f"Item {k} of step {step.name!r} failed: {type(exc).__name__}: {exc}",
@@ -228,39 +239,10 @@ class _Mapper:
         finally:
             slots.finish()
 
-    async def _call(self, name: str, kwargs: dict[str, object]) -> object:
-        run, step = self.run, self.step
-        ctx_name = run.plan.context_param[self.i]
-        http = run.shared.http
-
-        async def attempt(n: int, budget: float | None) -> object:
-            self.attempts += 1
-            run.attempts[self.i] = self.attempts
-            if ctx_name is not None:
-                kwargs[ctx_name] = Context(
-                    run_id=run.run_id,
-                    step=name,
-                    attempt=n,
-                    http=http,
-                    runner=run.shared.subflows,
-                )
-            limit = step.timeout if budget is None else min(step.timeout or budget, budget)
-            if limit is None:
-                return await step.fn(**kwargs)
-            return await _attempt_with_timeout(step, kwargs, limit, n)
-
-        if step.retry is None:
-            return await attempt(1, None)
-
-        def on_retry(attempt: int, error: Exception, wait: float) -> None:
-            # Under the step's name, not the item's: observers label by step, and 100,000
-            # items must not become 100,000 labels.
-            if run.emit is not None:
-                run.emit(
-                    StepRetrying(run.run_id, step.name, run.shared.clock(), attempt, wait, error)
-                )
-
-        return await call_with_retry(step.retry, attempt, on_retry=on_retry, label=f"{name!r}")
+    def attempted(self) -> None:
+        """One more attempt of one of the items: the step's attempts are their total."""
+        self.attempts += 1
+        self.run.attempts[self.i] = self.attempts
 
     def outcome(self) -> object:
         """The joined output, :class:`AllRestored`, or Failed."""
