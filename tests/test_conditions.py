@@ -257,3 +257,46 @@ def test_the_cli_shows_not_taken(capsys: pytest.CaptureFixture[str]) -> None:
     shown = json.loads(capsys.readouterr().out)
     assert shown["steps"]["invoice"] == {"status": "not-taken"}
     assert shown["steps"]["receipt"]["status"] == "succeeded"
+
+
+async def test_a_step_only_ordered_after_a_step_not_taken_still_runs() -> None:
+    """after= orders without taking an output: a step not taken does not hold it back."""
+    flow = Flow("after-not-taken")
+
+    @flow.step(when=lambda x: x > 0)
+    async def maybe(x: int) -> int:
+        return x
+
+    @flow.step(after=[maybe])
+    async def always() -> str:
+        return "ran"
+
+    async with Engine(store=None) as engine:
+        result = await engine.run(flow, x=0)
+    assert result.steps["maybe"].status is StepStatus.NOT_TAKEN
+    assert result.outputs["always"] == "ran"
+
+
+async def test_when_on_a_mapped_step_is_asked_once_about_the_whole_list() -> None:
+    """The predicate sees the list; when false no item runs, and the step is not taken."""
+    flow = Flow("when-mapped")
+    asked: list[object] = []
+
+    @flow.step
+    async def items(n: int) -> list[int]:
+        return list(range(n))
+
+    def enough(items: list[int]) -> bool:
+        asked.append(items)
+        return len(items) >= 3
+
+    @flow.step(map_over=items, when=enough)
+    async def each(items: int) -> int:
+        return items * 2
+
+    async with Engine(store=None) as engine:
+        few = await engine.run(flow, n=2)
+        many = await engine.run(flow, n=3)
+    assert few.steps["each"].status is StepStatus.NOT_TAKEN
+    assert many.outputs["each"] == [0, 2, 4]
+    assert asked == [[0, 1], [0, 1, 2]]

@@ -246,3 +246,29 @@ def test_prometheus_client_is_imported_only_by_its_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+async def test_not_taken_steps_and_fan_out_items_keep_labels_few() -> None:
+    """A step not taken is counted as not-taken; a mapped step's items add no label values."""
+    flow = Flow("branches")
+
+    @flow.step
+    async def words(n: int) -> list[int]:
+        return list(range(n))
+
+    @flow.step(map_over=words, concurrency=4)
+    async def each(words: int) -> int:
+        return words
+
+    @flow.step(when=lambda each: len(each) > 100)
+    async def big(each: list[int]) -> int:
+        return len(each)
+
+    observer = PrometheusObserver()
+    async with Engine(store=None, observers=[observer]) as engine:
+        assert (await engine.run(flow, n=50)).ok
+    status = {"flow": "branches", "status": "not-taken", "step": "big"}
+    assert value(observer, "asyncflow_steps_finished_total", **status) == 1
+    mapped = {"flow": "branches", "status": "succeeded", "step": "each"}
+    assert value(observer, "asyncflow_steps_finished_total", **mapped) == 1
+    assert not any("[" in v for v in label_values(observer))
