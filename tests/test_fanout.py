@@ -413,3 +413,27 @@ def test_map_over_must_name_a_data_dependency(map_over: str, message: str) -> No
     with pytest.raises(FlowDefinitionError, match=message) as info:
         flow.validate()
     assert info.value.step == "each"
+
+
+def test_pictures_of_a_flow_show_fan_out_and_conditions() -> None:
+    """Flow.draw marks a mapped step with its source and a conditional one with when."""
+    flow = Flow("drawn")
+
+    @flow.step
+    async def split(text: str) -> list[str]:
+        return text.split()
+
+    @flow.step(map_over=split, concurrency=3)
+    async def enrich(split: str) -> str:
+        return split
+
+    @flow.step(when=lambda enrich: bool(enrich))
+    async def report(enrich: list[str]) -> int:
+        return len(enrich)
+
+    assert flow.draw().splitlines()[2:] == [
+        "  enrich(split)  [concurrency=3, map_over=split]",
+        "  report(enrich)  [when]",
+    ]
+    assert '    enrich["enrich (map_over=split)"]' in flow.draw("mermaid").splitlines()
+    assert '    "report" [label="report (when)"];' in flow.draw("dot").splitlines()
