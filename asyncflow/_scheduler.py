@@ -328,10 +328,15 @@ class Run:
         return ready
 
     def _needs(self, k: int, j: int) -> bool:
-        """Whether step ``k`` cannot run without step ``j``'s output (no default for it)."""
-        params = {p.name: p for p in self.plan.steps[k].params}
+        """Whether step ``k`` cannot run without step ``j``'s output (no default for it).
+
+        A step mapped over ``j``'s output always needs it.
+        """
+        step = self.plan.steps[k]
+        params = {p.name: p for p in step.params}
         return any(
-            source == j and not params[name].has_default for name, source in self.plan.data_deps[k]
+            source == j and (not params[name].has_default or name == step.map_over)
+            for name, source in self.plan.data_deps[k]
         )
 
     def _failed(self, i: int, step: Step, exc: Exception) -> None:

@@ -300,3 +300,21 @@ async def test_when_on_a_mapped_step_is_asked_once_about_the_whole_list() -> Non
     assert few.steps["each"].status is StepStatus.NOT_TAKEN
     assert many.outputs["each"] == [0, 2, 4]
     assert asked == [[0, 1], [0, 1, 2]]
+
+
+async def test_a_step_mapped_over_a_step_not_taken_is_not_taken() -> None:
+    """There are no items to map over: a default on the parameter does not change that."""
+    flow = Flow("map-not-taken")
+
+    @flow.step(when=lambda x: x > 0)
+    async def items(x: int) -> list[int]:
+        return list(range(x))
+
+    @flow.step(map_over=items)
+    async def each(items: int = 0) -> int:
+        return items
+
+    async with Engine(store=None) as engine:
+        result = await engine.run(flow, x=0)
+    assert result.ok
+    assert result.steps["each"].status is StepStatus.NOT_TAKEN
