@@ -79,6 +79,24 @@ class Slots:
         #: the attempt is over: a task it started that still waits must not retake slots.
         self.done = False
 
+    def acquire_nowait(self) -> bool:
+        """Take both slots if both are free at once (the common case, no await); else False."""
+        if self.parent is not None:
+            return False  # nested: the step's slot may be an enclosing attempt's
+        try:
+            self.limiter.acquire_on_behalf_of_nowait(self)
+        except anyio.WouldBlock:
+            return False
+        self.held = 1
+        step_limiter = self.step_limiter
+        if step_limiter is not None:
+            try:
+                step_limiter.acquire_on_behalf_of_nowait(self)
+            except anyio.WouldBlock:
+                return False
+            self.held = 3
+        return True
+
     async def acquire(self) -> None:
         """Take the slots this attempt is missing (the engine's first)."""
         await self.retake()
@@ -167,7 +185,8 @@ async def attempt_step(run: Run, i: int, step: Step) -> object:
     """
     slots = Slots(run.shared.limiter, run.step_limiters[i])
     try:
-        await slots.acquire()
+        if not slots.acquire_nowait():
+            await slots.acquire()
         token = _CURRENT.set(slots)
         emit = run.emit
         kwargs = run.kwargs(i)
