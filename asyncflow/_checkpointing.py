@@ -7,6 +7,11 @@ nothing for this). :meth:`~Checkpointing.run` loads the run's checkpoints and wr
 RESTORED without running. Otherwise it runs; after it succeeds :meth:`~Checkpointing.save`
 encodes its output and durably saves it, and only then does it count as done: its dependents
 start after the save returns.
+
+With leases (an engine with a store always has them), :meth:`~Checkpointing.run` first claims the
+run (waiting while another owner holds it), then loads, so it sees what that owner saved; every
+save carries the lease, and the lease is released when the run ends. A lost lease stops the run
+and fails it with :class:`~asyncflow.LeaseLostError`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CheckpointEncodeError, CheckpointError
+import anyio
+
+from ._errors import CheckpointEncodeError, CheckpointError, LeaseLostError
 from ._identity import canonical_inputs, digest, step_fingerprint
 from ._status import StepStatus
 from .events import CheckpointDiscarded
@@ -28,11 +35,13 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from ._codec import Codec
+    from ._leasing import Leasing
+    from ._plan import Plan
     from ._result import RunResult
     from ._scheduler import Run
-    from .stores import CheckpointStore, RunCheckpoints
+    from .stores import CheckpointStore, Lease, RunCheckpoints
 
-__all__ = ["MISSING", "NOT_TAKEN", "Checkpointing", "decode_inputs"]
+__all__ = ["MISSING", "NOT_TAKEN", "Checkpointing", "decode_inputs", "new_manifest"]
 
 logger = logging.getLogger("asyncflow")
 
@@ -84,6 +93,35 @@ def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
     )
 
 
+def new_manifest(
+    plan: Plan,
+    run_id: str,
+    encoded_inputs: Mapping[str, str] | None,
+    status: str,
+    *,
+    inputs_text: str | None = None,
+    old: RunManifest | None = None,
+) -> RunManifest:
+    """The manifest of a run starting (``"running"``) or admitted (``"pending"``) now.
+
+    A run started from an earlier manifest (a pending one, a resumed one) keeps its
+    ``created_at``.
+    """
+    now = _now()
+    if inputs_text is None:
+        assert encoded_inputs is not None
+        inputs_text = canonical_inputs(encoded_inputs)
+    return RunManifest(
+        run_id=run_id,
+        flow=plan.flow,
+        flow_fingerprint=plan.fingerprint,
+        inputs=inputs_text,
+        status=status,
+        created_at=old.created_at if old is not None else now,
+        updated_at=now,
+    )
+
+
 class Checkpointing:
     """Restores one run's steps from a :class:`CheckpointStore` and saves its successes there."""
 
@@ -92,8 +130,12 @@ class Checkpointing:
         "_digests",
         "_input_digests",
         "_inputs_text",
+        "_lease",
+        "_leasing",
         "_loaded",
+        "_lost",
         "_run",
+        "_scope",
         "_store",
     )
 
@@ -104,9 +146,14 @@ class Checkpointing:
         *,
         encoded_inputs: Mapping[str, str],
         loaded: RunCheckpoints | None = None,
+        leasing: Leasing | None = None,
     ) -> None:
         self._run = run
         self._store = store
+        self._leasing = leasing
+        self._lease: Lease | None = None
+        self._lost: LeaseLostError | None = None
+        self._scope: anyio.CancelScope | None = None
         self._codec = store.codec
         self._loaded = loaded
         self._digests: list[str | None] = [None] * len(run.plan.steps)
@@ -114,24 +161,73 @@ class Checkpointing:
         self._inputs_text = canonical_inputs(encoded_inputs)
 
     async def run(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
-        """Load the run's checkpoints, write its "running" manifest, execute, write the final one.
+        """Claim the run, load it, write its "running" manifest, execute, write the final one.
+
+        The run is released at the end, whatever happens.
 
         Raises:
+            LeaseLostError: another owner took the run over while it ran here: it was stopped.
             CheckpointError: the run id belongs to another flow, or the store failed (a failure
                 to write the final manifest is logged instead: the result is returned).
         """
+        leasing = self._leasing
+        if leasing is None:
+            return await self._run_held(execute)
+        self._lease = await leasing.acquire(self._run.run_id, self)
+        # Loaded after the claim: a previous owner's saves are all in by now.
+        self._loaded = None
+        try:
+            return await self._run_held(execute)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await leasing.release(self._lease)
+
+    async def _run_held(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
         loaded = self._loaded
         if loaded is None:
             loaded = self._loaded = await self._store.load_run(self._run.run_id)
         manifest = self._start(loaded)
-        result = await execute()
+        if self._leasing is None:
+            result = await execute()
+        else:
+            with anyio.CancelScope() as self._scope:
+                result = await execute()
+            self._scope = None
+            if self._lost is not None:
+                raise self._lost
         try:
-            await self._store.save_manifest(_final(manifest, result))
+            await self._store.save_manifest(_final(manifest, result), lease=self.lease)
+        except LeaseLostError as exc:
+            raise self._lose(exc) from exc
         except CheckpointError as exc:
             # Every step's outcome is already saved or in the result; only the run's status
             # line is lost (a resume recomputes it), so the result is still returned.
             logger.warning("run %r: could not save its final manifest: %s", manifest.run_id, exc)
         return result
+
+    @property
+    def lease(self) -> Lease | None:
+        """The run's lease as held now (renewals replace it); ``None`` without leases."""
+        leasing = self._leasing
+        return leasing.current(self._run.run_id) if leasing is not None else None
+
+    def lease_lost(self, error: LeaseLostError, /) -> None:
+        """Stop the run: another owner has it (told by the renewer, or by a refused save)."""
+        if self._lost is None:
+            self._lost = error
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _lose(self, refused: LeaseLostError) -> LeaseLostError:
+        run_id = self._run.run_id
+        error = LeaseLostError(
+            f"Run {run_id!r} was taken over by another owner: this engine's save was refused "
+            f"({refused}). The run was stopped here and goes on there.",
+            run_id=run_id,
+            epoch=refused.epoch,
+        )
+        self.lease_lost(error)
+        return error
 
     def _start(self, loaded: RunCheckpoints) -> RunManifest:
         """Report what the store discarded, check the run's flow, write its manifest."""
@@ -147,18 +243,11 @@ class Checkpointing:
                 f"Run id {run.run_id!r} belongs to flow {old.flow!r}, not {plan.flow!r}. "
                 f"Give this run another run_id."
             )
-        now = _now()
-        manifest = RunManifest(
-            run_id=run.run_id,
-            flow=plan.flow,
-            flow_fingerprint=plan.fingerprint,
-            inputs=self._inputs_text,
-            status="running",
-            created_at=old.created_at if old is not None else now,
-            updated_at=now,
+        manifest = new_manifest(
+            plan, run.run_id, None, "running", inputs_text=self._inputs_text, old=old
         )
         # Not awaited: the store makes it durable before any step checkpoint of this run.
-        self._store.save_manifest_nowait(manifest)
+        self._store.save_manifest_nowait(manifest, lease=self.lease)
         return manifest
 
     def fingerprint(self, i: int) -> str:
@@ -297,8 +386,15 @@ class Checkpointing:
         return output_digest
 
     async def _put(self, checkpoint: StepCheckpoint) -> None:
-        """Save one record of this run that is not a step's output (an item, a decision)."""
-        await self._store.save_step(checkpoint)
+        """Save one record of this run (an output, an item's, a decision) under its lease.
+
+        Raises:
+            LeaseLostError: another owner took the run over; the run is stopped.
+        """
+        try:
+            await self._store.save_step(checkpoint, lease=self.lease)
+        except LeaseLostError as exc:
+            raise self._lose(exc) from exc
 
     def mapped(self, i: int, item_digests: list[str]) -> None:
         """Mapped step ``i`` is done: its digest, for its dependents, is that of its items'."""
@@ -313,7 +409,7 @@ class Checkpointing:
         """
         run = self._run
         text, output_digest = self._encode(i, output)
-        await self._store.save_step(
+        await self._put(
             StepCheckpoint(
                 run_id=run.run_id,
                 step=run.plan.steps[i].name,

@@ -13,11 +13,12 @@ import httpx
 
 from ._attempt import in_step
 from ._batch import Batch
-from ._checkpointing import Checkpointing, decode_inputs
+from ._checkpointing import Checkpointing, decode_inputs, new_manifest
 from ._emit import Emitter
 from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import derive_run_id, encode_inputs, validate_run_id
+from ._leasing import DEFAULT_LEASE_TTL, Leasing, new_owner
 from ._plan import RESERVED_INPUTS, compile_plan
 from ._scheduler import Run, Shared
 from ._subflow import run_nested
@@ -84,6 +85,14 @@ class Engine:
         http_transport: the transport the circuit layer sends through; defaults to httpx's
             pooled transport, split into pools of at most 8 connections (httpx's pool costs
             CPU per request in proportion to its connections squared). Pass an ``httpx.MockTransport`` in tests. The engine closes it.
+        lease_ttl: with a store, every run is claimed before it executes, with a lease of
+            this many seconds that the engine renews in the background (stores whose leases
+            expire: not FileStore's, which last as long as the process). An engine paused for
+            longer loses its runs to other engines, and its writes to them are refused.
+
+    One owner per run: a run another engine (or process) is executing is waited for, then
+    run here, restoring what that one saved; a second caller of a run this engine is already
+    executing awaits the first caller's result instead of running it again.
 
     The HTTP client (``ctx.http`` in steps, :attr:`http` here) is created when the engine is
     entered and closed when it exits. It ignores proxy environment variables, as every httpx
@@ -107,6 +116,7 @@ class Engine:
         http_timeout: float | httpx.Timeout = 30.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r}: give a whole number of at least 1.")
@@ -114,6 +124,8 @@ class Engine:
             raise ValueError(
                 f"max_connections={max_connections!r}: give a whole number of at least 1."
             )
+        if not (isinstance(lease_ttl, int | float) and 0 < lease_ttl < float("inf")):
+            raise ValueError(f"lease_ttl={lease_ttl!r}: give a number of seconds above 0.")
         self._hosts = dict(hosts or {})
         resolve_hosts(self._hosts)  # fail early on a malformed key
         self._host_policy = host_policy if host_policy is not None else HostPolicy()
@@ -136,6 +148,12 @@ class Engine:
         )
         self._shared = Shared(limiter=self._limiter, emit=self._emit, subflows=self._subflow)
         self._runner = _EngineRunner(self)
+        self._owner = new_owner()
+        self._leasing: Leasing | None = (
+            Leasing(self._store, owner=self._owner, ttl=lease_ttl) if self._store else None
+        )
+        #: runs executing now, by run id: a second caller awaits the first's result.
+        self._flights: dict[str, _Flight] = {}
 
     async def __aenter__(self) -> Engine:
         if self._stack is not None:
@@ -152,6 +170,8 @@ class Engine:
             tg = anyio.create_task_group()
             await tg.__aenter__()
             self._tg = tg
+            if self._leasing is not None:
+                tg.start_soon(self._leasing.renewer)
         except BaseException:
             self._http = None
             await stack.aclose()
@@ -184,6 +204,11 @@ class Engine:
     def store(self) -> CheckpointStore | None:
         """The checkpoint store, or ``None`` when this engine runs without checkpoints."""
         return self._store
+
+    @property
+    def owner(self) -> str:
+        """This engine's name in the leases it takes: ``host:pid:random``, unique to it."""
+        return self._owner
 
     def _open_http(self) -> httpx.AsyncClient:
         inner = self._http_transport or ShardedTransport(self._max_connections)
@@ -269,9 +294,37 @@ class Engine:
         )
         if self._store is not None and encoded is not None:
             run.checkpointing = Checkpointing(
-                run, self._store, encoded_inputs=encoded, loaded=loaded
+                run, self._store, encoded_inputs=encoded, loaded=loaded, leasing=self._leasing
             )
         return run
+
+    async def _once(self, run_id: str, start: Callable[[], Awaitable[RunResult]]) -> RunResult:
+        """``await start()``, unless run ``run_id`` executes already: then await its result.
+
+        Single-flight: every caller of a run executing in this engine gets the first caller's
+        result (or its error). If the first caller is cancelled, a waiting one runs it.
+        """
+        flights = self._flights
+        while (flight := flights.get(run_id)) is not None:
+            done = anyio.Event()
+            flight.waiters.append(done)
+            await done.wait()
+            if flight.error is not None:
+                raise flight.error
+            if flight.result is not None:
+                return flight.result
+            # The first caller was cancelled: one of the waiting ones takes over.
+        flight = flights[run_id] = _Flight()
+        try:
+            flight.result = result = await start()
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            del flights[run_id]
+            for done in flight.waiters:
+                done.set()
+        return result
 
     def _check_open(self) -> None:
         if self._stack is None:
@@ -320,10 +373,15 @@ class Engine:
         else:
             codec = store.codec if store is not None else None
             rid = derive_run_id(plan.flow, inputs, codec, encoded=encoded)
-        run = self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded)
-        # From inside a step (a sub-flow, or this engine called from a step): the step lends
-        # out its slots while it waits.
-        return await (run_nested(run) if in_step() else run.execute())
+
+        def start() -> Awaitable[RunResult]:
+            return self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded).execute()
+
+        if in_step():
+            # From inside a step (a sub-flow, or this engine called from a step): the step
+            # lends out its engine slot while it waits.
+            return await run_nested(rid, plan.flow, lambda: self._once(rid, start))
+        return await self._once(rid, start)
 
     async def _subflow(
         self, flow: Flow, /, *, run_id: str, inputs: Mapping[str, object]
@@ -344,7 +402,8 @@ class Engine:
     ) -> RunResult:
         """Resume run ``run_id`` of ``flow`` with the inputs saved in its manifest.
 
-        Steps with a valid checkpoint are restored; the rest run.
+        Steps with a valid checkpoint are restored; the rest run. A run admitted by
+        :meth:`admit` (its manifest "pending") starts this way.
 
         Raises:
             CheckpointError: the engine has no store, there is no such run, it belongs to
@@ -360,6 +419,22 @@ class Engine:
                 f"Cannot resume run {run_id!r}: this engine runs without checkpoints "
                 f"(store=None). Open it with a store, e.g. Engine(store=FileStore('.asyncflow'))."
             )
+
+        def start() -> Awaitable[RunResult]:
+            return self._resume(flow, plan, store, run_id, fail_fast)
+
+        if in_step():
+            return await run_nested(run_id, plan.flow, lambda: self._once(run_id, start))
+        return await self._once(run_id, start)
+
+    async def _resume(
+        self,
+        flow: Flow,
+        plan: Plan,
+        store: CheckpointStore,
+        run_id: str,
+        fail_fast: bool | None,
+    ) -> RunResult:
         loaded = await store.load_run(run_id)
         manifest = loaded.manifest
         if manifest is None:
@@ -382,7 +457,40 @@ class Engine:
         plan.check_inputs(inputs)
         encoded = encode_inputs(store.codec, inputs)
         run = self._new_run(flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded)
-        return await (run_nested(run) if in_step() else run.execute())
+        return await run.execute()
+
+    async def admit(self, flow: Flow, /, *, run_id: str | None = None, **inputs: Any) -> bool:
+        """Record a run of ``flow`` as "pending", once; start it later with :meth:`resume`.
+
+        The admission of a trigger's delivery: the store keeps the run's manifest (its inputs)
+        only if the run has none yet, atomically, also across processes sharing the store.
+
+        Returns:
+            ``True`` when this call admitted the run; ``False`` when the run existed already
+            (a duplicate delivery, or a run already started or finished).
+
+        Raises:
+            CheckpointError: the engine has no store, or the store failed.
+            RunInputError: inputs are missing, unexpected or cannot be encoded, or (without
+                ``run_id``) no run id can be derived from them.
+            InvalidRunIdError: ``run_id`` is not a safe, plain name.
+        """
+        self._check_open()
+        plan = compile_plan(flow)
+        plan.check_inputs(inputs)
+        store = self._store
+        if store is None:
+            raise CheckpointError(
+                f"Cannot admit a run of {plan.flow!r}: this engine runs without checkpoints "
+                f"(store=None), and admitting is recording it there. Open it with a store."
+            )
+        encoded = encode_inputs(store.codec, inputs)
+        rid = (
+            validate_run_id(run_id)
+            if run_id is not None
+            else derive_run_id(plan.flow, inputs, store.codec, encoded=encoded)
+        )
+        return await store.create_run_if_absent(new_manifest(plan, rid, encoded, "pending"))
 
     def map(
         self,
@@ -447,6 +555,17 @@ def current_clock() -> Callable[[], float]:
         return asyncio.get_running_loop().time
     except RuntimeError:  # another anyio backend: no asyncio loop is running
         return anyio.current_time
+
+
+class _Flight:
+    """A run executing in an engine, awaited by its other callers."""
+
+    __slots__ = ("error", "result", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: list[anyio.Event] = []
+        self.result: RunResult | None = None
+        self.error: Exception | None = None
 
 
 class _EngineRunner:

@@ -15,6 +15,7 @@
     ├── RunFailedError           raised by RunResult.raise_for_status(); .errors holds each step's
     ├── CircuitOpenError         a host's circuit is open: the request was not sent
     └── CheckpointError          the checkpoint store cannot be read or written
+        └── LeaseLostError       another owner took the run over: this one's writes are refused
 
 Every message says what happened and what to do about it; the data also lives on attributes.
 """
@@ -185,3 +186,20 @@ class CircuitOpenError(AsyncflowError):
 
 class CheckpointError(AsyncflowError):
     """The checkpoint store could not be read or written."""
+
+
+class LeaseLostError(CheckpointError):
+    """A write or renewal with a lease that is no longer the run's current one; nothing written.
+
+    Another owner took the run over (this one paused, lost its connection, or let its lease
+    expire): the run goes on there, and this owner must stop writing it.
+
+    Attributes:
+        run_id: the run's id.
+        epoch: the stale lease's epoch.
+    """
+
+    def __init__(self, message: str, *, run_id: str, epoch: int) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.epoch = epoch

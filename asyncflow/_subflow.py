@@ -17,8 +17,9 @@ from ._attempt import slots_lent
 from ._errors import SubflowDepthError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._result import RunResult
-    from ._scheduler import Run
 
 __all__ = ["MAX_SUBFLOW_DEPTH", "run_nested"]
 
@@ -29,25 +30,27 @@ MAX_SUBFLOW_DEPTH = 20
 _CHAIN: ContextVar[tuple[str, ...]] = ContextVar("asyncflow_run_chain", default=())
 
 
-async def run_nested(run: Run) -> RunResult:
-    """Execute ``run`` from inside a step, whose slots are lent out meanwhile.
+async def run_nested(
+    run_id: str, flow: str, start: Callable[[], Awaitable[RunResult]]
+) -> RunResult:
+    """``await start()`` (run ``run_id`` of ``flow``) from inside a step, its slot lent out.
 
     Raises:
-        SubflowDepthError: ``run`` would nest deeper than :data:`MAX_SUBFLOW_DEPTH`.
+        SubflowDepthError: the run would nest deeper than :data:`MAX_SUBFLOW_DEPTH`.
     """
     chain = _CHAIN.get()
     if len(chain) >= MAX_SUBFLOW_DEPTH:
         shown = " -> ".join((*chain[:3], "...", *chain[-2:]) if len(chain) > 6 else chain)
         raise SubflowDepthError(
-            f"Run {run.run_id!r} of flow {run.plan.flow!r} would nest {len(chain) + 1} runs deep "
-            f"in other runs, over the limit of {MAX_SUBFLOW_DEPTH} ({shown}). A flow that starts itself needs "
-            f"a case that stops: check the condition that ends the recursion.",
+            f"Run {run_id!r} of flow {flow!r} would nest {len(chain) + 1} runs deep in other "
+            f"runs, over the limit of {MAX_SUBFLOW_DEPTH} ({shown}). A flow that starts itself "
+            f"needs a case that stops: check the condition that ends the recursion.",
             depth=MAX_SUBFLOW_DEPTH,
-            chain=(*chain, run.run_id),
+            chain=(*chain, run_id),
         )
-    token = _CHAIN.set((*chain, run.run_id))
+    token = _CHAIN.set((*chain, run_id))
     try:
         async with slots_lent():
-            return await run.execute()
+            return await start()
     finally:
         _CHAIN.reset(token)

@@ -644,7 +644,7 @@ async def test_records_are_readable_before_and_after_compaction(tmp_path: Path) 
         raw = run_file_json(tmp_path, f"r{i}")
         assert sorted(raw["steps"]) == sorted(flow.steps)
         assert raw["manifest"]["status"] == "succeeded"
-    assert names(tmp_path / ".journal") == ["sequence"]
+    assert names(tmp_path / ".journal") == ["leases", "sequence"]  # leases: locks, no data
 
 
 async def test_file_work_never_uses_the_default_executor(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import typing
 from ._base import (
     CheckpointStore,
     Discarded,
+    Lease,
     RunCheckpoints,
     RunInfo,
     RunManifest,
@@ -23,6 +24,7 @@ __all__ = [
     "CheckpointStore",
     "Discarded",
     "FileStore",
+    "Lease",
     "MemoryStore",
     "RunCheckpoints",
     "RunInfo",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from asyncflow._codec import Codec
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointStore",
     "Discarded",
+    "Lease",
     "RunCheckpoints",
     "RunInfo",
     "RunManifest",
@@ -30,12 +31,16 @@ class RunManifest:
         flow: the flow's name.
         flow_fingerprint: the flow's structure and code at the time of the run.
         inputs: the run inputs, as codec text (a JSON object).
-        status: ``"running"`` (started, not finished: still running, or its process died),
-            ``"succeeded"`` or ``"failed"``.
+        status: ``"pending"`` (admitted, by :meth:`CheckpointStore.create_run_if_absent`, not
+            started yet), ``"running"`` (started, not finished: still running, or its process
+            died), ``"succeeded"`` or ``"failed"``.
         created_at: when the run first started, ISO 8601 UTC.
         updated_at: when this manifest was written, ISO 8601 UTC.
         failed_steps: the names of the steps that failed, in the flow's order (set in the
             manifest written when the run ends; empty while it runs).
+        details: JSON text (an object) the engine keeps about the run, or ``""`` for none: the
+            trace context while it runs, each step's status and times once it ends. Stores
+            keep it as they keep ``inputs``: opaque, read back as the same JSON value.
     """
 
     run_id: str
@@ -46,6 +51,28 @@ class RunManifest:
     created_at: str
     updated_at: str
     failed_steps: tuple[str, ...] = ()
+    details: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One owner's claim on a run (:meth:`CheckpointStore.claim_run`).
+
+    Attributes:
+        run_id: the run's id.
+        owner: who holds it: unique per :class:`~asyncflow.Engine` instance.
+        epoch: the fencing token: it grows by at least 1 at every change of the run's owner,
+            and never goes down (also after :meth:`CheckpointStore.delete_run`). A save carrying
+            a lease whose epoch is below the run's current one is refused.
+        expires_at: when it lapses unless renewed, in ``time.time()`` seconds by the store's
+            clock; ``math.inf`` when it lasts as long as its holder lives (FileStore's, a lock
+            of this machine that the kernel drops when the process dies).
+    """
+
+    run_id: str
+    owner: str
+    epoch: int
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,22 +185,69 @@ class CheckpointStore(Protocol):
         Records that cannot be used are reported in ``discarded`` and left out, never raised.
         """
 
-    async def save_manifest(self, manifest: RunManifest, /) -> None:
-        """Durably record a run's manifest, replacing the previous one."""
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        """Durably record a run's manifest, replacing the previous one.
 
-    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
+        With ``lease``, the save is fenced: refused with :class:`~asyncflow.LeaseLostError`,
+        writing nothing, when the run's current epoch is above ``lease.epoch`` (another owner
+        took the run over). Without one it is written unfenced (tests, tools).
+        """
+
+    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
         """Record a run's manifest without waiting.
 
         It must be durable no later than the next save of the same run returns, so a step
         checkpoint is never durable without its run's manifest, and a later save of the manifest
-        replaces it.
+        replaces it. Fenced as :meth:`save_manifest`; a lost lease is reported (as
+        :class:`~asyncflow.LeaseLostError`) by the next awaited save of the run.
         """
 
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
-        """Durably record a step's output, replacing the step's previous checkpoint."""
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        """Durably record a step's output, replacing the step's previous checkpoint.
 
-    def list_runs(self) -> AsyncIterator[RunInfo]:
+        Fenced by ``lease`` as :meth:`save_manifest`.
+        """
+
+    async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
+        """Take the run for ``ttl`` seconds; ``None`` when another owner holds it unexpired.
+
+        The same owner claiming again renews its lease (same epoch). A run with no lease, or
+        an expired one, is taken with an epoch above every earlier one of the run.
+
+        Raises:
+            ValueError: ``ttl`` is not a number of seconds above 0.
+            CheckpointError: the store is not open, or it failed.
+        """
+
+    async def renew_leases(self, leases: Sequence[Lease], /, *, ttl: float) -> list[Lease | None]:
+        """Extend many leases by ``ttl`` seconds from now, in one round trip.
+
+        Returns the renewed lease in the place of each one, or ``None`` where it was lost
+        (another owner took the run, or it was released).
+        """
+
+    async def release_run(self, lease: Lease, /) -> None:
+        """Give the run up at once, so another owner can take it.
+
+        Idempotent: a lease already released or lost is no error.
+        """
+
+    async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
+        """Durably record ``manifest`` only if the run has no manifest yet; atomic.
+
+        The admission of a run (a trigger's delivery): ``True`` when this call created it,
+        ``False`` when a manifest existed (a duplicate delivery). Exactly one of concurrent
+        calls for one run id returns ``True``, also across processes sharing the store.
+        """
+
+    def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, since: str | None = None
+    ) -> AsyncIterator[RunInfo]:
         """Yield a :class:`RunInfo` for every run whose manifest is kept, each once.
+
+        Filters, all optional: ``flow`` (the flow's name), ``status`` (the manifest's), and
+        ``since``: runs whose ``updated_at`` is at or after it (ISO 8601 UTC text, compared
+        as the engine writes it).
 
         Written as an async generator (``async def`` with ``yield``), used as
         ``async for info in store.list_runs():``. The order is the store's own: sort the

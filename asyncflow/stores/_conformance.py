@@ -11,14 +11,16 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
-from asyncflow import CheckpointError
+from asyncflow import CheckpointError, LeaseLostError
 from asyncflow.stores import (
     CheckpointStore,
+    Lease,
     RunCheckpoints,
     RunInfo,
     RunManifest,
@@ -44,6 +46,8 @@ OUTPUTS = (
     "[" * 50 + "]" * 50,
     json.dumps({"pad": "x" * 100_000}),
 )
+#: How long "lease expiry" waits for a lease of 0.2 s to lapse, in seconds.
+EXPIRY_WAIT = 30.0
 #: The longest run id and every character a run id may hold.
 LONG_ID = ("a.b@c+d=e,f~g-h_0" * 12)[:200]
 
@@ -53,6 +57,7 @@ async def check_checkpoint_store(
     *,
     persistent: bool = True,
     damage: Callable[[S, str, str], Awaitable[object] | object] | None = None,
+    leases_expire: bool = True,
 ) -> None:
     """Check that the stores ``factory`` makes keep the :class:`CheckpointStore` contract.
 
@@ -62,7 +67,16 @@ async def check_checkpoint_store(
     checkpoint of its run is, and a later manifest replaces it; ``list_runs`` lists every run
     with a manifest once, with its latest manifest, including saves made in the same open;
     many concurrent saves; calls outside ``open()`` raise :class:`~asyncflow.CheckpointError`;
-    ``delete_run`` removes exactly one run's manifest and steps; and, with ``persistent``, all of it again after the store is closed and opened again.
+    ``delete_run`` removes exactly one run's manifest and steps; ``details`` round-trip;
+    ``list_runs`` filters by flow, status and time; leases: one owner at a time, the same
+    owner renews, a release lets another owner in with a greater epoch, epochs never go down
+    (after ``delete_run`` and reopening either), ``renew_leases`` reports lost ones; fencing: a
+    save with a lease another owner took over is refused with
+    :class:`~asyncflow.LeaseLostError` and writes nothing (``save_manifest_nowait``'s at the
+    run's next fenced save); with ``leases_expire``, an expired lease is taken over;
+    admission: of concurrent ``create_run_if_absent`` calls for one run exactly one returns
+    ``True``; and, with ``persistent``, all of it again after the store is closed and opened
+    again.
 
     Run it from an async test::
 
@@ -79,12 +93,20 @@ async def check_checkpoint_store(
             given the closed store, a run id and a step name, it damages that step's saved
             checkpoint (it may be async). The check then expects the damage to be reported in
             ``RunCheckpoints.discarded``, never raised, and to cost that entry only.
+        leases_expire: leases lapse after their ttl unless renewed (a database's). Pass
+            ``False`` for a store whose leases last as long as their holder (FileStore's
+            per-machine locks): expiry is then not checked, and ``expires_at`` must be
+            ``math.inf``.
 
     Raises:
         AssertionError: a check failed; the message names it and says what was wrong.
     """
     for name, check in _CHECKS:
         await _named(name, check(factory(), persistent))
+    await _named("leases", _leases(factory(), persistent, leases_expire))
+    await _named("fencing", _fencing(factory(), persistent))
+    if leases_expire:
+        await _named("lease expiry", _lease_expiry(factory(), persistent))
     if damage is not None:
         await _named("a damaged entry", _damaged_entry(factory(), persistent, damage))
 
@@ -154,6 +176,9 @@ def _expect_manifest(
     if got is not None and want is not None and got.inputs != want.inputs:
         if _same_json(got.inputs, want.inputs):
             got = dataclasses.replace(got, inputs=want.inputs)
+    if got is not None and want is not None and got.details != want.details:
+        if got.details and want.details and _same_json(got.details, want.details):
+            got = dataclasses.replace(got, details=want.details)
     if got != want:
         raise _fail(f"{what}: the manifest of run {run_id!r}", got, want)
 
@@ -445,6 +470,9 @@ async def _closed(store: CheckpointStore, persistent: bool) -> None:
         ("save_step", lambda: store.save_step(checkpoint("r", "a"))),
         ("list_runs", lambda: _listed(store)),
         ("delete_run", lambda: store.delete_run("r")),
+        ("claim_run", lambda: store.claim_run("r", owner="a", ttl=30)),
+        ("renew_leases", lambda: store.renew_leases([Lease("r", "a", 1, 0.0)], ttl=30)),
+        ("create_run_if_absent", lambda: store.create_run_if_absent(manifest("r"))),
     ]
     for when in ("before open()", "after open() ended"):
         for name, call in calls:
@@ -497,6 +525,267 @@ async def _damaged_entry(
             await _expect_run(store, "r", m, [a, b], "saved again after it was damaged, reopened")
 
 
+#: A run's details as the engine writes them: trace context, then each step's account.
+DETAILS = json.dumps(
+    {
+        "trace": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        "steps": {
+            "fetch ✓": {
+                "status": "failed",
+                "attempts": 3,
+                "error": {"type": "StepError", "message": "line\nbreak", "causes": []},
+            }
+        },
+    },
+    ensure_ascii=False,
+)
+
+
+async def _details(store: CheckpointStore, persistent: bool) -> None:
+    """A manifest's details read back as the same JSON value; none stays none."""
+    with_details = dataclasses.replace(manifest("d", 1, status="failed"), details=DETAILS)
+    plain = manifest("p", 1)
+    async with _opened(store):
+        await store.save_manifest(with_details)
+        store.save_manifest_nowait(dataclasses.replace(with_details, run_id="n"))
+        await store.save_step(checkpoint("n", "a"))
+        await store.save_manifest(plain)
+        await _expect_run(store, "d", with_details, [], "saved with details")
+        want_n = dataclasses.replace(with_details, run_id="n")
+        await _expect_run(store, "n", want_n, [checkpoint("n", "a")], "saved without waiting")
+        await _expect_run(store, "p", plain, [], "saved without details")
+    if persistent:
+        async with _opened(store):
+            await _expect_run(store, "d", with_details, [], "with details, reopened")
+            await _expect_run(store, "p", plain, [], "without details, reopened")
+
+
+async def _filters(store: CheckpointStore, persistent: bool) -> None:
+    """list_runs(flow=, status=, since=) yields exactly the runs that pass every filter given."""
+    saved = []
+    for i in range(12):
+        m = dataclasses.replace(
+            manifest(
+                f"run-{i:02d}", i, status=("pending", "running", "succeeded", "failed")[i % 4]
+            ),
+            flow=f"flow-{i % 3}",
+        )
+        saved.append(m)
+    since = "2026-01-02T03:04:06.000+00:00"
+
+    def want(flow: str | None, status: str | None, after: str | None) -> dict[str, RunManifest]:
+        return {
+            m.run_id: m
+            for m in saved
+            if flow in (None, m.flow)
+            and status in (None, m.status)
+            and (after is None or m.updated_at >= after)
+        }
+
+    cases = [
+        ("flow-1", None, None),
+        (None, "failed", None),
+        (None, None, since),
+        ("flow-0", "pending", None),
+        ("flow-2", None, since),
+        ("no such flow", None, None),
+        (None, "succeeded", "2999-01-01T00:00:00.000+00:00"),
+    ]
+
+    async def check(what: str) -> None:
+        for flow, status, after in cases:
+            got = [i async for i in store.list_runs(flow=flow, status=status, since=after)]
+            _expect_listing(
+                got, want(flow, status, after), f"{what}: list_runs({flow=}, {status=}, {after=})"
+            )
+
+    async with _opened(store):
+        for m in saved:
+            await store.save_manifest(m)
+        await check("in the same open")
+    if persistent:
+        async with _opened(store):
+            await check("after reopening")
+
+
+async def _admission(store: CheckpointStore, persistent: bool) -> None:
+    """Of concurrent create_run_if_absent() calls for one run, exactly one creates it."""
+    calls = 20
+    created: list[int] = []
+
+    async def admit(i: int) -> None:
+        m = manifest("admitted", i, status="pending")
+        if await store.create_run_if_absent(m):
+            created.append(i)
+
+    async with _opened(store):
+        async with anyio.create_task_group() as tg:
+            for i in range(calls):
+                tg.start_soon(admit, i)
+        if len(created) != 1:
+            raise _fail("how many concurrent create_run_if_absent() returned True", created, 1)
+        winner = manifest("admitted", created[0], status="pending")
+        await _expect_run(store, "admitted", winner, [], "admitted")
+        _expect_listing(
+            [i async for i in store.list_runs(status="pending")],
+            {"admitted": winner},
+            "list_runs(status='pending') after admission",
+        )
+        await store.save_manifest(manifest("started", 1))
+        if await store.create_run_if_absent(manifest("started", 2, status="pending")):
+            raise AssertionError("create_run_if_absent() of a run with a manifest returned True")
+        await _expect_run(store, "started", manifest("started", 1), [], "not admitted twice")
+    if persistent:
+        async with _opened(store):
+            again = manifest("admitted", 99, status="pending")
+            if await store.create_run_if_absent(again):
+                raise AssertionError("create_run_if_absent() after reopening returned True")
+            await _expect_run(store, "admitted", winner, [], "admitted, reopened")
+
+
+async def _claim(store: CheckpointStore, run_id: str, owner: str) -> Lease:
+    lease = await store.claim_run(run_id, owner=owner, ttl=30)
+    if lease is None:
+        raise AssertionError(f"claim_run({run_id!r}, owner={owner!r}) of a free run gave None")
+    if (lease.run_id, lease.owner) != (run_id, owner):
+        raise _fail(f"claim_run({run_id!r}, owner={owner!r})", lease, f"a lease of {owner!r}")
+    return lease
+
+
+async def _leases(store: CheckpointStore, persistent: bool, leases_expire: bool) -> None:
+    """One owner at a time; renewals keep the epoch; a new owner's epoch is greater, always."""
+    async with _opened(store):
+        first = await _claim(store, "r", "a")
+        if not leases_expire and first.expires_at != math.inf:
+            raise _fail("expires_at of a lease that lasts as long as its holder", first, math.inf)
+        if await store.claim_run("r", owner="b", ttl=30) is not None:
+            raise AssertionError("claim_run() by another owner of a held run did not give None")
+        again = await _claim(store, "r", "a")
+        if again.epoch != first.epoch:
+            raise _fail("the epoch of a lease claimed again by its owner", again, first.epoch)
+        (renewed,) = await store.renew_leases([again], ttl=30)
+        if renewed is None or renewed.epoch != first.epoch:
+            raise _fail("renew_leases() of a held lease", renewed, f"epoch {first.epoch}")
+        other = await _claim(store, "other-run", "b")  # another run: no conflict
+        await store.release_run(again)
+        await store.release_run(again)  # idempotent
+        second = await _claim(store, "r", "b")
+        if not second.epoch > first.epoch:
+            raise _fail("the epoch of a run's next owner", second.epoch, f"> {first.epoch}")
+        got = await store.renew_leases([first, second, other], ttl=30)
+        if got[0] is not None or got[1] is None or got[2] is None:
+            raise _fail("renew_leases([lost, held, held])", got, "[None, a lease, a lease]")
+        await store.release_run(first)  # lost: no error, and the holder keeps it
+        if await store.claim_run("r", owner="c", ttl=30) is not None:
+            raise AssertionError("releasing a lost lease released its new owner's")
+        for ttl in (0, -1.0):
+            try:
+                await store.claim_run("x", owner="a", ttl=ttl)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(f"claim_run(ttl={ttl}) did not raise ValueError")
+        await store.release_run(second)
+        await store.save_manifest(manifest("r", 1))
+        third = await _claim(store, "r", "c")
+        await store.release_run(third)
+        await store.release_run(other)
+        if not persistent:
+            await _deleted_then_claimed(store, third)
+    if persistent:
+        # In a later open, as in "delete_run": a store may refuse to delete what it may write.
+        async with _opened(store):
+            fourth = await _deleted_then_claimed(store, third)
+        async with _opened(store):
+            fifth = await _claim(store, "r", "e")
+            if not fifth.epoch > fourth.epoch:
+                raise _fail("a run's epoch after reopening", fifth.epoch, f"> {fourth.epoch}")
+            await store.release_run(fifth)
+
+
+async def _deleted_then_claimed(store: CheckpointStore, last: Lease) -> Lease:
+    if await store.delete_run("r") is not True:
+        raise AssertionError("delete_run() of a claimed run's manifest did not return True")
+    lease = await _claim(store, "r", "d")
+    if not lease.epoch > last.epoch:
+        raise _fail("a run's epoch after delete_run()", lease.epoch, f"> {last.epoch}")
+    await store.release_run(lease)
+    return lease
+
+
+async def _fencing(store: CheckpointStore, persistent: bool) -> None:
+    """A stale owner's saves are refused and write nothing; the current owner's are kept."""
+    kept = checkpoint("r", "a", '"first owner"')
+    async with _opened(store):
+        old = await _claim(store, "r", "a")
+        await store.save_manifest(manifest("r", 1), lease=old)
+        await store.save_step(kept, lease=old)
+        await store.release_run(old)
+        new = await _claim(store, "r", "b")
+        refused: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("save_step", lambda: store.save_step(checkpoint("r", "b", '"stale"'), lease=old)),
+            ("save_step", lambda: store.save_step(checkpoint("r", "a", '"stale"'), lease=old)),
+            ("save_manifest", lambda: store.save_manifest(manifest("r", 2), lease=old)),
+        ]
+        for name, call in refused:
+            try:
+                await call()
+            except LeaseLostError as exc:
+                if exc.run_id != "r" or exc.epoch != old.epoch:
+                    raise _fail(f"{name}()'s LeaseLostError", (exc.run_id, exc.epoch), "r") from exc
+            else:
+                raise AssertionError(f"{name}() with a lease taken over was not refused")
+        store.save_manifest_nowait(manifest("r", 3), lease=old)
+        try:
+            await store.save_step(checkpoint("r", "c", '"stale"'), lease=old)
+        except LeaseLostError:
+            pass
+        else:
+            raise AssertionError("a fenced save after a refused save_manifest_nowait() returned")
+        await _expect_run(store, "r", manifest("r", 1), [kept], "after stale saves")
+        current = checkpoint("r", "b", '"new owner"')
+        await store.save_step(current, lease=new)
+        await store.save_manifest(manifest("r", 4), lease=new)
+        unfenced = checkpoint("r", "z", '"a tool"')
+        await store.save_step(unfenced)
+        await _expect_run(store, "r", manifest("r", 4), [kept, current, unfenced], "new owner")
+        await store.release_run(new)
+    if persistent:
+        async with _opened(store):
+            await _expect_run(
+                store, "r", manifest("r", 4), [kept, current, unfenced], "fenced, reopened"
+            )
+
+
+async def _lease_expiry(store: CheckpointStore, persistent: bool) -> None:
+    """An expired lease is taken over with a greater epoch; its owner can then write nothing."""
+    async with _opened(store):
+        lapsing = await store.claim_run("r", owner="a", ttl=0.2)
+        if lapsing is None:
+            raise AssertionError("claim_run() of a free run gave None")
+        taken = None
+        with anyio.move_on_after(EXPIRY_WAIT):
+            # The lease lapses by the store's clock: there is no event to wait on.
+            while (taken := await store.claim_run("r", owner="b", ttl=30)) is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        if taken is None:
+            raise AssertionError(
+                f"a lease of ttl=0.2 was not taken over by another owner in {EXPIRY_WAIT} s"
+            )
+        if not taken.epoch > lapsing.epoch:
+            raise _fail("the epoch of an expired lease's next owner", taken, f"> {lapsing.epoch}")
+        try:
+            await store.save_step(checkpoint("r", "a"), lease=lapsing)
+        except LeaseLostError:
+            pass
+        else:
+            raise AssertionError("save_step() with an expired lease taken over was not refused")
+        if (await store.renew_leases([lapsing], ttl=30)) != [None]:
+            raise AssertionError("renew_leases() of an expired lease taken over did not give None")
+        await _expect_run(store, "r", None, [], "after an expired owner's save")
+        await store.release_run(taken)
+
+
 _CHECKS: list[tuple[str, Callable[[CheckpointStore, bool], Awaitable[None]]]] = [
     ("a new store", _empty),
     ("round trip", _round_trip),
@@ -506,4 +795,7 @@ _CHECKS: list[tuple[str, Callable[[CheckpointStore, bool], Awaitable[None]]]] = 
     ("concurrent saves", _concurrent_saves),
     ("outside open()", _closed),
     ("delete_run", _delete_run),
+    ("details", _details),
+    ("list_runs filters", _filters),
+    ("admission", _admission),
 ]

@@ -25,15 +25,16 @@ from asyncflow.stores import (
     RunInfo,
     RunManifest,
     StepCheckpoint,
+    _conformance,
 )
 from asyncflow.testing import check_checkpoint_store
 from tests.stores.files import damage_entry, run_file
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from asyncflow import Codec
-    from asyncflow.stores import CheckpointStore
+    from asyncflow.stores import CheckpointStore, Lease
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +56,7 @@ async def test_file_store_keeps_the_contract(tmp_path: Path, segment_bytes: int)
     await check_checkpoint_store(
         lambda: FileStore(tmp_path / f"store-{next(dirs)}", segment_bytes=segment_bytes),
         damage=damage_step_entry,
+        leases_expire=False,
     )
 
 
@@ -65,20 +67,20 @@ async def test_memory_store_keeps_the_contract() -> None:
 class Respacing(MemoryStore):
     """Keeps outputs indented: the same JSON values in other text, which the contract allows."""
 
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
         indented = json.dumps(json.loads(checkpoint.output), indent=1, ensure_ascii=True)
-        await super().save_step(dataclasses.replace(checkpoint, output=indented))
+        await super().save_step(dataclasses.replace(checkpoint, output=indented), lease=lease)
 
 
 class ForgetsNowait(MemoryStore):
-    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
+    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
         pass
 
 
 class KeepsTheFirstStep(MemoryStore):
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
         if checkpoint.step not in (await self.load_run(checkpoint.run_id)).steps:
-            await super().save_step(checkpoint)
+            await super().save_step(checkpoint, lease=lease)
 
 
 class ListsWhatWasThereAtOpen(MemoryStore):
@@ -90,10 +92,14 @@ class ListsWhatWasThereAtOpen(MemoryStore):
             self.at_open = [info async for info in super().list_runs()]
             yield self
 
-    async def list_runs(self) -> AsyncIterator[RunInfo]:
+    async def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, since: str | None = None
+    ) -> AsyncIterator[RunInfo]:
         await self.load_run("-")  # raises when not open
         for info in self.at_open:
-            yield info
+            if flow in (None, info.flow) and status in (None, info.status):
+                if since is None or info.updated_at >= since:
+                    yield info
 
 
 class WorksWhenClosed(MemoryStore):
@@ -123,17 +129,31 @@ class ForgetsAtClose:
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
         return await self.inner.load_run(run_id)
 
-    async def save_manifest(self, manifest: RunManifest, /) -> None:
-        await self.inner.save_manifest(manifest)
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        await self.inner.save_manifest(manifest, lease=lease)
 
-    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
-        self.inner.save_manifest_nowait(manifest)
+    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        self.inner.save_manifest_nowait(manifest, lease=lease)
 
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
-        await self.inner.save_step(checkpoint)
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        await self.inner.save_step(checkpoint, lease=lease)
 
-    def list_runs(self) -> AsyncIterator[RunInfo]:
-        return self.inner.list_runs()
+    async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
+        return await self.inner.claim_run(run_id, owner=owner, ttl=ttl)
+
+    async def renew_leases(self, leases: Sequence[Lease], /, *, ttl: float) -> list[Lease | None]:
+        return await self.inner.renew_leases(leases, ttl=ttl)
+
+    async def release_run(self, lease: Lease, /) -> None:
+        await self.inner.release_run(lease)
+
+    async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
+        return await self.inner.create_run_if_absent(manifest)
+
+    def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, since: str | None = None
+    ) -> AsyncIterator[RunInfo]:
+        return self.inner.list_runs(flow=flow, status=status, since=since)
 
     async def delete_run(self, run_id: str, /) -> bool:
         return await self.inner.delete_run(run_id)
@@ -166,8 +186,8 @@ class Damageable(MemoryStore):
         steps = {name: c for name, c in loaded.steps.items() if name not in bad}
         return RunCheckpoints(loaded.manifest, steps, tuple(Discarded(s, "", "bad") for s in bad))
 
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
-        await super().save_step(checkpoint)
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        await super().save_step(checkpoint, lease=lease)
         self.damaged.discard((checkpoint.run_id, checkpoint.step))
 
 
@@ -177,6 +197,44 @@ class RaisesOnDamage(Damageable):
         if loaded.discarded:
             raise CheckpointError(f"run {run_id!r} has a damaged entry")
         return loaded
+
+
+class IgnoresLeases(MemoryStore):
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        await super().save_step(checkpoint)
+
+
+class AdmitsTwice(MemoryStore):
+    """Checks, then writes, with an await between: not atomic."""
+
+    async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
+        if (await self.load_run(manifest.run_id)).manifest is not None:
+            return False
+        await self.save_manifest(manifest)
+        return True
+
+
+class IgnoresFilters(MemoryStore):
+    def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, since: str | None = None
+    ) -> AsyncIterator[RunInfo]:
+        return super().list_runs()
+
+
+class DropsDetails(MemoryStore):
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        await super().save_manifest(dataclasses.replace(manifest, details=""), lease=lease)
+
+
+class ForgetsEpochsOnDelete(MemoryStore):
+    async def delete_run(self, run_id: str, /) -> bool:
+        self._epochs.pop(run_id, None)
+        return await super().delete_run(run_id)
+
+
+class NeverExpires(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: 0.0)
 
 
 def mark_damaged(store: Damageable, run_id: str, step: str) -> None:
@@ -203,6 +261,12 @@ BROKEN = {
     "works when not open": (WorksWhenClosed, None, "outside open()"),
     "keeps a deleted run's steps": (DeletesOnlyTheManifest, None, "delete_run"),
     "raises on a damaged entry": (RaisesOnDamage, mark_damaged, "a damaged entry"),
+    "ignores leases": (IgnoresLeases, None, "fencing"),
+    "admits a run twice": (AdmitsTwice, None, "admission"),
+    "ignores filters": (IgnoresFilters, None, "list_runs filters"),
+    "drops details": (DropsDetails, None, "details"),
+    "forgets epochs on delete": (ForgetsEpochsOnDelete, None, "leases"),
+    "leases never expire": (NeverExpires, None, "lease expiry"),
 }
 
 
@@ -211,8 +275,10 @@ async def test_a_store_breaking_the_contract_fails_the_check_it_breaks(
     store: Callable[[], CheckpointStore],
     damage: Callable[[Any, str, str], None] | None,
     check: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each defect is caught by the check named for it (a check that cannot fail checks nothing)."""
+    monkeypatch.setattr(_conformance, "EXPIRY_WAIT", 1.0)
     with pytest.raises(AssertionError, match=rf"^check_checkpoint_store: {re.escape(check)}: "):
         await check_checkpoint_store(store, damage=damage)
 

@@ -33,7 +33,8 @@ Two formats, both JSON with ``"format"`` and ``"version"`` (:data:`FORMAT_VERSIO
   journal record replaces an entry only when the record is not older (see
   :mod:`.journal`). A file without it (written before sequence numbers) reads as 0.
   ``"failed_steps"`` (in manifests, and in manifest records) was added later in version 1: a
-  manifest without it reads as having none.
+  manifest without it reads as having none. ``"details"`` (JSON, the engine's own about the
+  run) was added after it, written only when there are any: without it, none (``""``).
 
 A record or run file of another format or version is refused with a reason, so a store can move
 it aside; in a sound run file, a malformed manifest or step entry is reported on its own.
@@ -86,8 +87,13 @@ def manifest_record(m: RunManifest) -> str:
         f'"flow":{js(m.flow)},"flow_fingerprint":{js(m.flow_fingerprint)},'
         f'"status":{js(m.status)},"created_at":{js(m.created_at)},'
         f'"updated_at":{js(m.updated_at)},"failed_steps":{_names(m.failed_steps)},'
-        f'"inputs":{m.inputs}}}'
+        f'{_details(m.details, "")}"inputs":{m.inputs}}}'
     )
+
+
+def _details(details: str, indent: str) -> str:
+    """The ``"details"`` field and what follows it, spliced in; nothing when there are none."""
+    return f'"details":{details},{indent}' if details else ""
 
 
 def _names(names: tuple[str, ...]) -> str:
@@ -146,6 +152,7 @@ def manifest_from(raw: dict[str, object], run_id: str) -> RunManifest:
         created_at=get_str(raw, "created_at"),
         updated_at=get_str(raw, "updated_at"),
         failed_steps=get_names(raw, "failed_steps"),
+        details=dump_value(raw["details"]) if "details" in raw else "",
     )
 
 
@@ -226,7 +233,8 @@ def run_file_text(
             f'    "flow_fingerprint": {js(m.flow_fingerprint)},\n'
             f'    "status": {js(m.status)},\n    "created_at": {js(m.created_at)},\n'
             f'    "updated_at": {js(m.updated_at)},\n'
-            f'    "failed_steps": {_names(m.failed_steps)},\n    "inputs": {m.inputs}\n  }},\n'
+            f'    "failed_steps": {_names(m.failed_steps)},\n'
+            f'    {_details(m.details, chr(10) + "    ")}"inputs": {m.inputs}\n  }},\n'
         )
     entries = [
         f'    {js(name)}: {{\n      "seq": {seqs.get(name, 0)},\n'

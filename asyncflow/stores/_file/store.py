@@ -6,6 +6,8 @@ FileStore keeps, directly in its directory::
                                  times, failed steps) and each succeeded step's fingerprint,
                                  digest and output
     <dir>/.journal/<segment>.log records not yet compacted into the run files
+    <dir>/.journal/leases        an empty file whose byte-range locks are the runs' leases
+                                 (one owner per run on this machine: see :mod:`.leases`)
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
 (:data:`~.records.FORMAT_VERSION`); see :mod:`.records`. One file per run, in
@@ -65,9 +67,10 @@ import anyio
 from asyncflow._codec import Codec, JsonCodec
 from asyncflow._errors import CheckpointError
 from asyncflow._identity import validate_run_id
-from asyncflow.stores._base import RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
+from asyncflow.stores._base import Lease, RunCheckpoints, RunInfo, RunManifest, StepCheckpoint
 
-from .disk import Sync
+from .disk import JOURNAL_DIR, Sync
+from .foreign import ForeignJournals, RunRecords
 from .journal import (
     SEGMENT_MAGIC,
     RunInJournal,
@@ -79,11 +82,12 @@ from .journal import (
     recover,
     truncate,
 )
+from .leases import LEASES_FILE, MachineLeases
 from .records import manifest_record, record_key, step_record
 from .runfiles import OnDisk, Records, list_run_ids, read_manifests, read_runs
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -178,6 +182,10 @@ class FileStore:
         #: run writes them first, so no step checkpoint is ever durable without its manifest.
         self._unsaved: dict[str, RunManifest] = {}
         self._compact_send: ObjectSendStream[_Sealed] | None = None
+        self._leases: MachineLeases | None = None
+        #: the other engines' live segments in the directory, and this store's own segments.
+        self._foreign: ForeignJournals | None = None
+        self._own_segments: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self._directory)!r})"
@@ -229,6 +237,8 @@ class FileStore:
                 self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
                 await self._run(recover, sync, root)
                 await self._new_segment()
+                self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_FILE)
+                self._foreign = ForeignJournals(root / JOURNAL_DIR, self._own_segments)
             except OSError as exc:
                 raise CheckpointError(
                     f"Cannot use checkpoint directory {str(self._directory)!r}: {exc}. Check "
@@ -258,6 +268,12 @@ class FileStore:
                     await self._close_segment(fd)
             self._journals.clear()
             self._journal = None
+            if self._leases is not None:
+                self._leases.close()
+                self._leases = None
+            if self._foreign is not None:
+                self._foreign.close()
+                self._foreign = None
             executor, self._executor = self._executor, None
             executor.shutdown(wait=False)
             self._index.clear()
@@ -266,6 +282,7 @@ class FileStore:
         root = self._root
         assert root is not None
         fd, path, floor = await self._run(create_segment, root)
+        self._own_segments.add(path.name)
         self._segment_no += 1
         self._journals.add(fd)
         self._journal, self._journal_path = fd, path
@@ -419,8 +436,13 @@ class FileStore:
         self._wake.set()
         return group
 
-    async def _append(self, rec: RunManifest | StepCheckpoint, text: str) -> None:
+    async def _append(
+        self, rec: RunManifest | StepCheckpoint, text: str, lease: Lease | None
+    ) -> None:
         self._check_usable()
+        if lease is not None:
+            assert self._leases is not None
+            self._leases.fence(rec.run_id, lease)
         while self._pending >= self._max_pending:
             if self._room.is_set():
                 self._room = asyncio.Event()
@@ -441,36 +463,114 @@ class FileStore:
                 f"disk space or fix permissions, then resume the run."
             ) from group.error
 
-    async def save_step(self, checkpoint: StepCheckpoint, /) -> None:
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
         """Durably record a step's output; returns once its journal record is fsynced.
 
         Raises:
             CheckpointError: the journal cannot be written (this save only: later saves try
                 again, in a new segment).
+            LeaseLostError: ``lease`` is not held by this store any more; nothing was written.
         """
-        await self._append(checkpoint, step_record(checkpoint))
+        await self._append(checkpoint, step_record(checkpoint), lease)
 
-    async def save_manifest(self, manifest: RunManifest, /) -> None:
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
         """Durably record a run's manifest; returns once its journal record is fsynced.
 
         Raises:
             CheckpointError: the journal cannot be written.
+            LeaseLostError: ``lease`` is not held by this store any more; nothing was written.
         """
         self._unsaved.pop(manifest.run_id, None)
-        await self._append(manifest, manifest_record(manifest))
+        await self._append(manifest, manifest_record(manifest), lease)
 
-    def save_manifest_nowait(self, manifest: RunManifest, /) -> None:
+    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
         """Queue a run's manifest for the next commit.
 
         The journal is written in order, so any later save's commit covers it; if its commit
-        fails, the run's next step save writes it again first.
+        fails, the run's next step save writes it again first. With a lease no longer held,
+        nothing is queued and the run's next fenced save raises :class:`LeaseLostError`.
 
         Raises:
             CheckpointError: the store is not open.
         """
         self._check_usable()
+        if lease is not None:
+            assert self._leases is not None
+            if not self._leases.fence_later(manifest.run_id, lease):
+                return
         self._unsaved.pop(manifest.run_id, None)
         self._enqueue(manifest, manifest_record(manifest))
+
+    async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
+        """Take the run's lock in ``.journal/leases`` for ``owner``; ``None`` while another holds it.
+
+        The lease lasts while this store is open and its process lives (``expires_at`` is
+        ``math.inf``; ``ttl`` is checked, not used): the kernel drops it when the process dies.
+        It excludes owners on this machine only (see :mod:`.leases`).
+
+        Raises:
+            InvalidRunIdError: ``run_id`` is not a safe name.
+            ValueError: ``ttl`` is not above 0.
+            CheckpointError: the store is not open, or the lock file cannot be used.
+        """
+        validate_run_id(run_id)
+        _check_ttl(ttl)
+        leases = self._usable_leases()
+        try:
+            return leases.claim(run_id, owner)
+        except OSError as exc:
+            raise CheckpointError(
+                f"Cannot lock run {run_id!r} in {str(self.directory)!r}: {exc}."
+            ) from exc
+
+    async def renew_leases(self, leases: Sequence[Lease], /, *, ttl: float) -> list[Lease | None]:
+        """Each lease still held by this store (they do not expire); ``None`` for the others.
+
+        Raises:
+            ValueError: ``ttl`` is not above 0.
+            CheckpointError: the store is not open.
+        """
+        _check_ttl(ttl)
+        held = self._usable_leases()
+        return [held.renew(lease) for lease in leases]
+
+    async def release_run(self, lease: Lease, /) -> None:
+        """Unlock the run, if this store holds ``lease``.
+
+        Raises:
+            CheckpointError: the store is not open.
+        """
+        self._usable_leases().release(lease)
+
+    async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
+        """Save ``manifest`` durably unless the run has one; whether it did.
+
+        The check and the save hold the run's admission lock in ``.journal/leases``, so engines of this
+        machine sharing the directory admit a run once.
+
+        Raises:
+            InvalidRunIdError: the run id is not a safe name.
+            CheckpointError: the store is not open, or it cannot be read or written.
+        """
+        run_id = manifest.run_id
+        validate_run_id(run_id)
+        leases = self._usable_leases()
+        delay = 0.001
+        while (fd := leases.try_admission(run_id)) is None:
+            await anyio.sleep(delay)  # another engine admits it now: its answer is ours
+            delay = min(delay * 2, 0.05)
+        try:
+            if (await self.load_run(run_id)).manifest is not None:
+                return False
+            await self.save_manifest(manifest)
+            return True
+        finally:
+            os.close(fd)
+
+    def _usable_leases(self) -> MachineLeases:
+        self._check_usable()
+        assert self._leases is not None
+        return self._leases
 
     async def load_run(self, run_id: str, /) -> RunCheckpoints:
         """Return a run's manifest and step checkpoints: its run file, overlaid by journal records.
@@ -487,7 +587,9 @@ class FileStore:
         self._check_usable()
         # Snapshot the journal's records first: a compaction finishing during the read below
         # removes them from the index only after they are in the files.
-        live = dict(self._index.get(run_id, {}))
+        live: RunRecords = {
+            key: (seq, rec) for key, (_, seq, rec) in self._index.get(run_id, {}).items()
+        }
         load = _Load()
         self._loads.append((run_id, load))
         self._load_wake.set()
@@ -499,11 +601,18 @@ class FileStore:
             ) from load.result
         assert load.result is not None
         on_disk, seqs = load.result
+        if load.foreign:
+            # Records of other live engines; this store's own win a tie (the same record).
+            for key, held in live.items():
+                other = load.foreign.get(key)
+                if other is None or held[0] >= other[0]:
+                    load.foreign[key] = held
+            live = load.foreign
         if not live:
             return on_disk
         manifest = on_disk.manifest
         steps = dict(on_disk.steps)
-        for key, (_, seq, rec) in live.items():
+        for key, (seq, rec) in live.items():
             if seq < seqs.get(key, -1):
                 continue  # the run file holds a newer record (another engine wrote the run)
             if isinstance(rec, RunManifest):
@@ -522,15 +631,30 @@ class FileStore:
                 assert self._sync is not None
                 assert self._root is not None
                 ids = [r for r, _ in loads]
-                results = await self._run(read_runs, self._sync, self._root, ids)
-                for (_, load), result in zip(loads, results, strict=True):
-                    load.result = result
+                results, foreign = await self._run(self._read_shared, ids)
+                for (_, load), result, recs in zip(loads, results, foreign, strict=True):
+                    load.result, load.foreign = result, recs
                     load.done.set()
             if self._closing and not self._loads:
                 return
 
-    async def list_runs(self) -> AsyncIterator[RunInfo]:
+    def _read_shared(self, run_ids: list[str]) -> tuple[list[OnDisk | OSError], list[RunRecords]]:
+        """Runs' files and the records other live engines hold of them (those read first)."""
+        assert self._foreign is not None
+        assert self._sync is not None
+        assert self._root is not None
+        try:
+            foreign = self._foreign.runs(run_ids)
+        except OSError as exc:
+            return [exc] * len(run_ids), [{} for _ in run_ids]
+        return read_runs(self._sync, self._root, run_ids), foreign
+
+    async def list_runs(
+        self, *, flow: str | None = None, status: str | None = None, since: str | None = None
+    ) -> AsyncIterator[RunInfo]:
         """Yield every run with a manifest, by run id: run files, overlaid by journal records.
+
+        Only those of ``flow``, with ``status``, updated at or after ``since``, when given.
 
         The directory's names are listed once, at the start; the run files are then read
         :data:`LIST_BATCH` at a time on the store's executor, so memory holds the run ids and
@@ -548,8 +672,16 @@ class FileStore:
         assert root is not None
         # Snapshot the journal's manifests first: a compaction finishing during the reads below
         # removes them from the index only after they are in the files.
-        live = {run_id: keys[None] for run_id, keys in self._index.items() if None in keys}
+        live: dict[str, tuple[int, RunManifest | StepCheckpoint]] = {
+            run_id: (keys[None][1], keys[None][2])
+            for run_id, keys in self._index.items()
+            if None in keys
+        }
+        assert self._foreign is not None
         try:
+            for run_id, other in (await self._run(self._foreign.manifests)).items():
+                if run_id not in live or other[0] > live[run_id][0]:
+                    live[run_id] = other
             ids = await self._run(list_run_ids, root)
             if live:
                 ids = sorted({*ids, *live})
@@ -559,11 +691,17 @@ class FileStore:
                 found = await self._run(read_manifests, root, batch)
                 for run_id, on_disk in zip(batch, found, strict=True):
                     manifest = on_disk[0] if on_disk is not None else None
-                    held = live.get(run_id)
-                    if held is not None and (on_disk is None or held[1] >= on_disk[1]):
-                        assert isinstance(held[2], RunManifest)
-                        manifest = held[2]
-                    if manifest is not None:
+                    if (held := live.get(run_id)) is not None and (
+                        on_disk is None or held[0] >= on_disk[1]
+                    ):
+                        assert isinstance(held[1], RunManifest)
+                        manifest = held[1]
+                    if (
+                        manifest is not None
+                        and (flow is None or manifest.flow == flow)
+                        and (status is None or manifest.status == status)
+                        and (since is None or manifest.updated_at >= since)
+                    ):
                         yield RunInfo.from_manifest(manifest)
         except OSError as exc:
             raise CheckpointError(
@@ -602,14 +740,20 @@ class FileStore:
 
 
 class _Load:
-    __slots__ = ("done", "result")
+    __slots__ = ("done", "foreign", "result")
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.result: OnDisk | OSError | None = None
+        self.foreign: RunRecords = {}
 
 
 @functools.cache
 def _blocking(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     """``fn`` as a coroutine function that runs it on an executor (aiofiles' wrapper), once."""
     return aiofiles.os.wrap(fn)
+
+
+def _check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"ttl={ttl!r}: give a lease's time to live in seconds, above 0.")

@@ -1,0 +1,165 @@
+"""FileStore's leases: one owner per run on this machine, by byte-range locks on one file.
+
+``<dir>/.journal/leases`` is an empty file; a run's lease is an exclusive open-file-description lock
+(``F_OFD_SETLK``) on one byte of it, at an offset hashed from the run id. The kernel drops the
+lock when its holder closes the file or dies (SIGKILL included), so a lease lasts exactly as
+long as its holder: it never expires while the holder lives (a SIGSTOPped process keeps it),
+and ``expires_at`` is ``math.inf``. The locks are of this machine only: engines on other
+machines sharing the folder over a network filesystem are not excluded (use a database store).
+
+Each owner has its own open file description, so two owners conflict even within one process.
+Claiming, renewing and releasing are one non-blocking ``fcntl`` each, on the event loop: no
+file is written and nothing is fsynced, so a lease costs a few microseconds a run.
+
+Epochs: a new owner's epoch is the wall clock in nanoseconds (above the process's previous
+epoch): owners of a run follow each other in time, the lock orders them, so epochs grow at every
+change of owner, across restarts and after a run is deleted. Fencing is exact without them: a
+holder loses its lock only by releasing it or by dying, so a save carrying a lease is accepted
+only while this store still holds that very lease.
+
+Admission (``create_run_if_absent``) takes a second lock per run, in the upper half of the
+offsets, for the check-then-write; it is tried without blocking and retried, so a waiting
+admission never holds one of the store's threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import math
+import os
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from asyncflow._errors import LeaseLostError
+from asyncflow.stores._base import Lease
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+try:
+    import fcntl
+
+    _fcntl: Callable[[int, int, bytes], bytes] | None = fcntl.fcntl
+    _WRLCK, _UNLCK = fcntl.F_WRLCK, fcntl.F_UNLCK
+    #: ``fcntl.F_OFD_SETLK`` where Python lacks the name (Linux's number).
+    F_OFD_SETLK: int = getattr(fcntl, "F_OFD_SETLK", 37)
+except ImportError:  # Windows: no locks; one engine per directory there
+    _fcntl, _WRLCK, _UNLCK, F_OFD_SETLK = None, 1, 2, 37
+
+__all__ = ["LEASES_FILE", "MachineLeases"]
+
+LEASES_FILE = "leases"
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock on 64-bit Linux: type, whence, start, len, pid
+_HALF = 1 << 61
+_OPEN = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def lease_offset(run_id: str) -> int:
+    """The byte of the leases file whose lock is ``run_id``'s lease (admission: ``+ 2**61``)."""
+    digest = hashlib.blake2b(run_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _HALF
+
+
+def _lock(fd: int, offset: int, *, exclusive: bool) -> bool:
+    """Take (or, not ``exclusive``, drop) an OFD lock on one byte; False when another holds it."""
+    if _fcntl is None:
+        return True
+    kind = _WRLCK if exclusive else _UNLCK
+    try:
+        _fcntl(fd, F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0))
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+class MachineLeases:
+    """The leases one open FileStore holds, and the fencing of its saves by them."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        #: an open file description per owner: its locks are that owner's leases.
+        self._fds: dict[str, int] = {}
+        #: the leases held now, by run id.
+        self._held: dict[str, Lease] = {}
+        #: runs whose manifest saved without waiting carried a lost lease: raised by the next
+        #: fenced save of the run.
+        self._lost: dict[str, LeaseLostError] = {}
+        self._last_epoch = 0
+
+    def close(self) -> None:
+        """Release every lease (closing the files drops their locks)."""
+        fds, self._fds = self._fds, {}
+        self._held.clear()
+        self._lost.clear()
+        for fd in fds.values():
+            os.close(fd)
+
+    def _fd(self, owner: str) -> int:
+        fd = self._fds.get(owner)
+        if fd is None:
+            fd = self._fds[owner] = os.open(self._path, _OPEN, 0o644)
+        return fd
+
+    def claim(self, run_id: str, owner: str) -> Lease | None:
+        held = self._held.get(run_id)
+        if held is not None:
+            return held if held.owner == owner else None
+        if not _lock(self._fd(owner), lease_offset(run_id), exclusive=True):
+            return None
+        self._last_epoch = epoch = max(time.time_ns(), self._last_epoch + 1)
+        lease = self._held[run_id] = Lease(run_id, owner, epoch, math.inf)
+        return lease
+
+    def renew(self, lease: Lease) -> Lease | None:
+        held = self._held.get(lease.run_id)
+        return held if held == dataclasses.replace(lease, expires_at=math.inf) else None
+
+    def release(self, lease: Lease) -> None:
+        if self.renew(lease) is None:
+            return
+        del self._held[lease.run_id]
+        _lock(self._fds[lease.owner], lease_offset(lease.run_id), exclusive=False)
+
+    def fence(self, run_id: str, lease: Lease | None) -> None:
+        """Raise :class:`LeaseLostError` unless ``lease`` is none or held now."""
+        if lease is None:
+            return
+        lost = self._lost.pop(run_id, None)
+        if lost is not None and lost.epoch == lease.epoch:
+            raise lost
+        if self.renew(lease) is None:
+            raise self._lost_error(run_id, lease)
+
+    def fence_later(self, run_id: str, lease: Lease | None) -> bool:
+        """Whether a save without waiting may be written; if not, the next fenced one raises."""
+        if lease is None or self.renew(lease) is not None:
+            return True
+        self._lost[run_id] = self._lost_error(run_id, lease)
+        return False
+
+    def _lost_error(self, run_id: str, lease: Lease) -> LeaseLostError:
+        return LeaseLostError(
+            f"Run {run_id!r}: the lease of {lease.owner!r} (epoch {lease.epoch}) is no longer "
+            f"held in {str(self._path.parent.parent)!r} (it was released, or the store closed); "
+            f"nothing was written. Claim the run again before writing it.",
+            run_id=run_id,
+            epoch=lease.epoch,
+        )
+
+    def try_admission(self, run_id: str) -> int | None:
+        """Take ``run_id``'s admission lock on a file of its own; the fd, or None if held."""
+        fd = os.open(self._path, _OPEN, 0o644)
+        try:
+            if _lock(fd, _HALF + lease_offset(run_id), exclusive=True):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
