@@ -16,6 +16,7 @@ from asyncflow import (
     FileStore,
     Flow,
     FlowDefinitionError,
+    LeaseLostError,
     Retry,
     StepError,
     StepFailed,
@@ -23,10 +24,11 @@ from asyncflow import (
     StepStarted,
     StepStatus,
 )
-from asyncflow.stores import MemoryStore
-from tests.helpers import InFlight
+from asyncflow.stores import Lease, MemoryStore, StepCheckpoint
+from tests.helpers import InFlight, until
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from asyncflow.testing import FlakyServer
@@ -273,7 +275,7 @@ async def test_a_sigkilled_fan_out_resumes_without_rerunning_durable_items(
     Counted on the server: across the killed run and the resume, every item is requested once.
     """
     from tests.fanout_child import HOLD_FROM, ITEMS, WIDTH, flow
-    from tests.helpers import Child, until
+    from tests.helpers import Child
 
     store, log = tmp_path / "store", tmp_path / "log"
     child = Child("tests.fanout_child", str(store), str(log), host_a.url, log=log)
@@ -437,3 +439,54 @@ def test_pictures_of_a_flow_show_fan_out_and_conditions() -> None:
     ]
     assert '    enrich["enrich (map_over=split)"]' in flow.draw("mermaid").splitlines()
     assert '    "report" [label="report (when)"];' in flow.draw("dot").splitlines()
+
+
+class RecordingStore(MemoryStore):
+    """A MemoryStore that notes the name of every checkpoint it saved."""
+
+    def __init__(self, *, clock: Callable[[], float]) -> None:
+        super().__init__(clock=clock)
+        self.saved: list[str] = []
+
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        await super().save_step(checkpoint, lease=lease)
+        self.saved.append(checkpoint.step)
+
+
+async def test_items_saved_after_a_takeover_are_refused_and_the_run_stops() -> None:
+    """Every item's save carries the run's lease: a stale owner's items write nothing."""
+    now = [1000.0]
+    store = RecordingStore(clock=lambda: now[0])
+    gate = anyio.Event()
+    flow = Flow("leased-items")
+
+    @flow.step
+    async def numbers() -> list[int]:
+        return list(range(6))
+
+    @flow.step(map_over=numbers, concurrency=2)
+    async def each(numbers: int) -> int:
+        if numbers >= 2:
+            await gate.wait()
+        return numbers
+
+    async with Engine(store=store, lease_ttl=10) as engine:
+        failed: list[BaseException] = []
+
+        async def run() -> None:
+            try:
+                await engine.run(flow, run_id="r")
+            except LeaseLostError as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await until(lambda: len(store.saved) == 3)
+            now[0] += 11  # this engine "paused" past its lease
+            taken = await store.claim_run("r", owner="another engine", ttl=10)
+            assert taken is not None
+            gate.set()
+        kept = set((await store.load_run("r")).steps)
+    assert len(failed) == 1
+    assert sorted(store.saved) == ["each[0]", "each[1]", "numbers"]
+    assert kept == {"numbers", "each[0]", "each[1]"}
