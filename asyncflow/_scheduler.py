@@ -6,7 +6,9 @@ task: a finishing step marks itself done and starts each dependent whose last de
 was, in the same synchronous stretch. That keeps the per-step cost near that of a bare task
 group (see benchmarks/bench_scheduler.py). Each step runs through the attempt layer
 (``_attempt``); a run with a store holds a :class:`~asyncflow._checkpointing.Checkpointing`
-that restores steps from checkpoints and saves each success.
+that restores steps from checkpoints and saves each success. A step with ``when=`` is decided
+first (``_conditions``): one not taken counts as done for the dependents that can do without its
+output and takes the others with it. A step with ``map_over=`` runs its items in ``_fanout``.
 """
 
 from __future__ import annotations
