@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import logging
 import re
@@ -324,18 +325,29 @@ async def _within(store: CheckpointStore, fn: Callable[[], Awaitable[T]]) -> T:
     return result
 
 
-async def _listing(store: CheckpointStore) -> list[dict[str, object]]:
-    """Every run in the store as a JSON-ready row, by creation time; unreadable files as corrupt."""
+async def _listing(
+    store: CheckpointStore,
+    *,
+    flow: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+) -> list[dict[str, object]]:
+    """The runs in the store as JSON-ready rows, by creation time; unreadable files as corrupt.
+
+    The filters are the store's (``list_runs``); with any, no corrupt file is listed.
+    """
     rows: list[dict[str, object]] = []
+    after = None if since is None else _iso_ms(since)
+    unfiltered = flow is None and status is None and since is None
 
     async def read() -> tuple[list[RunInfo], dict[str, Path]]:
         # Listed below as corrupt: the store's warning that it left them out would repeat it.
         _LOGGER.addFilter(_left_out)
         try:
-            infos = [info async for info in store.list_runs()]
+            infos = [info async for info in store.list_runs(flow=flow, status=status, since=after)]
         finally:
             _LOGGER.removeFilter(_left_out)
-        if not isinstance(store, FileStore):
+        if not isinstance(store, FileStore) or not unfiltered:
             return infos, {}
         return infos, await anyio.to_thread.run_sync(_run_files, store.directory)
 
@@ -359,6 +371,11 @@ async def _listing(store: CheckpointStore) -> list[dict[str, object]]:
 
 
 _LOGGER = logging.getLogger("asyncflow")
+
+
+def _iso_ms(when: datetime) -> str:
+    """``when`` as the engine writes manifest times (UTC, to the millisecond), for comparing."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+00:00"
 
 
 def _left_out(record: logging.LogRecord) -> bool:
@@ -560,7 +577,7 @@ def parser() -> argparse.ArgumentParser:
         )
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--flow", help="only runs of this flow (its name)")
-    runs.add_argument("--status", choices=["running", "succeeded", "failed", CORRUPT])
+    runs.add_argument("--status", choices=["pending", "running", "succeeded", "failed", CORRUPT])
     runs.add_argument("--since", help="only runs updated since: an ISO time, or 30m, 2h, 1d ago")
     show = sub.add_parser("show", help="a run's inputs and steps, as the store keeps them")
     show.add_argument("run_id")
@@ -591,7 +608,9 @@ def _inspect(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.command == "runs":
         since = parse_since(args.since) if args.since is not None else None
-        rows = anyio.run(_listing, store)
+        status = None if args.status == CORRUPT else args.status
+        listing = functools.partial(_listing, flow=args.flow, status=status, since=since)
+        rows = anyio.run(listing, store)
         _print_runs([row for row in rows if _matches(row, args, since)], args.json)
     elif args.command == "show":
         shown = anyio.run(_show, store, args.run_id)

@@ -563,3 +563,25 @@ def test_any_store_by_reference(store: Path) -> None:
     bad = cli(store, "runs", "--store-ref", "mystores.py:not_a_store")
     assert (bad.returncode, bad.stdout) == (2, "")
     assert "'mystores.py:not_a_store' is int, not a CheckpointStore" in bad.stderr
+
+
+@pytest.mark.anyio
+async def test_runs_lists_admitted_runs_as_pending_and_resume_starts_them(store: Path) -> None:
+    """An admitted run is listed "pending" (the store's own filter) until it is started."""
+    flow = FlowRef.parse(f"{store / 'cliflow.py'}:flow").load()
+    async with Engine(store=store / ".asyncflow") as engine:
+        assert await engine.admit(flow, run_id="hook-1", n=3) is True
+    out = await anyio.to_thread.run_sync(
+        lambda: cli(store, "runs", "--json", "--status", "pending")
+    )
+    assert out.returncode == 0
+    assert set(rows(out.stdout)) == {"hook-1"}
+    assert rows(out.stdout)["hook-1"]["status"] == "pending"
+    table = await anyio.to_thread.run_sync(lambda: cli(store, "runs"))
+    assert ["hook-1", "pending", "cli"] in [line.split()[:3] for line in table.stdout.splitlines()]
+    resumed = await anyio.to_thread.run_sync(
+        lambda: cli(store, "resume", "cliflow.py:flow", "hook-1")
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    out = await anyio.to_thread.run_sync(lambda: cli(store, "runs", "--json", "--flow", "cli"))
+    assert rows(out.stdout)["hook-1"]["status"] == "succeeded"

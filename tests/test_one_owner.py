@@ -7,6 +7,7 @@ real SIGKILL.
 from __future__ import annotations
 
 import collections
+import functools
 from typing import TYPE_CHECKING
 
 import anyio
@@ -19,9 +20,10 @@ from tests.helpers import Child, dones, log_lines, until
 from tests.test_checkpoint_crash import check_no_reexecution
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
-    from asyncflow.stores import CheckpointStore
+    from asyncflow.stores import CheckpointStore, Lease
     from asyncflow.testing import FlakyServer
 
 pytestmark = pytest.mark.anyio
@@ -210,3 +212,47 @@ async def test_admitted_runs_are_admitted_once_and_start_with_resume(tmp_path: P
         assert manifest is not None
         assert (manifest.status, manifest.created_at) == ("succeeded", pending.created_at)
         assert await engine.admit(flow, run_id="hook-1", key="a") is False
+
+
+class CountsRenewals(MemoryStore):
+    """Counts renew_leases() calls; with ``lose``, reports every lease lost."""
+
+    def __init__(self, clock: Clock, *, lose: bool = False) -> None:
+        super().__init__(clock=clock)
+        self.renewals = 0
+        self.lose = lose
+
+    async def renew_leases(self, leases: Sequence[Lease], /, *, ttl: float) -> list[Lease | None]:
+        self.renewals += 1
+        if self.lose:
+            return [None for _ in leases]
+        return await super().renew_leases(leases, ttl=ttl)
+
+
+async def test_a_run_longer_than_its_lease_keeps_it_by_renewals() -> None:
+    calls: list[str] = []
+    gate = anyio.Event()
+    flow = counted_flow(calls, gate)
+    clock = Clock()
+    store = CountsRenewals(clock)
+    async with Engine(store=store, lease_ttl=0.3) as engine:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(engine.run, flow, run_id="r", key="k"))
+            await until(lambda: len(calls) == 1)
+            for n in range(1, 4):
+                await until(lambda: store.renewals >= n)  # noqa: B023 - used at once
+                clock.now += 0.25  # past the first ttl, not past a renewed one
+            assert await store.claim_run("r", owner="other", ttl=1) is None
+            gate.set()
+    assert calls == ["k"]
+
+
+async def test_a_lease_the_renewer_loses_stops_the_run_with_lease_lost_error() -> None:
+    calls: list[str] = []
+    flow = counted_flow(calls, anyio.Event())  # never set: only the lost lease ends the step
+    store = CountsRenewals(Clock(), lose=True)
+    async with Engine(store=store, lease_ttl=0.3) as engine:
+        with pytest.raises(LeaseLostError, match="not renewed in time") as lost:
+            await engine.run(flow, run_id="r", key="k")
+    assert lost.value.run_id == "r"
+    assert calls == ["k"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -32,7 +33,7 @@ from asyncflow import (
     JsonCodec,
     StepStatus,
 )
-from asyncflow.stores import StepCheckpoint
+from asyncflow.stores import Lease, RunManifest, StepCheckpoint
 from tests.helpers import Child, dones
 from tests.stores.store_child import IndentedCodec, flow
 
@@ -241,6 +242,28 @@ async def test_a_folder_deleted_mid_run_fails_saves_clearly_and_acknowledges_not
 # --- order of replay --------------------------------------------------------------------------
 
 
+class OtherMachine(FileStore):
+    """A FileStore blind to this machine's leases, as one on another machine sharing the folder.
+
+    (FileStore's leases are per machine: two machines on one folder are not excluded.)
+    """
+
+    async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
+        return Lease(run_id, owner, 1, math.inf)
+
+    async def release_run(self, lease: Lease, /) -> None:
+        pass
+
+    async def save_step(self, checkpoint: StepCheckpoint, /, *, lease: Lease | None = None) -> None:
+        await super().save_step(checkpoint)
+
+    async def save_manifest(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        await super().save_manifest(manifest)
+
+    def save_manifest_nowait(self, manifest: RunManifest, /, *, lease: Lease | None = None) -> None:
+        super().save_manifest_nowait(manifest)
+
+
 async def test_an_old_segment_replayed_after_newer_run_files_changes_nothing(
     tmp_path: Path,
 ) -> None:
@@ -251,7 +274,8 @@ async def test_an_old_segment_replayed_after_newer_run_files_changes_nothing(
     store = tmp_path / "store"
     stopped = spawn(store, tmp_path / "log", runs=1, version=1, block=True)
     stopped.wait_for(lambda lines: "done run-0 make 1" in lines)
-    async with Engine(store=FileStore(store)) as engine:
+    # The stopped engine holds run-0's lease on this machine: only an engine elsewhere runs it.
+    async with Engine(store=OtherMachine(store)) as engine:
         done = await engine.run(flow, run_id="run-0", n=0, size=10, version=2, block=False)
         assert done.ok
     stopped.kill()

@@ -14,13 +14,21 @@ from asyncflow import (
     Engine,
     Flow,
     FlowRef,
+    LeaseLostError,
     RunResult,
     StepResult,
     StepStatus,
 )
 from asyncflow.events import Event, Observer, StepSucceeded
 from asyncflow.observe import LogObserver, redact_urls
-from asyncflow.stores import CheckpointStore, FileStore, MemoryStore, RunCheckpoints, RunInfo
+from asyncflow.stores import (
+    CheckpointStore,
+    FileStore,
+    Lease,
+    MemoryStore,
+    RunCheckpoints,
+    RunInfo,
+)
 from asyncflow.testing import check_checkpoint_store
 
 flow = Flow("documents")
@@ -76,7 +84,28 @@ async def users_store_code() -> None:
             assert_type(info, RunInfo)
             assert_type(info.failed_steps, tuple[str, ...])
     await check_checkpoint_store(MemoryStore, persistent=True)
+    await check_checkpoint_store(lambda: FileStore("x"), leases_expire=False)
     assert stores
+
+
+async def users_lease_code() -> None:
+    store = MemoryStore()
+    async with Engine(store=store, lease_ttl=10.0) as engine:
+        assert_type(engine.owner, str)
+        assert_type(await engine.admit(flow, run_id="hook-1", path="a.txt"), bool)
+        await engine.resume(flow, "hook-1")
+        lease = await store.claim_run("r", owner=engine.owner, ttl=10.0)
+        if lease is not None:
+            assert_type(lease, Lease)
+            assert_type(lease.epoch, int)
+            assert_type(await store.renew_leases([lease], ttl=10.0), list[Lease | None])
+            await store.release_run(lease)
+        async for info in store.list_runs(status="pending", since="2026-01-01T00:00:00"):
+            assert_type(info.status, str)
+    try:
+        pass
+    except LeaseLostError as exc:
+        assert_type(exc.epoch, int)
 
 
 def users_observer(event: Event) -> None:
