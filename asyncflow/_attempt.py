@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from ._flow import Step
     from ._scheduler import Run
 
-__all__ = ["Failed", "Slots", "attempt_step", "in_step", "leave_step", "slots_lent", "step_error"]
+__all__ = [
+    "Failed",
+    "Slots",
+    "attempt_step",
+    "current_run_id",
+    "in_step",
+    "leave_step",
+    "slots_lent",
+    "step_error",
+]
 
 
 class Item(Protocol):
@@ -61,11 +70,25 @@ class Slots:
     runs itself) shares the slot of the attempt it runs under rather than wait for it.
     """
 
-    __slots__ = ("done", "held", "limiter", "parent", "rides", "step_limiter", "waiting")
+    __slots__ = (
+        "done",
+        "held",
+        "limiter",
+        "parent",
+        "rides",
+        "run_id",
+        "step_limiter",
+        "waiting",
+    )
 
     def __init__(
-        self, limiter: anyio.CapacityLimiter, step_limiter: anyio.CapacityLimiter | None
+        self,
+        run_id: str,
+        limiter: anyio.CapacityLimiter,
+        step_limiter: anyio.CapacityLimiter | None,
     ) -> None:
+        #: the run the step belongs to.
+        self.run_id = run_id
         self.limiter = limiter
         self.step_limiter = step_limiter
         #: the attempt this one runs under (a step that started this one's run), if any.
@@ -149,6 +172,12 @@ def in_step() -> bool:
     return _CURRENT.get() is not None
 
 
+def current_run_id() -> str | None:
+    """The run of the step attempt running in this task, if any."""
+    slots = _CURRENT.get()
+    return None if slots is None else slots.run_id
+
+
 def leave_step() -> None:
     """Make this task, started from inside a step, one that lends none of the step's slots."""
     _CURRENT.set(None)
@@ -183,7 +212,7 @@ async def attempt_step(run: Run, i: int, step: Step) -> object:
     Records the step's start time and attempts on ``run``, and its cancellation, which
     propagates.
     """
-    slots = Slots(run.shared.limiter, run.step_limiters[i])
+    slots = Slots(run.run_id, run.shared.limiter, run.step_limiters[i])
     try:
         if not slots.acquire_nowait():
             await slots.acquire()

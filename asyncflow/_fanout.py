@@ -218,7 +218,7 @@ class _Mapper:
     async def _attempt(self, k: int, name: str, item: object) -> object:
         """One item under the step's limits, timeout and retries: its output, or Failed."""
         run, step = self.run, self.step
-        slots = Slots(run.shared.limiter, run.step_limiters[self.i])
+        slots = Slots(run.run_id, run.shared.limiter, run.step_limiters[self.i])
         try:
             await slots.acquire()
             token = _CURRENT.set(slots)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from ._attempt import slots_lent
-from ._errors import SubflowDepthError
+from ._attempt import current_run_id, slots_lent
+from ._errors import AsyncflowError, SubflowDepthError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -26,7 +26,8 @@ __all__ = ["MAX_SUBFLOW_DEPTH", "run_nested"]
 #: How deep runs may nest (a run started from a step of a run started from a step ...).
 MAX_SUBFLOW_DEPTH = 20
 
-#: The run ids from the outermost run to the one whose step is running in this task.
+#: The run ids from the outermost run to the one whose step is running in this task (empty
+#: until a run nests in another).
 _CHAIN: ContextVar[tuple[str, ...]] = ContextVar("asyncflow_run_chain", default=())
 
 
@@ -38,11 +39,19 @@ async def run_nested(
     Raises:
         SubflowDepthError: the run would nest deeper than :data:`MAX_SUBFLOW_DEPTH`.
     """
-    chain = _CHAIN.get()
-    if len(chain) >= MAX_SUBFLOW_DEPTH:
-        shown = " -> ".join((*chain[:3], "...", *chain[-2:]) if len(chain) > 6 else chain)
+    parent = current_run_id()
+    # The outermost run, then each run nested in it down to the one whose step this is.
+    chain = _CHAIN.get() or ((parent,) if parent is not None else ())
+    shown = " -> ".join((*chain[:3], "...", *chain[-2:]) if len(chain) > 6 else chain)
+    if run_id in chain:
+        raise AsyncflowError(
+            f"Run {run_id!r} cannot wait for itself: the step waiting belongs to it "
+            f"({shown} -> {run_id}). Give the sub-flow a run id of its own (ctx.run derives "
+            f"one from the parent's)."
+        )
+    if len(chain) > MAX_SUBFLOW_DEPTH:
         raise SubflowDepthError(
-            f"Run {run_id!r} of flow {flow!r} would nest {len(chain) + 1} runs deep in other "
+            f"Run {run_id!r} of flow {flow!r} would nest {len(chain)} runs deep in other "
             f"runs, over the limit of {MAX_SUBFLOW_DEPTH} ({shown}). A flow that starts itself "
             f"needs a case that stops: check the condition that ends the recursion.",
             depth=MAX_SUBFLOW_DEPTH,

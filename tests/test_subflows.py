@@ -296,8 +296,8 @@ async def test_a_flow_that_calls_itself_forever_stops_at_the_depth_limit() -> No
     assert not result.ok
     [err] = depth_errors
     assert err.depth == 20
-    assert len(err.chain) == 21
-    assert err.chain[0] == "l.again"
+    assert len(err.chain) == 22  # the outermost run, 20 nested, and the one refused
+    assert err.chain[:2] == ("l", "l.again")
     assert "over the limit of 20" in str(err)
     assert "needs a case that stops" in str(err)
 
@@ -383,3 +383,25 @@ async def test_a_batch_a_step_leaves_running_keeps_no_slot_of_that_step() -> Non
         ENGINE = None
     assert left.outputs["first_only"] == 0
     assert both.outputs == {"p": "p", "q": "q"}
+
+
+async def test_a_step_that_waits_for_its_own_run_fails_instead_of_deadlocking() -> None:
+    """engine.run from a step with the step's own run id would wait for itself: refused."""
+    flow = Flow("self-wait")
+
+    @flow.step
+    async def again(ctx: Context) -> str:
+        assert ENGINE is not None
+        await ENGINE.run(flow, run_id=ctx.run_id)
+        return "never"
+
+    global ENGINE
+    try:
+        async with Engine(store=None) as ENGINE:
+            with anyio.fail_after(20):
+                result = await ENGINE.run(flow, run_id="me")
+    finally:
+        ENGINE = None
+    err = result.steps["again"].error
+    assert err is not None
+    assert "Run 'me' cannot wait for itself" in str(err)
