@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING
 
 import anyio
@@ -490,3 +491,20 @@ async def test_items_saved_after_a_takeover_are_refused_and_the_run_stops() -> N
     assert len(failed) == 1
     assert sorted(store.saved) == ["each[0]", "each[1]", "numbers"]
     assert kept == {"numbers", "each[0]", "each[1]"}
+
+
+def test_the_cli_shows_a_mapped_step_as_one_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    """`asyncflow show` counts a mapped step's kept items instead of listing each."""
+    from asyncflow._cli import main as cli_main
+
+    async def go() -> None:
+        async with Engine(store=FileStore("store")) as engine:
+            await engine.run(word_flow(), run_id="w", text="a bb ccc")
+
+    anyio.run(go)
+    assert cli_main(["show", "w", "--store", "store", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["steps"]["upper"] == {"status": "mapped", "items": 3, "output_bytes": 12}
+    assert set(shown["steps"]) == {"split", "upper", "join"}
+    assert cli_main(["show", "w", "--store", "store"]) == 0
+    assert "upper  mapped: 3 items kept, output 12 bytes" in capsys.readouterr().out
