@@ -212,7 +212,7 @@ class Batch:
         try:
             if not in_step():
                 return await receive.receive()
-            # A step iterating over a batch gives back its slots while it waits.
+            # A step iterating over a batch gives back its engine slot while it waits.
             async with slots_lent():
                 return await receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -299,7 +299,7 @@ class Batch:
 
     async def _drive(self) -> None:
         # Started from inside a step, this task would inherit the step's slots; its runs are
-        # the engine's own, not the step's (the step lends its slots while it waits for them).
+        # the engine's own, not the step's (the step lends its slot while it waits for them).
         leave_step()
         slots = anyio.Semaphore(self._concurrency)
         send = self._send

@@ -1,11 +1,13 @@
 """Runs started from inside a step: sub-flows (``ctx.run``) and ``engine.run`` within a step.
 
-A step that waits for another run gives back its slots of the engine's limit and of its own
-step limit while it waits (:func:`~asyncflow._attempt.slots_lent`), and takes them back after:
-parents that fill the engine's limit cannot starve the children they wait for. The chain of
-run ids from the outermost run is kept in a context variable the child's steps inherit, and a
-run nested deeper than :data:`MAX_SUBFLOW_DEPTH` is refused with
-:class:`~asyncflow.SubflowDepthError`: a flow that calls itself without end stops there.
+A step that waits for another run gives back its slot of the engine's limit while it waits
+(:func:`~asyncflow._attempt.slots_lent`) and takes it back after: parents that fill the
+engine's limit cannot starve the children they wait for. (Its step's own slot stays held; a
+nested run of the same step shares it, see :class:`~asyncflow._attempt.Slots`.) The chain of
+run ids from the outermost run is kept in a context variable the child's steps inherit: a run
+nested deeper than :data:`MAX_SUBFLOW_DEPTH` is refused with
+:class:`~asyncflow.SubflowDepthError` (a flow that calls itself without end stops there), and a
+step that would wait for its own run is refused at once rather than wait forever.
 """
 
 from __future__ import annotations
