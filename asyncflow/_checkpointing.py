@@ -41,7 +41,15 @@ if TYPE_CHECKING:
     from ._scheduler import Run
     from .stores import CheckpointStore, Lease, RunCheckpoints
 
-__all__ = ["MISSING", "NOT_TAKEN", "Checkpointing", "decode_inputs", "new_manifest"]
+__all__ = [
+    "MISSING",
+    "NOT_TAKEN",
+    "NOT_TAKEN_DIGEST",
+    "TAKEN_DIGEST",
+    "Checkpointing",
+    "decode_inputs",
+    "new_manifest",
+]
 
 logger = logging.getLogger("asyncflow")
 
@@ -51,6 +59,8 @@ MISSING: Any = object()
 NOT_TAKEN: Any = object()
 #: The digest a checkpointed "not taken" decision is saved with (a real digest is hex).
 NOT_TAKEN_DIGEST = "not-taken"
+#: The digest of a checkpointed "taken" decision, until the step's output replaces it.
+TAKEN_DIGEST = "taken"
 
 
 @functools.lru_cache(maxsize=4)
@@ -276,6 +286,8 @@ class Checkpointing:
         if saved.digest == NOT_TAKEN_DIGEST:
             self._digests[i] = NOT_TAKEN_DIGEST
             return NOT_TAKEN
+        if saved.digest == TAKEN_DIGEST:
+            return MISSING  # decided, not done: it runs (see decided)
         output = self._decode(saved)
         if output is not MISSING:
             self._digests[i] = saved.digest
@@ -306,19 +318,35 @@ class Checkpointing:
             return MISSING
         return output
 
-    async def save_not_taken(self, i: int) -> None:
-        """Durably record that step ``i``'s ``when=`` said not to run it, for this fingerprint."""
+    def decided(self, i: int) -> bool | None:
+        """The checkpointed ``when=`` decision of step ``i`` for its fingerprint, if any."""
+        loaded = self._loaded
+        saved = loaded.steps.get(self._run.plan.steps[i].name) if loaded is not None else None
+        if saved is None or saved.digest not in (TAKEN_DIGEST, NOT_TAKEN_DIGEST):
+            return None
+        if saved.fingerprint != self.fingerprint(i):
+            return None
+        return saved.digest == TAKEN_DIGEST
+
+    async def save_decision(self, i: int, taken: bool) -> None:
+        """Durably record step ``i``'s ``when=`` decision, for its fingerprint.
+
+        A "taken" one stands until the step's output replaces it, so a run resumed before then
+        runs the step without asking the predicate again.
+        """
         run = self._run
+        mark = TAKEN_DIGEST if taken else NOT_TAKEN_DIGEST
         await self._put(
             StepCheckpoint(
                 run_id=run.run_id,
                 step=run.plan.steps[i].name,
                 fingerprint=self.fingerprint(i),
-                digest=NOT_TAKEN_DIGEST,
+                digest=mark,
                 output="null",
             )
         )
-        self._digests[i] = NOT_TAKEN_DIGEST
+        if not taken:
+            self._digests[i] = NOT_TAKEN_DIGEST
 
     def not_taken(self, i: int) -> None:
         """Step ``i`` was not taken: its dependents' fingerprints say so."""

@@ -35,12 +35,12 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 import anyio
 
 from . import __version__
-from ._checkpointing import NOT_TAKEN_DIGEST
+from ._checkpointing import NOT_TAKEN_DIGEST, TAKEN_DIGEST
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
 from ._plan import RESERVED_INPUTS
@@ -492,18 +492,27 @@ _ITEM_NAME = re.compile(r"(.+)\[(\d+)\]")
 def _kept_steps(kept: Mapping[str, StepCheckpoint]) -> dict[str, dict[str, object]]:
     """Each kept step checkpoint, JSON-ready; a mapped step's items counted as one entry."""
     steps: dict[str, dict[str, object]] = {}
+    items: dict[str, list[StepCheckpoint]] = {}
     for name, c in sorted(kept.items()):
-        size = len(c.output.encode())
         item = _ITEM_NAME.fullmatch(name)
-        if item is not None and item[1] not in kept:
-            entry = steps.setdefault(item[1], {"status": "mapped", "items": 0, "output_bytes": 0})
-            entry["items"] = cast("int", entry["items"]) + 1
-            entry["output_bytes"] = cast("int", entry["output_bytes"]) + size
+        base = kept.get(item[1]) if item is not None else None
+        if item is not None and (base is None or base.digest == TAKEN_DIGEST):
+            items.setdefault(item[1], []).append(c)
         elif c.digest == NOT_TAKEN_DIGEST:
             steps[name] = {"status": StepStatus.NOT_TAKEN.value}
+        elif c.digest == TAKEN_DIGEST:
+            # when= held; the output is not kept yet (it ran and failed, or is running).
+            steps[name] = {"status": "taken, not finished"}
         else:
+            size = len(c.output.encode())
             steps[name] = {"status": "succeeded", "digest": c.digest, "output_bytes": size}
-    return steps
+    for name, kept_items in items.items():
+        steps[name] = {
+            "status": "mapped",
+            "items": len(kept_items),
+            "output_bytes": sum(len(c.output.encode()) for c in kept_items),
+        }
+    return dict(sorted(steps.items()))
 
 
 #: What `show` says the store does not keep (yet).

@@ -1,9 +1,10 @@
 """Conditions: a step with ``when=`` runs only when its predicate holds on its inputs.
 
 :func:`decide` evaluates the predicate once, when the step is ready, with the parameters it
-names. A false verdict makes the step NOT_TAKEN; with a store the decision is checkpointed
+names. A false verdict makes the step NOT_TAKEN; with a store the decision, either way, is checkpointed
 under the step's fingerprint, so a resumed run restores it instead of asking again (a predicate
 that reads the clock or the environment gives the same answer the run already acted on). A
+"taken" decision stands until the step's output replaces it. A
 predicate that raises, or returns an awaitable, fails the step with an error naming it.
 """
 
@@ -33,10 +34,13 @@ def _predicate_name(fn: object) -> str:
 async def decide(run: Run, i: int, step: Step) -> bool | Failed:
     """Whether step ``i`` runs: its ``when=`` on its inputs; Failed when the predicate fails.
 
-    A "no" is saved before it is returned, when the run has a store.
+    With a store the decision is saved before it is returned, or read back when it was.
     """
     when = step.when
     assert when is not None
+    checkpointing = run.checkpointing
+    if checkpointing is not None and checkpointing.decided(i):
+        return True  # decided before (a "no" is restored before the step is ever launched)
     kwargs = run.kwargs(i)
     args = {name: kwargs[name] for name in step.when_params if name in kwargs}
     try:
@@ -58,9 +62,9 @@ async def decide(run: Run, i: int, step: Step) -> bool | Failed:
         )
         err.__cause__ = exc
         return Failed(err)
-    if not taken and run.checkpointing is not None:
+    if checkpointing is not None:
         try:
-            await run.checkpointing.save_not_taken(i)
+            await checkpointing.save_decision(i, taken)
         except Exception as exc:
             err = StepError(
                 f"Step {step.name!r}: could not checkpoint its when= decision: {exc}",

@@ -318,3 +318,32 @@ async def test_a_step_mapped_over_a_step_not_taken_is_not_taken() -> None:
         result = await engine.run(flow, x=0)
     assert result.ok
     assert result.steps["each"].status is StepStatus.NOT_TAKEN
+
+
+async def test_a_taken_decision_is_restored_for_a_step_that_failed() -> None:
+    """The predicate said yes, the step failed; on the rerun it runs without being asked."""
+    asked: list[bool] = []
+    switch = {"on": True, "broken": True}
+    flow = Flow("taken-then-failed")
+
+    def enabled() -> bool:
+        asked.append(switch["on"])
+        return switch["on"]
+
+    @flow.step
+    async def load(x: int) -> int:
+        return x
+
+    @flow.step(when=lambda load: enabled())
+    async def send(load: int) -> str:
+        if switch["broken"]:
+            raise ValueError("not yet")
+        return f"sent {load}"
+
+    async with Engine(store=FileStore("store")) as engine:
+        first = await engine.run(flow, run_id="r", x=1)
+        switch.update(on=False, broken=False)
+        again = await engine.run(flow, run_id="r", x=1)
+    assert first.steps["send"].status is StepStatus.FAILED
+    assert again.outputs["send"] == "sent 1"
+    assert asked == [True]
