@@ -475,7 +475,8 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
         except ValueError:
             shown["inputs"] = m.inputs
         for name in m.failed_steps:
-            steps.setdefault(name, {"status": "failed"})
+            if steps.get(name, {}).get("status") in (None, _TAKEN):
+                steps[name] = {"status": "failed"}
     else:
         shown["status"] = "unknown (no manifest kept)"
     shown["steps"] = steps
@@ -485,6 +486,8 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
     return shown
 
 
+#: How `show` calls a step whose when= held and whose output is not kept (yet).
+_TAKEN = "taken, not finished"
 #: The checkpoint name of one item of a mapped step: ``enrich[17]``.
 _ITEM_NAME = re.compile(r"(.+)\[(\d+)\]")
 
@@ -502,7 +505,7 @@ def _kept_steps(kept: Mapping[str, StepCheckpoint]) -> dict[str, dict[str, objec
             steps[name] = {"status": StepStatus.NOT_TAKEN.value}
         elif c.digest == TAKEN_DIGEST:
             # when= held; the output is not kept yet (it ran and failed, or is running).
-            steps[name] = {"status": "taken, not finished"}
+            steps[name] = {"status": _TAKEN}
         else:
             size = len(c.output.encode())
             steps[name] = {"status": "succeeded", "digest": c.digest, "output_bytes": size}

@@ -347,3 +347,23 @@ async def test_a_taken_decision_is_restored_for_a_step_that_failed() -> None:
     assert first.steps["send"].status is StepStatus.FAILED
     assert again.outputs["send"] == "sent 1"
     assert asked == [True]
+
+
+def test_the_cli_shows_a_taken_step_that_did_not_finish(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A kept "taken" decision is never shown as succeeded: failed, or taken if not ended."""
+    flow = Flow("taken-shown")
+
+    @flow.step(when=lambda x: x > 0)
+    async def fails(x: int) -> int:
+        raise ValueError("no")
+
+    async def go() -> None:
+        async with Engine(store=FileStore("store")) as engine:
+            await engine.run(flow, run_id="t", x=1)
+
+    anyio.run(go)
+    assert cli_main(["show", "t", "--store", "store", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["steps"]["fails"] == {"status": "failed"}
