@@ -88,7 +88,8 @@ class Context:
 
         Args:
             flow: the flow to run.
-            key: names this call among the step's calls, in the sub-flow's run id.
+            key: names this call among the step's calls, in the sub-flow's run id (not a
+                number: numbers name the calls without a key).
             **inputs: the sub-flow's run inputs.
 
         Raises:
