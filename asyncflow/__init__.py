@@ -10,7 +10,7 @@ from importlib import metadata as _metadata
 
 from ._batch import Batch, BatchStatistics, BatchSummary
 from ._codec import Codec, JsonCodec
-from ._context import Context
+from ._context import Context, Resources
 from ._engine import Engine
 from ._errors import (
     AsyncflowError,
@@ -42,6 +42,7 @@ from .events import (
     Event,
     Observer,
     RunFinished,
+    RunHook,
     RunStarted,
     StepFailed,
     StepNotTaken,
@@ -84,9 +85,11 @@ __all__ = [
     "Observer",
     "OnOpen",
     "ProgressBar",
+    "Resources",
     "Retry",
     "RunFailedError",
     "RunFinished",
+    "RunHook",
     "RunInputError",
     "RunResult",
     "RunStarted",

@@ -9,8 +9,9 @@ through :func:`~asyncflow._retry.call_with_retry`, and wraps what the step raise
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -22,10 +23,11 @@ from ._retry import call_with_retry
 from .events import StepRetrying, StepStarted
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from ._flow import Step
     from ._scheduler import Run
+    from .events import RunHook
 
 __all__ = [
     "Failed",
@@ -247,6 +249,7 @@ async def _call_with_policies(
     ctx_name = run.plan.context_param[i]
     http = run.shared.http
     ctx_step = step.name if item is None else item.name
+    hooks = run.shared.hooks
     if step.retry is None:
         if item is None:
             run.attempts[i] = 1
@@ -254,8 +257,15 @@ async def _call_with_policies(
             item.attempted()
         if ctx_name is not None:
             kwargs[ctx_name] = Context(
-                run_id=run.run_id, step=ctx_step, http=http, runner=run.shared.subflows
+                run_id=run.run_id,
+                step=ctx_step,
+                http=http,
+                resources=run.shared.resources,
+                runner=run.shared.subflows,
             )
+        if hooks:
+            call = partial(_attempt_once, step, kwargs, step.timeout, 1)
+            return await _hooked(hooks, run.run_id, ctx_step, 1, call)
         if step.timeout is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, step.timeout, 1)
@@ -277,14 +287,40 @@ async def _call_with_policies(
                 step=ctx_step,
                 attempt=n,
                 http=http,
+                resources=run.shared.resources,
                 runner=run.shared.subflows,
             )
         limit = step.timeout if budget is None else min(step.timeout or budget, budget)
+        if hooks:
+            call = partial(_attempt_once, step, kwargs, limit, n)
+            return await _hooked(hooks, run.run_id, ctx_step, n, call)
         if limit is None:
             return await step.fn(**kwargs)
         return await _attempt_with_timeout(step, kwargs, limit, n)
 
     return await call_with_retry(step.retry, attempt, on_retry=on_retry, label=f"step {ctx_step!r}")
+
+
+async def _hooked(
+    hooks: tuple[RunHook, ...],
+    run_id: str,
+    step: str,
+    attempt: int,
+    call: Callable[[], Awaitable[object]],
+) -> object:
+    """Await ``call()`` (one attempt) inside each hook's attempt context, in this task."""
+    with ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook.attempt_context(run_id, step, attempt))
+        return await call()
+
+
+async def _attempt_once(
+    step: Step, kwargs: dict[str, object], limit: float | None, attempt: int
+) -> object:
+    if limit is None:
+        return await step.fn(**kwargs)
+    return await _attempt_with_timeout(step, kwargs, limit, attempt)
 
 
 async def _attempt_with_timeout(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._errors import CheckpointEncodeError, CheckpointError, LeaseLostError
+from ._hooks import kept_traceparent, run_contexts, trace_details
 from ._identity import canonical_inputs, digest, step_fingerprint
 from ._status import StepStatus
 from .events import CheckpointDiscarded
@@ -42,12 +43,14 @@ if TYPE_CHECKING:
     from .stores import CheckpointStore, Lease, RunCheckpoints
 
 __all__ = [
+    "FORGOTTEN",
     "MISSING",
     "NOT_TAKEN",
     "NOT_TAKEN_DIGEST",
     "TAKEN_DIGEST",
     "Checkpointing",
     "decode_inputs",
+    "forget",
     "new_manifest",
 ]
 
@@ -79,6 +82,46 @@ def _now() -> str:
     return f"{_iso_second(second)}.{frac:03d}+00:00"
 
 
+#: The fingerprint of a forgotten step's checkpoint: no step fingerprint (hex digits) is equal.
+FORGOTTEN = "forgotten"
+
+
+async def forget(store: CheckpointStore, run_id: str, step: str | None = None) -> bool:
+    """Make ``store`` forget run ``run_id``, or only step ``step``'s checkpoint in it.
+
+    A whole run is deleted. A step's checkpoint (a mapped step's: each item's) is replaced by
+    one whose fingerprint (:data:`FORGOTTEN`) never matches, which every store can keep, so the
+    step runs again when the run is resumed; its dependents run again only if its new output
+    differs.
+
+    Returns:
+        Whether there was something to forget.
+    """
+    if step is None:
+        return await store.delete_run(run_id)
+    loaded = await store.load_run(run_id)
+    # A mapped step's checkpoints are its items', "step[0]", "step[1]" ...: all of them.
+    prefix = f"{step}["
+    names = [
+        name
+        for name, saved in loaded.steps.items()
+        if (name == step or (name.startswith(prefix) and name[len(prefix) : -1].isdigit()))
+        and saved.fingerprint != FORGOTTEN
+    ]
+    output = "null"
+    for name in names:
+        await store.save_step(
+            StepCheckpoint(
+                run_id=run_id,
+                step=name,
+                fingerprint=FORGOTTEN,
+                digest=digest(output),
+                output=output,
+            )
+        )
+    return bool(names)
+
+
 def decode_inputs(codec: Codec, text: str) -> dict[str, object]:
     """Decode a manifest's inputs (a JSON object of codec texts)."""
     raw = json.loads(text)
@@ -100,6 +143,7 @@ def _final(manifest: RunManifest, result: RunResult) -> RunManifest:
         failed_steps=()
         if result.ok
         else tuple(n for n, r in result.steps.items() if r.status is StepStatus.FAILED),
+        details=manifest.details,
     )
 
 
@@ -111,11 +155,12 @@ def new_manifest(
     *,
     inputs_text: str | None = None,
     old: RunManifest | None = None,
+    details: str = "",
 ) -> RunManifest:
     """The manifest of a run starting (``"running"``) or admitted (``"pending"``) now.
 
     A run started from an earlier manifest (a pending one, a resumed one) keeps its
-    ``created_at``.
+    ``created_at``. ``details`` is the run's trace (``_hooks.trace_details``), or empty.
     """
     now = _now()
     if inputs_text is None:
@@ -129,6 +174,7 @@ def new_manifest(
         status=status,
         created_at=old.created_at if old is not None else now,
         updated_at=now,
+        details=details,
     )
 
 
@@ -196,15 +242,17 @@ class Checkpointing:
         loaded = self._loaded
         if loaded is None:
             loaded = self._loaded = await self._store.load_run(self._run.run_id)
-        manifest = self._start(loaded)
-        if self._leasing is None:
-            result = await execute()
+        run = self._run
+        kept = kept_traceparent(loaded.manifest)
+        if run.shared.hooks:
+            # A run that ran before continues its trace; a given parent (a trigger's) wins.
+            parent = run.traceparent or kept
+            with run_contexts(run.shared.hooks, run.run_id, run.plan.flow, parent) as made:
+                manifest = self._start(loaded, kept or made or run.traceparent)
+                result = await self._execute_held(execute)
         else:
-            with anyio.CancelScope() as self._scope:
-                result = await execute()
-            self._scope = None
-            if self._lost is not None:
-                raise self._lost
+            manifest = self._start(loaded, kept or run.traceparent)
+            result = await self._execute_held(execute)
         try:
             await self._store.save_manifest(_final(manifest, result), lease=self.lease)
         except LeaseLostError as exc:
@@ -213,6 +261,17 @@ class Checkpointing:
             # Every step's outcome is already saved or in the result; only the run's status
             # line is lost (a resume recomputes it), so the result is still returned.
             logger.warning("run %r: could not save its final manifest: %s", manifest.run_id, exc)
+        return result
+
+    async def _execute_held(self, execute: Callable[[], Awaitable[RunResult]]) -> RunResult:
+        """Execute; stopped, and LeaseLostError raised, if the lease is lost meanwhile."""
+        if self._leasing is None:
+            return await execute()
+        with anyio.CancelScope() as self._scope:
+            result = await execute()
+        self._scope = None
+        if self._lost is not None:
+            raise self._lost
         return result
 
     @property
@@ -239,8 +298,11 @@ class Checkpointing:
         self.lease_lost(error)
         return error
 
-    def _start(self, loaded: RunCheckpoints) -> RunManifest:
-        """Report what the store discarded, check the run's flow, write its manifest."""
+    def _start(self, loaded: RunCheckpoints, traceparent: str | None) -> RunManifest:
+        """Report what the store discarded, check the run's flow, write its manifest.
+
+        The manifest keeps ``traceparent``, the run's trace, in its details.
+        """
         run = self._run
         plan = run.plan
         emit = run.emit
@@ -254,7 +316,13 @@ class Checkpointing:
                 f"Give this run another run_id."
             )
         manifest = new_manifest(
-            plan, run.run_id, None, "running", inputs_text=self._inputs_text, old=old
+            plan,
+            run.run_id,
+            None,
+            "running",
+            inputs_text=self._inputs_text,
+            old=old,
+            details=trace_details(traceparent),
         )
         # Not awaited: the store makes it durable before any step checkpoint of this run.
         self._store.save_manifest_nowait(manifest, lease=self.lease)
@@ -263,12 +331,14 @@ class Checkpointing:
     def fingerprint(self, i: int) -> str:
         """The identity of step ``i`` given its dependencies' outputs and its run inputs."""
         plan = self._run.plan
+        step = plan.steps[i]
         return step_fingerprint(
-            plan.steps[i].code_fingerprint,
+            step.code_fingerprint,
             plan.data_deps[i],
             self._digests,
             plan.step_inputs[i],
             self._input_digests,
+            step.version,
         )
 
     def restore(self, i: int) -> object:
@@ -383,6 +453,7 @@ class Checkpointing:
             self._digests,
             plan.step_inputs[i],
             self._input_digests,
+            step.version,
         )
         return digest(f"{base}\x00item={item_digest}")
 

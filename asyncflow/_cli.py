@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import anyio
 
 from . import __version__
-from ._checkpointing import NOT_TAKEN_DIGEST, TAKEN_DIGEST
+from ._checkpointing import FORGOTTEN, NOT_TAKEN_DIGEST, TAKEN_DIGEST, forget
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
+from ._hooks import validate_traceparent
 from ._plan import RESERVED_INPUTS
 from ._ref import FlowRef, _import, _import_file
 from ._status import StepStatus
@@ -163,9 +164,15 @@ def _fail_fast(args: argparse.Namespace) -> bool | None:
 
 async def _run(flow: Flow, args: argparse.Namespace, inputs: dict[str, object]) -> RunResult:
     async with _engine(args, tell=True) as engine:
+        fail_fast = _fail_fast(args)
+        traceparent = args.traceparent
         if args.command == "resume":
-            return await engine.resume(flow, args.run_id, fail_fast=_fail_fast(args))
-        return await engine.run(flow, run_id=args.run_id, fail_fast=_fail_fast(args), **inputs)
+            return await engine.resume(
+                flow, args.run_id, fail_fast=fail_fast, traceparent=traceparent
+            )
+        return await engine.run(
+            flow, run_id=args.run_id, fail_fast=fail_fast, traceparent=traceparent, **inputs
+        )
 
 
 def read_batch(path: str) -> list[dict[str, object] | tuple[str, dict[str, object]]]:
@@ -508,7 +515,8 @@ def _kept_steps(kept: Mapping[str, StepCheckpoint]) -> dict[str, dict[str, objec
             steps[name] = {"status": _TAKEN}
         else:
             size = len(c.output.encode())
-            steps[name] = {"status": "succeeded", "digest": c.digest, "output_bytes": size}
+            status = "forgotten" if c.fingerprint == FORGOTTEN else "succeeded"
+            steps[name] = {"status": status, "digest": c.digest, "output_bytes": size}
     for name, kept_items in items.items():
         steps[name] = {
             "status": "mapped",
@@ -553,12 +561,19 @@ def _print_show(shown: dict[str, object]) -> None:
     print(NOT_KEPT)
 
 
-async def _forget(store: CheckpointStore, run_id: str) -> None:
+async def _forget(store: CheckpointStore, run_id: str, step: str | None) -> bool:
     await _known(store, run_id)
-    await _within(store, lambda: store.delete_run(run_id))
+    return await _within(store, lambda: forget(store, run_id, step))
 
 
 _STORE_REF_HELP = "another store: module:attribute naming a CheckpointStore or a maker of one"
+
+
+def _traceparent(text: str) -> str | None:
+    try:
+        return validate_traceparent(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -580,6 +595,12 @@ def parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--out", help="write the results there as JSON lines (default: stdout)")
     batch.add_argument("--concurrency", type=int, default=100, help="runs at once (default 100)")
+    for command in (run, resume):
+        command.add_argument(
+            "--traceparent",
+            type=_traceparent,
+            help="a W3C traceparent: the run's trace becomes its child",
+        )
     for command in (run, resume, batch):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
         command.add_argument("--store-ref", help=_STORE_REF_HELP)
@@ -595,6 +616,9 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     forget = sub.add_parser("forget", help="delete a run's checkpoints")
     forget.add_argument("run_id")
+    forget.add_argument(
+        "--step", help="forget only this step's checkpoint: it runs again on resume"
+    )
     for command in (runs, show, forget):
         command.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
         command.add_argument("--store-ref", help=_STORE_REF_HELP)
@@ -631,8 +655,13 @@ def _inspect(args: argparse.Namespace) -> int:
         else:
             _print_show(shown)
     else:
-        anyio.run(_forget, store, args.run_id)
-        print(f"forgot run {args.run_id}")
+        if args.step is None:
+            anyio.run(_forget, store, args.run_id, None)
+            print(f"forgot run {args.run_id}")
+        elif anyio.run(_forget, store, args.run_id, args.step):
+            print(f"forgot step {args.step} of run {args.run_id}: it runs again on resume")
+        else:
+            print(f"run {args.run_id} has no checkpoint of step {args.step!r}: nothing to forget")
     return 0
 
 

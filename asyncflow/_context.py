@@ -1,21 +1,57 @@
-"""Context: what a step knows about the run it is part of."""
+"""Context: what a step knows about the run it is part of, and what the engine hands it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ._errors import AsyncflowError
 from ._identity import subflow_run_id
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import httpx
 
     from ._flow import Flow
     from ._result import RunResult
 
-__all__ = ["Context", "SubflowRunner"]
+__all__ = ["Context", "Resources", "SubflowRunner"]
+
+T = TypeVar("T")
+
+
+class Resources(Mapping[str, object]):
+    """The engine's resources by name (``Engine(resources=...)``), read-only.
+
+    A missing name raises a ``KeyError`` that names the ones there are.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, object] | None = None) -> None:
+        self._items = dict(items or {})
+
+    def __getitem__(self, name: str) -> object:
+        try:
+            return self._items[name]
+        except KeyError:
+            there = ", ".join(map(repr, self._items)) or "none"
+            raise KeyError(
+                f"No resource {name!r} (there are: {there}). Give it to the engine: "
+                f"Engine(resources={{{name!r}: ...}})."
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Resources({sorted(self._items)})"  # names only: values may hold secrets
+
+
+#: What a Context without an engine has.
+NO_RESOURCES = Resources()
 
 
 class SubflowRunner(Protocol):
@@ -34,9 +70,12 @@ class Context:
         run_id: the run's id.
         step: the step's name.
         attempt: the attempt number, from 1.
+        resources: what the engine was given as ``Engine(resources=...)``, by name: settings
+            and clients that must not change a run's identity (an API base URL, a key, a
+            client). They are never part of a fingerprint or a checkpoint.
     """
 
-    __slots__ = ("_calls", "_http", "_runner", "attempt", "run_id", "step")
+    __slots__ = ("_calls", "_http", "_runner", "attempt", "resources", "run_id", "step")
 
     def __init__(
         self,
@@ -45,6 +84,7 @@ class Context:
         step: str,
         attempt: int = 1,
         http: httpx.AsyncClient | None = None,
+        resources: Resources = NO_RESOURCES,
         runner: SubflowRunner | None = None,
     ) -> None:
         self.run_id = run_id
@@ -53,6 +93,23 @@ class Context:
         self._http = http
         self._runner = runner
         self._calls = 0
+        self.resources = resources
+
+    def resource(self, name: str, kind: type[T], /) -> T:
+        """The resource ``name``, checked to be a ``kind``: ``ctx.resource("api", ApiClient)``.
+
+        Raises:
+            KeyError: the engine has no resource of that name (the message lists those it has).
+            TypeError: the resource is not a ``kind``.
+        """
+        value = self.resources[name]
+        if not isinstance(value, kind):
+            raise TypeError(
+                f"Resource {name!r} is a {type(value).__qualname__}, not an instance of "
+                f"{kind.__qualname__}. "
+                f"Check what Engine(resources={{{name!r}: ...}}) is given."
+            )
+        return value
 
     @property
     def http(self) -> httpx.AsyncClient:

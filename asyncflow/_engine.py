@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, cast
 
@@ -13,15 +14,18 @@ import httpx
 
 from ._attempt import in_step
 from ._batch import Batch
-from ._checkpointing import Checkpointing, decode_inputs, new_manifest
+from ._checkpointing import Checkpointing, decode_inputs, forget, new_manifest
+from ._context import NO_RESOURCES, Resources
 from ._emit import Emitter
 from ._errors import AsyncflowError, CheckpointError, RunInputError
+from ._hooks import trace_details, validate_traceparent
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import derive_run_id, encode_inputs, validate_run_id
 from ._leasing import DEFAULT_LEASE_TTL, Leasing, new_owner
 from ._plan import RESERVED_INPUTS, compile_plan
 from ._scheduler import Run, Shared
 from ._subflow import run_nested
+from .events import RunHook
 from .observe import _stamina
 from .stores import CheckpointStore, FileStore
 
@@ -32,7 +36,6 @@ if TYPE_CHECKING:
         Callable,
         Coroutine,
         Iterable,
-        Mapping,
         Sequence,
     )
     from types import TracebackType
@@ -69,6 +72,8 @@ class Engine:
     Args:
         concurrency: the most steps in flight at once, across every run of this engine.
         observers: callables that receive every :mod:`event <asyncflow.events>` of every run.
+            One that is also a :class:`~asyncflow.RunHook` (the OpenTelemetry exporter) wraps
+            every run and step attempt in its context too.
         fail_fast: the default for :meth:`run`: cancel the rest of a run on its first failure.
         store: where checkpoints go: a :class:`CheckpointStore`, a directory for a
             :class:`FileStore`, or ``None`` to run without checkpoints. The default is
@@ -85,6 +90,10 @@ class Engine:
         http_transport: the transport the circuit layer sends through; defaults to httpx's
             pooled transport, split into pools of at most 8 connections (httpx's pool costs
             CPU per request in proportion to its connections squared). Pass an ``httpx.MockTransport`` in tests. The engine closes it.
+        resources: what steps reach as ``ctx.resources[name]`` (or ``ctx.resource(name, type)``):
+            settings and clients that must not change a run's identity, such as an API's base
+            URL, a key, a database pool. Never part of a fingerprint, an id or a checkpoint, so
+            changing them never invalidates a run. The engine neither opens nor closes them.
         lease_ttl: with a store, every run is claimed before it executes, with a lease of
             this many seconds that the engine renews in the background (stores whose leases
             expire: not FileStore's, which last as long as the process). An engine paused for
@@ -116,6 +125,7 @@ class Engine:
         http_timeout: float | httpx.Timeout = 30.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        resources: Mapping[str, object] | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -146,7 +156,13 @@ class Engine:
         self._store: CheckpointStore | None = (
             FileStore(store) if isinstance(store, str | os.PathLike) else store
         )
-        self._shared = Shared(limiter=self._limiter, emit=self._emit, subflows=self._subflow)
+        self._shared = Shared(
+            limiter=self._limiter,
+            emit=self._emit,
+            resources=_resources(resources),
+            subflows=self._subflow,
+        )
+        self._shared.hooks = tuple(o for o in observers if isinstance(o, RunHook))
         self._runner = _EngineRunner(self)
         self._owner = new_owner()
         self._leasing: Leasing | None = (
@@ -248,12 +264,16 @@ class Engine:
         return self._breakers.statistics()
 
     def add_observer(self, observer: Observer) -> None:
-        """Register an observer for every later event of this engine."""
+        """Register an observer for every later event of this engine (and runs, if a RunHook)."""
         self._emit.add(observer)
+        if isinstance(observer, RunHook):
+            self._shared.hooks = (*self._shared.hooks, observer)
 
     def remove_observer(self, observer: Observer) -> None:
         """Unregister an observer."""
         self._emit.remove(observer)
+        gone: object = observer
+        self._shared.hooks = tuple(h for h in self._shared.hooks if h is not gone)
 
     def _limiters(self, flow: Flow, plan: Plan) -> StepLimiters:
         """Each step's own limit, shared by every run of ``flow`` (this very object)."""
@@ -339,6 +359,7 @@ class Engine:
         *,
         run_id: str | None = None,
         fail_fast: bool | None = None,
+        traceparent: str | None = None,
         **inputs: Any,
     ) -> RunResult:
         """Run ``flow`` once with ``inputs`` and return its :class:`RunResult`.
@@ -352,6 +373,9 @@ class Engine:
                 valid checkpoint are restored instead of run.
             fail_fast: cancel the rest of the run on its first failure; defaults to the
                 engine's setting.
+            traceparent: the W3C ``traceparent`` of what started the run (a webhook's incoming
+                header): the run's trace becomes its child. A run that ran before keeps the
+                trace it started in, in its manifest, and continues it.
             **inputs: the run inputs the flow's steps take.
 
         Raises:
@@ -373,9 +397,12 @@ class Engine:
         else:
             codec = store.codec if store is not None else None
             rid = derive_run_id(plan.flow, inputs, codec, encoded=encoded)
+        parent = validate_traceparent(traceparent)
 
         def start() -> Awaitable[RunResult]:
-            return self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded).execute()
+            run = self._new_run(flow, plan, inputs, rid, fail_fast, encoded=encoded)
+            run.traceparent = parent
+            return run.execute()
 
         if in_step():
             # From inside a step (a sub-flow, or this engine called from a step): the step
@@ -398,12 +425,19 @@ class Engine:
         return await self.run(flow, run_id=run_id, **cast("dict[str, Any]", inputs))
 
     async def resume(
-        self, flow: Flow, run_id: str, /, *, fail_fast: bool | None = None
+        self,
+        flow: Flow,
+        run_id: str,
+        /,
+        *,
+        fail_fast: bool | None = None,
+        traceparent: str | None = None,
     ) -> RunResult:
         """Resume run ``run_id`` of ``flow`` with the inputs saved in its manifest.
 
         Steps with a valid checkpoint are restored; the rest run. A run admitted by
-        :meth:`admit` (its manifest "pending") starts this way.
+        :meth:`admit` (its manifest "pending") starts this way. The run continues the trace
+        its manifest keeps; ``traceparent`` (as in :meth:`run`) gives it another parent.
 
         Raises:
             CheckpointError: the engine has no store, there is no such run, it belongs to
@@ -419,9 +453,10 @@ class Engine:
                 f"Cannot resume run {run_id!r}: this engine runs without checkpoints "
                 f"(store=None). Open it with a store, e.g. Engine(store=FileStore('.asyncflow'))."
             )
+        parent = validate_traceparent(traceparent)
 
         def start() -> Awaitable[RunResult]:
-            return self._resume(flow, plan, store, run_id, fail_fast)
+            return self._resume(flow, plan, store, run_id, fail_fast, parent)
 
         if in_step():
             return await run_nested(run_id, plan.flow, lambda: self._once(run_id, start))
@@ -434,6 +469,7 @@ class Engine:
         store: CheckpointStore,
         run_id: str,
         fail_fast: bool | None,
+        traceparent: str | None,
     ) -> RunResult:
         loaded = await store.load_run(run_id)
         manifest = loaded.manifest
@@ -457,13 +493,48 @@ class Engine:
         plan.check_inputs(inputs)
         encoded = encode_inputs(store.codec, inputs)
         run = self._new_run(flow, plan, inputs, run_id, fail_fast, encoded=encoded, loaded=loaded)
+        run.traceparent = traceparent
         return await run.execute()
 
-    async def admit(self, flow: Flow, /, *, run_id: str | None = None, **inputs: Any) -> bool:
+    async def forget(self, run_id: str, /, *, step: str | None = None) -> bool:
+        """Forget run ``run_id``'s checkpoints, or only those of one ``step``.
+
+        Without ``step`` the whole run is deleted from the store (as ``asyncflow forget RUN``):
+        running it again starts afresh. With ``step`` only that step's checkpoint stops counting
+        (as ``asyncflow forget RUN --step NAME``): resuming the run runs that step again, and
+        its dependents too when its new output differs. Forget runs that are not running.
+
+        Returns:
+            Whether there was something to forget.
+
+        Raises:
+            CheckpointError: the engine has no store, or the store failed or refused.
+            InvalidRunIdError: ``run_id`` is not a safe, plain name.
+        """
+        self._check_open()
+        validate_run_id(run_id)
+        if self._store is None:
+            raise CheckpointError(
+                f"Cannot forget run {run_id!r}: this engine runs without checkpoints "
+                f"(store=None), so there is nothing to forget."
+            )
+        return await forget(self._store, run_id, step)
+
+    async def admit(
+        self,
+        flow: Flow,
+        /,
+        *,
+        run_id: str | None = None,
+        traceparent: str | None = None,
+        **inputs: Any,
+    ) -> bool:
         """Record a run of ``flow`` as "pending", once; start it later with :meth:`resume`.
 
         The admission of a trigger's delivery: the store keeps the run's manifest (its inputs)
         only if the run has none yet, atomically, also across processes sharing the store.
+        ``traceparent`` (the delivery's, as in :meth:`run`) is kept with it: the run's trace
+        becomes its child when it is resumed.
 
         Returns:
             ``True`` when this call admitted the run; ``False`` when the run existed already
@@ -490,7 +561,9 @@ class Engine:
             if run_id is not None
             else derive_run_id(plan.flow, inputs, store.codec, encoded=encoded)
         )
-        return await store.create_run_if_absent(new_manifest(plan, rid, encoded, "pending"))
+        details = trace_details(validate_traceparent(traceparent))
+        manifest = new_manifest(plan, rid, encoded, "pending", details=details)
+        return await store.create_run_if_absent(manifest)
 
     def map(
         self,
@@ -549,6 +622,17 @@ class Engine:
         )
 
 
+def _resources(resources: Mapping[str, object] | None) -> Resources:
+    if resources is None:
+        return NO_RESOURCES
+    if not isinstance(resources, Mapping) or not all(isinstance(k, str) for k in resources):
+        raise ValueError(
+            f"resources={resources!r}: give a mapping of names to values, "
+            f"e.g. Engine(resources={{'api_key': key}})."
+        )
+    return Resources(resources)
+
+
 def current_clock() -> Callable[[], float]:
     """The running event loop's monotonic clock, read without anyio's per-call backend lookup."""
     try:
@@ -597,4 +681,6 @@ class _EngineRunner:
         inputs: Mapping[str, object],
     ) -> Awaitable[RunResult]:
         # The engine's coroutine itself, not one more around it: this runs once per batch item.
-        return self._engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)
+        return self._engine.run(
+            flow, run_id=run_id, fail_fast=fail_fast, traceparent=None, **inputs
+        )

@@ -56,6 +56,8 @@ class Step:
     when: Callable[..., object] | None = None
     #: the parameters ``when`` takes, all among the step's own.
     when_params: tuple[str, ...] = ()
+    #: the step's declared version (``flow.step(version=...)``), part of its fingerprint
+    version: str | None = None
 
 
 def _step_name(step: str | Callable[..., object]) -> str:
@@ -121,6 +123,7 @@ class Flow:
         retry: Retry | None = None,
         map_over: str | Callable[..., object] | None = None,
         when: Callable[..., object] | None = None,
+        version: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -135,6 +138,7 @@ class Flow:
         retry: Retry | None = None,
         map_over: str | Callable[..., object] | None = None,
         when: Callable[..., object] | None = None,
+        version: str | None = None,
     ) -> F | Callable[[F], F]:
         """Add an async function as a step. Use bare (``@flow.step``) or with options.
 
@@ -157,6 +161,10 @@ class Flow:
                 returns true; otherwise it is :attr:`~asyncflow.StepStatus.NOT_TAKEN`, and so
                 is every step that needs its output (one with a default for that parameter
                 runs with the default). The decision is checkpointed with the run.
+            version: a label for the step's logic, part of its fingerprint: change it (``"2"``)
+                when something the code fingerprint does not see changed (a helper the step
+                calls, a module constant, a model or a prompt file), and the step's old
+                checkpoints stop matching. Leaving it out keeps today's checkpoints valid.
 
         Returns:
             The function itself, unchanged, so it can still be called directly.
@@ -174,6 +182,7 @@ class Flow:
                 retry=retry,
                 map_over=map_name,
                 when=when,
+                version=version,
             )
             return f
 
@@ -190,6 +199,7 @@ class Flow:
         retry: Retry | None,
         map_over: str | None = None,
         when: Callable[..., object] | None = None,
+        version: str | None = None,
     ) -> None:
         step_name = name or getattr(fn, "__name__", None)
         if not step_name or not isinstance(step_name, str):
@@ -229,6 +239,13 @@ class Flow:
             )
         params = self._params(step_name, fn)
         when_params = self._when_params(step_name, when, params)
+        if version is not None and (not isinstance(version, str) or not version):
+            raise FlowDefinitionError(
+                f"Step {step_name!r} has version={version!r}; give a non-empty string such as "
+                f"version='2', or leave it out.",
+                flow=self.name,
+                step=step_name,
+            )
         try:
             fingerprint = code_fingerprint(fn)
             if map_over is not None or when is not None:
@@ -257,6 +274,7 @@ class Flow:
             map_over=map_over,
             when=when,
             when_params=when_params,
+            version=version,
         )
         self._plan = None
 

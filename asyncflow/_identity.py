@@ -265,6 +265,7 @@ def step_fingerprint(
     output_digests: Sequence[str | None],
     inputs_taken: Iterable[str],
     input_digests: Mapping[str, str],
+    version: str | None = None,
 ) -> str:
     """The identity of one step of one run, whatever order the run's steps finished in.
 
@@ -274,8 +275,9 @@ def step_fingerprint(
         output_digests: the digest of each step's encoded output, by index.
         inputs_taken: the run inputs the step takes.
         input_digests: the digest of each encoded run input given (absent: left to its default).
+        version: the step's declared version; ``None`` leaves the identity as without one.
     """
-    parts = [code]
+    parts = [code] if version is None else [code, f"v:{version}"]
     for name, j in data_deps:
         parts.append(f"d:{name}={output_digests[j]}")
     for name in inputs_taken:

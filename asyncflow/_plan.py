@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["RESERVED_INPUTS", "Plan", "compile_plan", "topological_order"]
 
 #: Keyword arguments of Engine.run that are not run inputs.
-RESERVED_INPUTS = frozenset({"run_id", "fail_fast"})
+RESERVED_INPUTS = frozenset({"run_id", "fail_fast", "traceparent"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ._errors import RunFailedError
@@ -12,12 +13,38 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 
+def _wall(reading: float | None, offset: float | None) -> datetime | None:
+    if reading is None or offset is None:
+        return None
+    return datetime.fromtimestamp(reading + offset, UTC)
+
+
+class _WallTimes:
+    """``started`` and ``finished`` on the wall clock, from monotonic readings and an offset."""
+
+    __slots__ = ()
+    started_at: float | None
+    finished_at: float | None
+    wall_offset: float | None
+
+    @property
+    def started(self) -> datetime | None:
+        """When it started, on the wall clock (UTC); ``None`` when it did not start."""
+        return _wall(self.started_at, self.wall_offset)
+
+    @property
+    def finished(self) -> datetime | None:
+        """When it finished, on the wall clock (UTC); ``None`` when it did not run."""
+        return _wall(self.finished_at, self.wall_offset)
+
+
 @dataclass(frozen=True, slots=True)
-class StepResult:
+class StepResult(_WallTimes):
     """The outcome of one step.
 
-    Times are ``anyio.current_time()`` readings (monotonic seconds); ``None`` when the step did
-    not start.
+    ``started_at`` and ``finished_at`` are ``anyio.current_time()`` readings (monotonic seconds,
+    for :attr:`duration`); ``None`` when the step did not start. :attr:`started` and
+    :attr:`finished` are the same moments on the wall clock, as UTC datetimes, for people.
     """
 
     name: str
@@ -26,6 +53,8 @@ class StepResult:
     error: BaseException | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: add to a monotonic reading of this run to get POSIX time (``None``: not known)
+    wall_offset: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def duration(self) -> float | None:
@@ -36,8 +65,12 @@ class StepResult:
 
 
 @dataclass(frozen=True, slots=True)
-class RunResult:
-    """The outcome of a run: its status, each succeeded step's output and each step's result."""
+class RunResult(_WallTimes):
+    """The outcome of a run: its status, each succeeded step's output and each step's result.
+
+    ``started_at`` and ``finished_at`` are monotonic readings (see :class:`StepResult`);
+    :attr:`started` and :attr:`finished` are wall-clock UTC datetimes.
+    """
 
     run_id: str
     flow: str
@@ -49,6 +82,13 @@ class RunResult:
     inputs: Mapping[str, object] = field(default_factory=dict)
     #: a run-level error that kept the run from starting (bad inputs in a batch item).
     error: BaseException | None = None
+    #: add to ``started_at`` or ``finished_at`` (monotonic) to get POSIX time
+    wall_offset: float | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the run's start to its finish (monotonic)."""
+        return self.finished_at - self.started_at
 
     @property
     def ok(self) -> bool:

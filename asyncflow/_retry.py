@@ -27,10 +27,8 @@ What asyncflow adds on top of stamina, and why:
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
@@ -39,7 +37,7 @@ import httpx
 import stamina
 
 from ._errors import CircuitOpenError, StepTimeoutError
-from ._http import is_failure_status, is_transport_failure
+from ._http import is_failure_status, is_transport_failure, parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -86,21 +84,7 @@ def retry_after(error: Exception, *, now: float | None = None) -> float | None:
     value = error.response.headers.get("retry-after")
     if value is None:
         return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            date = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if date.tzinfo is None:  # RFC 9110 dates are GMT; be lenient with a missing zone
-            return None
-        # An HTTP date is wall-clock by definition; this is the one place we read that clock.
-        seconds = date.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+    return parse_retry_after(value, now=now)
 
 
 @dataclass(frozen=True, slots=True)

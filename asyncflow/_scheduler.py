@@ -13,6 +13,7 @@ output and takes the others with it. A step with ``map_over=`` runs its items in
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,7 +21,9 @@ import anyio
 from ._attempt import Failed, attempt_step, step_error
 from ._checkpointing import MISSING, NOT_TAKEN
 from ._conditions import decide
+from ._context import NO_RESOURCES
 from ._fanout import AllRestored, run_mapped
+from ._hooks import run_contexts
 from ._result import RunResult, StepResult
 from ._status import RunStatus, StepStatus
 from .events import (
@@ -40,10 +43,11 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._checkpointing import Checkpointing
-    from ._context import SubflowRunner
+    from ._context import Resources, SubflowRunner
     from ._emit import Emitter
     from ._flow import Step
     from ._plan import Plan
+    from .events import RunHook
 
 __all__ = ["Run", "Shared"]
 
@@ -51,9 +55,9 @@ _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED, StepStatus.NOT_TAK
 
 
 class Shared:
-    """What every run of an engine shares: its limit, observers, HTTP client and clock."""
+    """What every run of an engine shares: limit, observers, HTTP client, clock, resources."""
 
-    __slots__ = ("clock", "emit", "http", "limiter", "subflows")
+    __slots__ = ("clock", "emit", "hooks", "http", "limiter", "resources", "subflows")
 
     def __init__(
         self,
@@ -62,12 +66,16 @@ class Shared:
         emit: Emitter,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        resources: Resources = NO_RESOURCES,
         subflows: SubflowRunner | None = None,
     ) -> None:
         self.clock = clock
         self.limiter = limiter
         self.emit = emit
         self.http = http
+        self.resources = resources
+        #: the observers that also wrap runs and attempts (``RunHook``); empty: no cost
+        self.hooks: tuple[RunHook, ...] = ()
         #: runs a sub-flow on the engine, for ``ctx.run``.
         self.subflows = subflows
 
@@ -92,6 +100,7 @@ class Run:
         "statuses",
         "step_limiters",
         "tg",
+        "traceparent",
     )
 
     def __init__(
@@ -125,6 +134,8 @@ class Run:
         self.started_at: list[float | None] = [None] * n
         self.finished_at: list[float | None] = [None] * n
         self.tg: TaskGroup | None = None
+        #: the W3C traceparent of the run's parent, given by its caller (a trigger)
+        self.traceparent: str | None = None
 
     def execute(self) -> Awaitable[RunResult]:
         """Run every step; return when all have finished, failed or been skipped.
@@ -139,8 +150,17 @@ class Run:
             CheckpointError: the run id belongs to another flow, or the store failed.
         """
         checkpointing = self.checkpointing
+        if checkpointing is not None:
+            return checkpointing.run(self._execute)
+        if self.shared.hooks:
+            return self._hooked()
         # The coroutine itself, not one more around it: this runs once per run.
-        return self._execute() if checkpointing is None else checkpointing.run(self._execute)
+        return self._execute()
+
+    async def _hooked(self) -> RunResult:
+        """Execute inside each hook's run context (a run without a store: nothing is kept)."""
+        with run_contexts(self.shared.hooks, self.run_id, self.plan.flow, self.traceparent):
+            return await self._execute()
 
     async def _execute(self) -> RunResult:
         emit = self.emit
@@ -369,6 +389,8 @@ class Run:
     def _result(self, started: float) -> RunResult:
         plan = self.plan
         finished = self.shared.clock()
+        # One reading of each clock: the run's monotonic times as wall-clock ones, for people.
+        offset = time.time() - finished
         steps: dict[str, StepResult] = {}
         failed = False
         for i, step in enumerate(plan.steps):
@@ -384,6 +406,7 @@ class Run:
                 error=self.errors[i],
                 started_at=self.started_at[i],
                 finished_at=self.finished_at[i],
+                wall_offset=offset,
             )
         run_status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
         if self.emit is not None:
@@ -397,4 +420,5 @@ class Run:
             started_at=started,
             finished_at=finished,
             inputs=dict(self.inputs),
+            wall_offset=offset,
         )

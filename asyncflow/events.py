@@ -4,14 +4,23 @@ An observer is any callable taking one :data:`Event`. Observers are called synch
 the order registered, from the task that made the event: keep them fast and never block. An
 observer that raises is reported with a warning-level log record and otherwise ignored, so a
 broken progress bar never fails a run. When no observer is registered, no event is built.
+
+Times: an event's ``time`` is a monotonic reading (the event loop's clock, ``anyio.current_time()``):
+subtract two for a duration, never show one to a person. ``wall_time`` is the wall clock
+(``time.time()``, POSIX seconds) when the event was made, and ``at`` the same as a UTC
+``datetime``, for people and logs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+import datetime as _dt
+import time as _time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from ._status import CircuitState, RunStatus
 
 __all__ = [
@@ -21,6 +30,7 @@ __all__ = [
     "Event",
     "Observer",
     "RunFinished",
+    "RunHook",
     "RunStarted",
     "StepFailed",
     "StepNotTaken",
@@ -33,7 +43,20 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class RunStarted:
+class _Wall:
+    """What every event has: the wall-clock time it was made (keyword-only, filled in)."""
+
+    #: ``time.time()`` when the event was made: POSIX seconds, for people (not for durations).
+    wall_time: float = field(default_factory=_time.time, kw_only=True, compare=False, repr=False)
+
+    @property
+    def at(self) -> _dt.datetime:
+        """``wall_time`` as a UTC ``datetime``."""
+        return _dt.datetime.fromtimestamp(self.wall_time, _dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(_Wall):
     """A run began."""
 
     run_id: str
@@ -42,7 +65,7 @@ class RunStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class RunFinished:
+class RunFinished(_Wall):
     """A run ended; ``status`` says how."""
 
     run_id: str
@@ -52,7 +75,7 @@ class RunFinished:
 
 
 @dataclass(frozen=True, slots=True)
-class StepStarted:
+class StepStarted(_Wall):
     """A step's first attempt began."""
 
     run_id: str
@@ -61,7 +84,7 @@ class StepStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class StepSucceeded:
+class StepSucceeded(_Wall):
     """A step returned its output."""
 
     run_id: str
@@ -71,7 +94,7 @@ class StepSucceeded:
 
 
 @dataclass(frozen=True, slots=True)
-class StepFailed:
+class StepFailed(_Wall):
     """A step failed for good (after its retries)."""
 
     run_id: str
@@ -82,7 +105,7 @@ class StepFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class StepSkipped:
+class StepSkipped(_Wall):
     """A step will not run: ``reason`` names the failed dependency, or says the run stopped."""
 
     run_id: str
@@ -92,7 +115,7 @@ class StepSkipped:
 
 
 @dataclass(frozen=True, slots=True)
-class StepNotTaken:
+class StepNotTaken(_Wall):
     """A step will not run because a condition said so (not a failure).
 
     ``reason`` says whether its own ``when=`` was false (``restored`` when that decision came
@@ -107,7 +130,7 @@ class StepNotTaken:
 
 
 @dataclass(frozen=True, slots=True)
-class StepRetrying:
+class StepRetrying(_Wall):
     """An attempt failed with a retryable error; the next one starts after ``wait`` seconds."""
 
     run_id: str
@@ -119,7 +142,7 @@ class StepRetrying:
 
 
 @dataclass(frozen=True, slots=True)
-class StepRestored:
+class StepRestored(_Wall):
     """A step's output was loaded from its checkpoint instead of running the step."""
 
     run_id: str
@@ -128,7 +151,7 @@ class StepRestored:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointDiscarded:
+class CheckpointDiscarded(_Wall):
     """A checkpoint file could not be used (corrupt, truncated, foreign) and was moved aside."""
 
     run_id: str
@@ -139,7 +162,7 @@ class CheckpointDiscarded:
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitStateChanged:
+class CircuitStateChanged(_Wall):
     """A host's circuit changed state.
 
     ``host`` is the host key ``scheme://host:port``. States are :class:`CircuitState` members,
@@ -153,7 +176,7 @@ class CircuitStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchProgress:
+class BatchProgress(_Wall):
     """Where a batch (:meth:`Engine.map`) stands: sent at most every 0.1 s and when it ends.
 
     ``total`` is ``None`` when the inputs have no length. ``rate`` is finished runs per second
@@ -194,3 +217,30 @@ class Observer(Protocol):
 
     def __call__(self, event: Event, /) -> None:
         """Handle one event. Must not block."""
+
+
+@runtime_checkable
+class RunHook(Protocol):
+    """An observer that also wraps each run and each step attempt in a context (tracing).
+
+    The engine enters :meth:`run_context` around a whole run and :meth:`attempt_context`
+    around each attempt of each step, in the task that runs it, so whatever the context sets
+    (a current span in a context variable) is current for the step's own code and for the HTTP
+    requests it makes. An observer given to ``Engine(observers=[...])`` that has both methods is
+    used as a hook too. The contexts must not swallow exceptions.
+    """
+
+    def run_context(
+        self, run_id: str, flow: str, traceparent: str | None, /
+    ) -> AbstractContextManager[str | None]:
+        """Wrap one run; yield the W3C ``traceparent`` of the run's trace, or ``None``.
+
+        ``traceparent`` is the run's parent: the one given to ``Engine.run(traceparent=...)``,
+        or the one kept in the run's manifest when it runs again (a resume), else ``None``.
+        What is yielded is kept in the run's manifest for the next time it runs.
+        """
+
+    def attempt_context(
+        self, run_id: str, step: str, attempt: int, /
+    ) -> AbstractContextManager[None]:
+        """Wrap one attempt of a step (attempts count from 1)."""

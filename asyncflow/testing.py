@@ -41,6 +41,7 @@ import random
 import re
 import socket
 import sys
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -53,7 +54,14 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-__all__ = ["MAX_BODY", "FlakyServer", "check_checkpoint_store", "enrich", "serve_flaky"]
+__all__ = [
+    "MAX_ARRIVALS",
+    "MAX_BODY",
+    "FlakyServer",
+    "check_checkpoint_store",
+    "enrich",
+    "serve_flaky",
+]
 
 check_checkpoint_store.__module__ = __name__  # it prints as asyncflow.testing.X
 
@@ -61,6 +69,8 @@ _Message = dict[str, Any]
 
 #: Request bodies larger than this are refused with 413: nothing unbounded, even in tests.
 MAX_BODY = 1 << 20
+#: Arrival times kept (:attr:`FlakyServer.arrivals`), the latest ones.
+MAX_ARRIVALS = 100_000
 _STATUS_PATH = re.compile(r"^/status/(\d{3})$")
 _WORD = re.compile(r"\w+")
 
@@ -73,6 +83,8 @@ class FlakyServer:
         requests: how many requests reached the server, faulty ones included.
         paths: the same count by path.
         peers: the client address (host, port) of every connection requests came on.
+        arrivals: when each of the latest :data:`MAX_ARRIVALS` requests reached the server, as
+            ``time.monotonic()`` readings, in order: for checking a client's request rate.
         outage: answer every request with 503.
         latency: seconds added before answering.
         hang: hold every request until :meth:`release` (or shutdown).
@@ -91,6 +103,7 @@ class FlakyServer:
         self.requests = 0
         self.paths: collections.Counter[str] = collections.Counter()
         self.peers: set[tuple[str, int]] = set()
+        self.arrivals: collections.deque[float] = collections.deque(maxlen=MAX_ARRIVALS)
         self.outage = False
         self.latency = 0.0
         self.hang = False
@@ -156,6 +169,7 @@ class FlakyServer:
         if scope["type"] != "http":
             return  # no lifespan or websocket support: uvicorn runs us with lifespan="off"
         path: str = scope["path"]
+        self.arrivals.append(time.monotonic())
         self.requests += 1
         self.paths[path] += 1
         client = scope.get("client")
@@ -388,6 +402,9 @@ async def serve_flaky(
         access_log=False,
         backlog=backlog,
         timeout_graceful_shutdown=1,
+        # uvicorn's 5 s would close a connection idle while a benchmark times its other
+        # clients, racing a request sent on it ("Server disconnected without a response").
+        timeout_keep_alive=75,
     )
     config.load()
     server = uvicorn.Server(config)

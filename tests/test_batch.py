@@ -322,7 +322,7 @@ class RecordingRunner:
         inputs: Mapping[str, object],
     ) -> Awaitable[RunResult]:
         self.run_ids.append(run_id)
-        return self.engine.run(flow, run_id=run_id, fail_fast=fail_fast, **inputs)
+        return self.engine.run(flow, run_id=run_id, fail_fast=fail_fast, traceparent=None, **inputs)
 
 
 async def test_a_batch_runs_on_any_runner_not_only_an_engine() -> None:

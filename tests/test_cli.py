@@ -103,6 +103,7 @@ def test_failed_run_exits_1(target: str, capsys: pytest.CaptureFixture[str]) -> 
         (["graph", "no-colon"], "module:attribute"),
         (["resume", "{target}", "never-ran"], "There is no run 'never-ran'"),
         (["run", "{target}", "n=1", "--run-id", "../escape"], "run id"),
+        (["run", "{target}", "traceparent=x"], "use --traceparent"),
     ],
 )
 def test_bad_usage_exits_2_with_a_clear_message(
@@ -111,6 +112,15 @@ def test_bad_usage_exits_2_with_a_clear_message(
     """Bad input says what is wrong on stderr and exits 2."""
     assert main([a.format(target=target) for a in args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_traceparent_that_is_not_w3c_is_a_usage_error(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", target, "n=1", "--traceparent", "x"])
+    assert exited.value.code == 2
+    assert "is not a W3C traceparent" in capsys.readouterr().err
 
 
 def test_python_dash_m(target: str) -> None:

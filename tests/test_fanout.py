@@ -508,3 +508,27 @@ def test_the_cli_shows_a_mapped_step_as_one_entry(capsys: pytest.CaptureFixture[
     assert set(shown["steps"]) == {"split", "upper", "join"}
     assert cli_main(["show", "w", "--store", "store"]) == 0
     assert "upper  mapped: 3 items kept, output 12 bytes" in capsys.readouterr().out
+
+
+async def test_forgetting_a_mapped_step_forgets_every_item() -> None:
+    """engine.forget(run, step=) on a mapped step: the resumed run runs every item again."""
+    calls: list[str] = []
+    flow = Flow("forget-items")
+
+    @flow.step
+    async def split(text: str) -> list[str]:
+        return text.split()
+
+    @flow.step(map_over=split)
+    async def upper(split: str) -> str:
+        calls.append(split)
+        return split.upper()
+
+    async with Engine(store=MemoryStore()) as engine:
+        await engine.run(flow, run_id="r", text="a b")
+        assert await engine.forget("r", step="upper")
+        assert not await engine.forget("r", step="upper")  # nothing left to forget
+        again = await engine.resume(flow, "r")
+    assert calls == ["a", "b", "a", "b"]
+    assert again.steps["split"].status is StepStatus.RESTORED
+    assert again.steps["upper"].status is StepStatus.SUCCEEDED

@@ -3,6 +3,7 @@
 - ``transport.py``: :class:`BreakerTransport`, the httpx transport of the engine's client: it
   routes each request to its host and counts the outcome;
 - ``host.py``: one host's admission, its concurrency gate and its circuit;
+- ``rate.py``: one host's request rate, a leaky bucket that a 429's ``Retry-After`` pauses;
 - ``circuit.py``: the circuit's state machine, the one adapter of aiobreaker;
 - ``pool.py``: :class:`ShardedTransport`, httpx's connection pool in small shards;
 - ``policy.py``: :class:`HostPolicy` and host keys, which policy applies to a request;
@@ -17,6 +18,7 @@ from .failures import is_failure_status, is_transport_failure, step_deadline
 from .host import HostStatistics
 from .policy import HostPolicy, host_key, resolve_hosts
 from .pool import ShardedTransport
+from .rate import parse_retry_after
 from .transport import BreakerTransport
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "host_key",
     "is_failure_status",
     "is_transport_failure",
+    "parse_retry_after",
     "resolve_hosts",
     "step_deadline",
 ]

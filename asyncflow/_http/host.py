@@ -8,7 +8,9 @@ A request to a host passes, in this order (:meth:`Host.enter`):
    never holds far more waiting requests than connections (httpx's pool slows down badly when
    thousands of tasks queue on it), held until the response body is closed;
 3. the circuit once more, now authoritative, after the gate: a request that queued at the gate
-   while the circuit opened is not sent.
+   while the circuit opened is not sent;
+4. with ``HostPolicy(rate=)``, the host's request rate (``rate.py``), last, just before sending
+   (the transport waits for it: :meth:`Host.wait_rate`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from asyncflow._status import CircuitState, OnOpen
 from asyncflow.events import CircuitStateChanged
 
 from .circuit import Circuit
+from .rate import HostRate
 
 if TYPE_CHECKING:
     from asyncflow._emit import Emitter
@@ -43,9 +46,11 @@ class HostStatistics:
     fail_counter: int
     #: requests holding a gate slot (sent, or reading their response)
     in_flight: int
-    #: requests waiting for the circuit (``on_open="wait"``) or for a gate slot
+    #: requests waiting for the circuit (``on_open="wait"``), a gate slot or the host's rate
     waiting: int
     retry_after: float
+    #: seconds until the pause a 429's ``Retry-After`` put on the host's rate ends (0: none)
+    paused_for: float = 0.0
 
 
 class Host:
@@ -58,7 +63,7 @@ class Host:
         emit: receives :class:`CircuitStateChanged` events.
     """
 
-    __slots__ = ("circuit", "emit", "event", "gate", "key", "policy", "waiting")
+    __slots__ = ("circuit", "emit", "event", "gate", "key", "policy", "rate", "waiting")
 
     def __init__(self, key: str, policy: HostPolicy, gate_size: int, emit: Emitter | None) -> None:
         self.key = key
@@ -69,6 +74,8 @@ class Host:
         #: set (and replaced) whenever a waiting request should look at the circuit again
         self.event = anyio.Event()
         self.circuit = Circuit(policy, key, self._changed)
+        #: the host's request rate, when its policy sets one
+        self.rate = None if policy.rate is None else HostRate(policy.rate, policy.burst)
 
     def _changed(self, old: CircuitState, new: CircuitState, now: float) -> None:
         self._wake()
@@ -102,6 +109,14 @@ class Host:
                     return ticket
                 gate.release_on_behalf_of(borrower)
             await self._refused()
+
+    async def wait_rate(self, rate: HostRate) -> None:
+        """Wait for a place in the host's rate (counted as waiting meanwhile)."""
+        self.waiting += 1
+        try:
+            await rate.acquire()
+        finally:
+            self.waiting -= 1
 
     async def _refused(self) -> None:
         circuit = self.circuit
@@ -154,8 +169,13 @@ class Host:
             self._wake()
 
     def forgettable(self) -> bool:
-        """Closed, no failure counted, nothing in flight or waiting: a new host is the same."""
-        return self.circuit.fresh() and not self.gate.borrowed_tokens and not self.waiting
+        """Closed, no failure counted, nothing in flight or waiting, an idle rate: as new."""
+        return (
+            self.circuit.fresh()
+            and not self.gate.borrowed_tokens
+            and not self.waiting
+            and (self.rate is None or self.rate.idle())
+        )
 
     def statistics(self) -> HostStatistics:
         """A snapshot of this host's circuit and gate."""
@@ -167,4 +187,5 @@ class Host:
             in_flight=int(self.gate.borrowed_tokens),
             waiting=self.waiting,
             retry_after=circuit.retry_after(),
+            paused_for=0.0 if self.rate is None else self.rate.paused_for(),
         )

@@ -7,6 +7,8 @@ key. ``Engine(hosts=...)`` keys are bare host names (any scheme and port) or
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -31,12 +33,19 @@ class HostPolicy:
         concurrency: requests to this host in flight at once through the engine's client;
             ``None`` for the engine's connection pool size.
         on_open: ``"fail"`` (default) or ``"wait"``; see :class:`OnOpen`.
+        rate: requests per second to this host at most, on average, shared by every step of
+            the engine; ``None`` for no limit. Needs the ``rate`` extra (aiolimiter). A 429
+            answer's ``Retry-After`` pauses the host for every request (see ``rate.py``).
+        burst: with ``rate``, how many requests may go at once after a quiet spell: any
+            window of ``t`` seconds holds at most ``burst + rate * t`` requests.
     """
 
     fail_max: int = 5
     reset_timeout: float = 30.0
     concurrency: int | None = None
     on_open: OnOpen | Literal["fail", "wait"] = OnOpen.FAIL
+    rate: float | None = None
+    burst: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.fail_max, int) or self.fail_max < 1:
@@ -59,6 +68,29 @@ class HostPolicy:
                 f"HostPolicy(on_open={self.on_open!r}): give 'fail' or 'wait'."
             ) from None
         object.__setattr__(self, "on_open", on_open)
+        self._check_rate()
+
+    def _check_rate(self) -> None:
+        rate = self.rate
+        if rate is not None and not (
+            isinstance(rate, int | float)
+            and not isinstance(rate, bool)
+            and math.isfinite(rate)
+            and rate > 0
+        ):
+            raise ValueError(
+                f"HostPolicy(rate={rate!r}): give requests per second above 0 (e.g. rate=10 or "
+                f"rate=0.5), or None for no limit."
+            )
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(
+                f"HostPolicy(burst={self.burst!r}): give a whole number >= 1, the requests that "
+                f"may go at once."
+            )
+        if rate is not None and importlib.util.find_spec("aiolimiter") is None:
+            raise ValueError(
+                f'HostPolicy(rate={rate!r}) needs aiolimiter: pip install "asyncflow-engine[rate]".'
+            )
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

@@ -1,8 +1,9 @@
 """Per-host gates and circuits as an httpx transport: the layer ``ctx.http`` sends through.
 
 Every request through the engine's client is admitted by its host (``host.py``: the circuit,
-the gate, the circuit again), sent through the inner transport (the sharded pool, ``pool.py``),
-and its outcome counted by the rules of ``failures.py``.
+the gate, the circuit again), waits for the host's rate when it has one (``rate.py``), is sent
+through the inner transport (the sharded pool, ``pool.py``), and its outcome is counted by the
+rules of ``failures.py``.
 
 A 5xx/429 response is still returned to the caller (the transport does not raise for it), so
 ``raise_for_status`` and the retry policy see the real response and its ``Retry-After``. A
@@ -25,6 +26,7 @@ from .failures import Outcome, failure_of, status_outcome
 from .host import Host
 from .policy import HostPolicies, host_key
 from .pool import QUEUED, ClosingStream
+from .rate import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -156,6 +158,13 @@ class BreakerTransport(httpx.AsyncBaseTransport):
             host = self._host(url)
         borrower = object()
         ticket = await host.enter(borrower)
+        rate = host.rate
+        if rate is not None:
+            try:
+                await host.wait_rate(rate)
+            except BaseException:
+                host.leave(borrower, ticket, Outcome.NEUTRAL)  # never sent: our own wait
+                raise
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException as exc:
@@ -170,6 +179,12 @@ class BreakerTransport(httpx.AsyncBaseTransport):
             raise
         status = response.status_code
         outcome = status_outcome(status)
+        if status == 429 and rate is not None:
+            # The host's quota is spent: everyone waits, not only this caller's retry.
+            value = response.headers.get("retry-after")
+            seconds = None if value is None else parse_retry_after(value)
+            if seconds:
+                rate.pause(seconds)
         if response.is_closed:
             # Read in full by the inner transport (httpx.MockTransport, a Response(content=...)):
             # the host has answered, and no body will close later to judge it and free the slot.

@@ -10,6 +10,9 @@ there, so importing this package costs nothing extra.
 - :class:`asyncflow.observe.prometheus.PrometheusObserver` (``pip install
   'asyncflow-engine[prometheus]'``): Prometheus metrics in a registry you expose; import it
   from its module, so that importing this package never imports ``prometheus_client``.
+- :class:`asyncflow.observe.otel.OpenTelemetryObserver` (``pip install
+  'asyncflow-engine[otel]'``): a span per run and per step attempt, through
+  ``opentelemetry-api``; likewise imported from its module only.
 """
 
 from __future__ import annotations

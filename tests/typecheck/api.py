@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import assert_type
 
 import httpx
@@ -14,13 +15,16 @@ from asyncflow import (
     Engine,
     Flow,
     FlowRef,
+    HostPolicy,
     LeaseLostError,
+    RunHook,
     RunResult,
     StepResult,
     StepStatus,
 )
 from asyncflow.events import Event, Observer, StepSucceeded
 from asyncflow.observe import LogObserver, redact_urls
+from asyncflow.observe.otel import OpenTelemetryObserver
 from asyncflow.stores import (
     CheckpointStore,
     FileStore,
@@ -148,3 +152,27 @@ async def count(split: str) -> int:
 @chunks.step
 async def join(embed: list[list[float]] | None = None) -> int:
     return len(embed or [])
+
+
+versioned = Flow("versioned")
+
+
+@versioned.step(version="2")
+async def summarise(text: str, ctx: Context) -> str:
+    assert_type(ctx.resource("prefix", str), str)
+    assert_type(ctx.resources["prefix"], object)
+    return text
+
+
+async def users_rate_trace_and_forget_code() -> None:
+    policy = HostPolicy(rate=10, burst=5)
+    tracing = OpenTelemetryObserver()
+    hook: RunHook = tracing
+    async with Engine(
+        hosts={"api.example.com": policy}, resources={"prefix": "> "}, observers=[tracing]
+    ) as engine:
+        result = await engine.run(versioned, traceparent=None, text="x")
+        assert_type(result.started, datetime | None)
+        assert_type(result.steps["summarise"].finished, datetime | None)
+        assert_type(await engine.forget(result.run_id, step="summarise"), bool)
+    assert hook
