@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo serve-demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ test: lint system-deps
 demo: $(STAMP)
 	$(PY) examples/documents/demo.py
 
+serve-demo: $(STAMP)
+	$(VENV)/bin/asyncflow serve examples/service/service.py:make
+
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .asyncflow .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .asyncflow service-output .mypy_cache .pytest_cache .ruff_cache

@@ -34,6 +34,7 @@ from ._progress import ProgressBar
 from ._ref import FlowRef
 from ._result import RunResult, StepResult
 from ._retry import Retry, is_transient
+from ._service import Service
 from ._status import CircuitState, OnOpen, RunStatus, StepStatus
 from .events import (
     BatchProgress,
@@ -44,6 +45,7 @@ from .events import (
     RunFinished,
     RunHook,
     RunStarted,
+    ScheduleLag,
     StepFailed,
     StepNotTaken,
     StepRestored,
@@ -51,6 +53,10 @@ from .events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    TriggerAdmitted,
+    TriggerDuplicate,
+    TriggerInvalid,
+    TriggerRejected,
 )
 from .stores import CheckpointStore, FileStore
 
@@ -94,6 +100,8 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStatus",
+    "ScheduleLag",
+    "Service",
     "Step",
     "StepError",
     "StepFailed",
@@ -107,6 +115,10 @@ __all__ = [
     "StepSucceeded",
     "StepTimeoutError",
     "SubflowDepthError",
+    "TriggerAdmitted",
+    "TriggerDuplicate",
+    "TriggerInvalid",
+    "TriggerRejected",
     "is_transient",
 ]
 

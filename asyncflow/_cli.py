@@ -9,6 +9,7 @@
     asyncflow show   doc-42                          # a run's inputs and steps
     asyncflow forget doc-42                          # delete a run's checkpoints
     asyncflow graph  path/to/pipeline.py:flow --format mermaid
+    asyncflow serve  path/to/service.py:service --port 8080   # until SIGTERM or SIGINT
 
 ``TARGET`` is a :class:`~asyncflow.FlowRef`: ``module:attribute`` or ``file.py:attribute``
 naming a :class:`Flow`. Values of
@@ -624,6 +625,10 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--store-ref", help=_STORE_REF_HELP)
     for command in (runs, show):
         command.add_argument("--json", action="store_true", help="JSON (runs: one per line)")
+    serve = sub.add_parser("serve", help="run a Service (triggers, webhooks) until SIGTERM")
+    serve.add_argument("target", help="module:service or file.py:service (or a maker of one)")
+    serve.add_argument("--host", help="the address to listen on (default: the service's)")
+    serve.add_argument("--port", type=int, help="the port to listen on (default: the service's)")
     graph = sub.add_parser("graph", help="draw the flow's steps and dependencies")
     graph.add_argument("target", help="module:flow or file.py:flow")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
@@ -671,6 +676,8 @@ def _command(args: argparse.Namespace) -> int:
         args.chosen_store = anyio.run(_load_store, args.store_ref)
     if args.command in ("runs", "show", "forget"):
         return _inspect(args)
+    if args.command == "serve":
+        return _serve(args)
     # Imported and parsed before the run starts: an import does blocking I/O.
     flow = anyio.run(_load, args.target)
     if args.command == "graph":
@@ -698,6 +705,43 @@ def _command(args: argparse.Namespace) -> int:
     result = anyio.run(_run, flow, args, inputs)
     print(json.dumps(report(result), indent=2))
     return 0 if result.ok else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ._service import Service
+
+    async def load() -> Service:  # in a running loop, as _load
+        where, sep, attr = args.target.rpartition(":")
+        if not sep or not where or not attr:
+            raise UsageError(
+                f"{args.target!r}: give the service as module:attribute or file.py:attribute."
+            )
+        module = _import_file(where) if FlowRef(where, attr).is_file else _import(where)
+        value = getattr(module, attr, None)
+        if callable(value) and not isinstance(value, Service):
+            value = value()
+        if not isinstance(value, Service):
+            raise UsageError(
+                f"{args.target!r} is {type(value).__name__}, not an asyncflow.Service nor a "
+                f"function returning one."
+            )
+        return value
+
+    service = anyio.run(load)
+    if args.host is not None:
+        service.host = args.host
+    if args.port is not None:
+        service.port = args.port
+
+    def ready(url: str) -> None:
+        print(f"asyncflow: serving on {url}", file=sys.stderr, flush=True)
+
+    try:
+        anyio.run(lambda: service.serve(ready=ready))
+    except OSError as exc:  # the address cannot be bound
+        raise UsageError(f"Cannot listen on {service.host} port {service.port}: {exc}.") from exc
+    print("asyncflow: stopped", file=sys.stderr, flush=True)
+    return 0
 
 
 def _error(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "RunFinished",
     "RunHook",
     "RunStarted",
+    "ScheduleLag",
     "StepFailed",
     "StepNotTaken",
     "StepRestored",
@@ -39,6 +40,10 @@ __all__ = [
     "StepSkipped",
     "StepStarted",
     "StepSucceeded",
+    "TriggerAdmitted",
+    "TriggerDuplicate",
+    "TriggerInvalid",
+    "TriggerRejected",
 ]
 
 
@@ -196,6 +201,66 @@ class BatchProgress(_Wall):
     finished: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TriggerAdmitted(_Wall):
+    """A trigger's event was admitted: its run is recorded in the store and will start."""
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerDuplicate(_Wall):
+    """A trigger's event was seen before (a redelivery, another process): its run exists."""
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRejected(_Wall):
+    """A trigger's event was not admitted now; the source may offer it again.
+
+    ``reason`` says why: the backlog is full, the service is stopping, a bad signature.
+    """
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerInvalid(_Wall):
+    """A trigger's event cannot become a run (``reason``: malformed body, wrong inputs)."""
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleLag(_Wall):
+    """A cron tick was admitted ``lag`` seconds after its instant ``scheduled`` (POSIX time).
+
+    Large after downtime, or when the event loop is overloaded.
+    """
+
+    trigger: str
+    flow: str
+    run_id: str
+    time: float
+    scheduled: float
+    lag: float
+
+
 Event: TypeAlias = (
     RunStarted
     | RunFinished
@@ -209,6 +274,11 @@ Event: TypeAlias = (
     | CheckpointDiscarded
     | CircuitStateChanged
     | BatchProgress
+    | TriggerAdmitted
+    | TriggerDuplicate
+    | TriggerRejected
+    | TriggerInvalid
+    | ScheduleLag
 )
 
 

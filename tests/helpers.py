@@ -24,10 +24,10 @@ from asyncflow import Context, Event, Flow, StepSucceeded
 from asyncflow.observe import quiet_stamina
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
     from types import TracebackType
 
-    from asyncflow import Retry
+    from asyncflow import CheckpointStore, Retry, Service
 
 ROOT = Path(__file__).parents[1]
 
@@ -212,3 +212,21 @@ class Child:
 
     def finish_json(self, timeout: float = 60) -> object:
         return json.loads(self.finish(timeout))
+
+
+@contextlib.asynccontextmanager
+async def serving(service: Service) -> AsyncIterator[str]:
+    """Run ``service.serve()`` on a free port for a block; yield its URL."""
+    urls: list[str] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: service.serve(ready=urls.append))
+        await until(lambda: bool(urls))
+        try:
+            yield urls[0]
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def statuses(store: CheckpointStore) -> dict[str, str]:
+    """Every run the store lists, by id: its manifest status."""
+    return {info.run_id: info.status async for info in store.list_runs()}

@@ -28,6 +28,7 @@ PUBLIC_MODULES = (
     "asyncflow.observe.prometheus",
     "asyncflow.stores",
     "asyncflow.testing",
+    "asyncflow.triggers",
 )
 
 

@@ -15,6 +15,8 @@ from asyncflow.events import (
     StepFailed,
     StepRestored,
     StepRetrying,
+    TriggerInvalid,
+    TriggerRejected,
 )
 
 from ._redact import redact_urls
@@ -85,6 +87,8 @@ class LogObserver:
             StepFailed: self._step_failed,
             CircuitStateChanged: self._circuit_changed,
             CheckpointDiscarded: self._checkpoint_discarded,
+            TriggerInvalid: self._trigger_refused,
+            TriggerRejected: self._trigger_refused,
         }
 
     @property
@@ -191,6 +195,18 @@ class LogObserver:
             run_id=event.run_id,
             flow=event.flow,
             status=event.status.value,
+        )
+
+    def _trigger_refused(self, event: TriggerInvalid | TriggerRejected) -> None:
+        # An invalid event will never run: a warning. A rejected one may be offered again.
+        invalid = isinstance(event, TriggerInvalid)
+        self._log(
+            logging.WARNING if invalid else logging.INFO,
+            "trigger %s: event %s %s: %s",
+            (event.trigger, event.run_id, "invalid" if invalid else "rejected", event.reason),
+            run_id=event.run_id,
+            flow=event.flow,
+            trigger=event.trigger,
         )
 
     def _log(self, level: int, msg: str, args: tuple[object, ...], **extra: object) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import assert_type
+from typing import TYPE_CHECKING, assert_type
 
 import httpx
 
@@ -34,6 +34,9 @@ from asyncflow.stores import (
     RunInfo,
 )
 from asyncflow.testing import check_checkpoint_store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 flow = Flow("documents")
 
@@ -152,6 +155,29 @@ async def count(split: str) -> int:
 @chunks.step
 async def join(embed: list[list[float]] | None = None) -> int:
     return len(embed or [])
+
+
+async def users_service(items: AsyncIterator[dict[str, str]]) -> None:
+    # The shape: triggers of every kind in one Service, entered inside an app.
+    from asyncflow import Service
+    from asyncflow.triggers import Cron, NewFiles, Queue, RedisStream, Webhook
+
+    service = Service(
+        Engine(store="runs/"),
+        triggers=[
+            Cron("*/5 * * * *", flow, tz="Europe/Paris", inputs=lambda t: {"path": t.isoformat()}),
+            Webhook("/documents", flow, secret="s", inputs=lambda body: {"path": body["path"]}),
+            NewFiles("inbox/", flow, pattern="*.txt", inputs=lambda p: {"path": str(p)}),
+            RedisStream("redis://127.0.0.1:6379/0", stream="documents", group="g", flow=flow),
+            Queue(items, flow, key=lambda item: item["id"]),
+        ],
+        host="127.0.0.1",
+        port=8080,
+    )
+    service.mount("/metrics", service.app)
+    async with service:
+        assert_type(service.accepting, bool)
+        await service.wait_idle()
 
 
 versioned = Flow("versioned")
