@@ -10,6 +10,7 @@
     asyncflow forget doc-42                          # delete a run's checkpoints
     asyncflow graph  path/to/pipeline.py:flow --format mermaid
     asyncflow serve  path/to/service.py:service --port 8080   # until SIGTERM or SIGINT
+    asyncflow store migrate postgresql://host/db     # print the schema a SQL store lacks (--apply)
 
 ``TARGET`` is a :class:`~asyncflow.FlowRef`: ``module:attribute`` or ``file.py:attribute``
 naming a :class:`Flow`. Values of
@@ -632,6 +633,12 @@ def parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="draw the flow's steps and dependencies")
     graph.add_argument("target", help="module:flow or file.py:flow")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
+    store = sub.add_parser("store", help="manage a SQL store's database")
+    migrate = store.add_subparsers(dest="store_command", required=True).add_parser(
+        "migrate", help="print the schema migrations a database lacks, or apply them"
+    )
+    migrate.add_argument("database", help="a PostgreSQL DSN (postgresql://...) or a SQLite file")
+    migrate.add_argument("--apply", action="store_true", help="apply them (default: print)")
     return p
 
 
@@ -678,6 +685,10 @@ def _command(args: argparse.Namespace) -> int:
         return _inspect(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "store":
+        from .stores._sql.command import migrate_command
+
+        return migrate_command(args.database, apply=args.apply, out=sys.stdout)
     # Imported and parsed before the run starts: an import does blocking I/O.
     flow = anyio.run(_load, args.target)
     if args.command == "graph":

@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ._batch import BatchInput
+    from ._batch import BatchInput, Runner
     from ._flow import Flow
     from ._plan import Plan
     from ._result import RunResult
     from .events import Event, Observer
+    from .executors import Executor
     from .stores import RunCheckpoints
 
 #: Each step's own limit, by index, for one compiled plan of a flow.
@@ -58,6 +59,8 @@ __all__ = ["Engine"]
 DEFAULT_CONCURRENCY = 10_000
 #: Where ``Engine()`` keeps checkpoints: ``.asyncflow`` in the working directory at open time.
 DEFAULT_CHECKPOINT_DIR = ".asyncflow"
+#: Default bound on runs in flight in one batch of :meth:`Engine.map` (without an executor).
+DEFAULT_MAP_CONCURRENCY = 100
 #: Default size of the engine's HTTP connection pool (all hosts together).
 DEFAULT_MAX_CONNECTIONS = 100
 
@@ -571,13 +574,14 @@ class Engine:
         inputs: Iterable[BatchInput] | AsyncIterable[BatchInput],
         /,
         *,
-        concurrency: int = 100,
+        concurrency: int | None = None,
         max_failures: int | None = None,
         max_failure_rate: float | None = None,
         fail_fast: bool | None = None,
         name: str | None = None,
         progress: bool | None = None,
         total: int | None = None,
+        executor: Executor | None = None,
     ) -> Batch:
         """Run ``flow`` once per input, ``concurrency`` runs at a time; iterate for results.
 
@@ -590,7 +594,8 @@ class Engine:
             flow: the flow to run.
             inputs: mappings of run inputs, or ``(run_id, inputs)`` pairs; an iterable or an
                 async iterable.
-            concurrency: the most runs in flight at once.
+            concurrency: the most runs in flight at once; 100 by default, or the executor's
+                :meth:`~asyncflow.executors.Executor.window`.
             max_failures: stop launching new runs once more than this many have failed.
             max_failure_rate: stop launching new runs once more than this fraction of the
                 last 100 finished runs failed (judged from 20 finished runs on).
@@ -600,19 +605,29 @@ class Engine:
                 terminal.
             total: how many inputs there are, for the bar's total and eta when ``inputs``
                 has no length (a generator); ``len(inputs)`` otherwise.
+            executor: where the runs run (:mod:`asyncflow.executors`); in this engine by
+                default. The batch, its results, budget, progress and events stay here.
 
         Returns:
             A :class:`Batch`: ``async for result in batch`` or ``await batch.summary()``.
 
         Raises:
             FlowDefinitionError: the flow is not valid (raised here, before anything runs).
+            FlowRefError: with an executor, the flow is not bound to a module-level name that
+                another process could import.
         """
         self._check_open()
+        runner: Runner = self._runner
+        if executor is not None:
+            codec = self._store.codec if self._store is not None else None
+            runner = executor.runner(runner, flow, codec=codec)
+            if concurrency is None:
+                concurrency = executor.window()
         return Batch(
-            self._runner,
+            runner,
             flow,
             inputs,
-            concurrency=concurrency,
+            concurrency=DEFAULT_MAP_CONCURRENCY if concurrency is None else concurrency,
             max_failures=max_failures,
             max_failure_rate=max_failure_rate,
             fail_fast=fail_fast,

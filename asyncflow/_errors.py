@@ -14,8 +14,9 @@
     ├── SubflowDepthError        sub-flows nested past the depth limit (a flow calling itself)
     ├── RunFailedError           raised by RunResult.raise_for_status(); .errors holds each step's
     ├── CircuitOpenError         a host's circuit is open: the request was not sent
-    └── CheckpointError          the checkpoint store cannot be read or written
-        └── LeaseLostError       another owner took the run over: this one's writes are refused
+    ├── CheckpointError          the checkpoint store cannot be read or written
+    │   └── LeaseLostError       another owner took the run over: this one's writes are refused
+    └── ExecutorError            an executor could not run a run or bring its result back
 
 Every message says what happened and what to do about it; the data also lives on attributes.
 """
@@ -203,3 +204,19 @@ class LeaseLostError(CheckpointError):
         super().__init__(message)
         self.run_id = run_id
         self.epoch = epoch
+
+
+class ExecutorError(AsyncflowError):
+    """An executor could not run a run or bring its result back.
+
+    Its worker was lost too often, the worker has no engine, the result cannot be sent; or an
+    error raised in another process cannot be rebuilt here.
+
+    Attributes:
+        remote_type: for an error that could not be rebuilt, the qualified name of its type;
+            its message is this error's message and its causes stay chained.
+    """
+
+    def __init__(self, message: str, *, remote_type: str | None = None) -> None:
+        super().__init__(message)
+        self.remote_type = remote_type

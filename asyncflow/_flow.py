@@ -8,15 +8,17 @@ parameter is a run input. The definition layer (this module, ``_plan``, ``_draw`
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._context import Context
 from ._draw import draw
 from ._errors import FlowDefinitionError
-from ._identity import UnstableFingerprintError, code_fingerprint, digest
+from ._identity import UnstableFingerprintError, code_fingerprint, digest, lazy_code_fingerprint
 from ._plan import compile_plan
 
 if TYPE_CHECKING:
@@ -49,7 +51,8 @@ class Step:
     timeout: float | None = None
     concurrency: int | None = None
     retry: Retry | None = None
-    code_fingerprint: str = ""
+    #: the code fingerprint, or how to take it at first use (see :attr:`code_fingerprint`).
+    fingerprint_of: str | Callable[[], str] = field(default="", repr=False, compare=False)
     #: the data dependency (a step name) whose output this step maps over, one run per item.
     map_over: str | None = None
     #: a predicate on the step's inputs; the step runs only when it returns true.
@@ -58,6 +61,105 @@ class Step:
     when_params: tuple[str, ...] = ()
     #: the step's declared version (``flow.step(version=...)``), part of its fingerprint
     version: str | None = None
+
+    @property
+    def code_fingerprint(self) -> str:
+        """A digest of the step's code (see ``_identity``), taken at first use and kept.
+
+        Raises:
+            FlowDefinitionError: the step's source file changed since it was defined and its
+                code binds a value with no stable text.
+        """
+        fp = self.fingerprint_of
+        if not isinstance(fp, str):
+            fp = fp()
+            object.__setattr__(self, "fingerprint_of", fp)  # frozen: set once, as a cache
+        return fp
+
+
+def _checked(flow: str, step: str, take: Callable[[], str]) -> str:
+    """A step's code fingerprint; an unstable one is a :class:`FlowDefinitionError`."""
+    try:
+        return take()
+    except UnstableFingerprintError as exc:
+        raise FlowDefinitionError(
+            f"Step {step!r} cannot be fingerprinted the same way in every process, so "
+            f"its checkpoints would never be reused: {exc}. Bind only plain values (numbers, "
+            f"text, tuples, lists, dicts, sets, enums, dataclasses, functions), give its "
+            f"class a __repr__ that shows its state, or let the step reach the object (a "
+            f"module global, a closure) instead of binding it.",
+            flow=flow,
+            step=step,
+        ) from exc
+
+
+_CO_VARARGS, _CO_VARKEYWORDS = inspect.CO_VARARGS, inspect.CO_VARKEYWORDS
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(annotation: str) -> types.CodeType:
+    return compile(annotation, "<annotation>", "eval")
+
+
+def _plain_params(fn: object) -> tuple[Param, ...] | None:
+    """The parameters of a plain function, read off its code as ``inspect.signature`` would.
+
+    ``inspect.signature(fn, eval_str=True)`` costs ~20 us a step; this ~3. ``None`` for anything
+    else (a wrapper, a partial, a callable object, ``*args``, ``**kwargs`` or positional-only
+    parameters, whose errors and signatures the slow path words).
+    """
+    if type(fn) is not types.FunctionType or hasattr(fn, "__wrapped__"):
+        return None
+    code = fn.__code__
+    if code.co_flags & (_CO_VARARGS | _CO_VARKEYWORDS) or code.co_posonlyargcount:
+        return None
+    if "__signature__" in fn.__dict__:
+        return None
+    n_pos, n_kw = code.co_argcount, code.co_kwonlyargcount
+    names = code.co_varnames[: n_pos + n_kw]
+    first_default = n_pos - len(fn.__defaults__ or ())
+    kwdefaults = fn.__kwdefaults__ or {}
+    annotations = fn.__annotations__
+    if any(type(v) is str for v in annotations.values()):
+        try:
+            # As eval_str=True does: every string annotation evaluated, or (one fails) none.
+            annotations = {
+                k: eval(_compiled(v), fn.__globals__) if isinstance(v, str) else v
+                for k, v in annotations.items()
+            }
+        except (NameError, TypeError, SyntaxError):
+            pass
+        except Exception:
+            return None
+    return tuple(
+        _param(
+            name,
+            (i >= first_default) if i < n_pos else name in kwdefaults,
+            _is_context_annotation(annotations.get(name)),
+        )
+        for i, name in enumerate(names)
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _param(name: str, has_default: bool, is_context: bool) -> Param:
+    """Params are values: steps with alike parameters share them."""
+    return Param(name, has_default, is_context)
+
+
+def _shaped(
+    flow: str,
+    step: str,
+    base: str | Callable[[], str],
+    map_over: str | None,
+    when: Callable[..., object] | None,
+) -> str:
+    """The code fingerprint of a step with ``map_over=`` or ``when=``: its own, and theirs."""
+    code = base if isinstance(base, str) else base()
+    when_code = (
+        "" if when is None else _checked(flow, step, functools.partial(code_fingerprint, when))
+    )
+    return digest(f"{code};map_over={map_over!r};when={when_code}")[:24]
 
 
 def _step_name(step: str | Callable[..., object]) -> str:
@@ -246,22 +348,17 @@ class Flow:
                 flow=self.name,
                 step=step_name,
             )
-        try:
-            fingerprint = code_fingerprint(fn)
-            if map_over is not None or when is not None:
-                # What decides whether and how often the step runs is part of what it runs.
-                when_code = "" if when is None else code_fingerprint(when)
-                fingerprint = digest(f"{fingerprint};map_over={map_over!r};when={when_code}")[:24]
-        except UnstableFingerprintError as exc:
-            raise FlowDefinitionError(
-                f"Step {step_name!r} cannot be fingerprinted the same way in every process, so "
-                f"its checkpoints would never be reused: {exc}. Bind only plain values (numbers, "
-                f"text, tuples, lists, dicts, sets, enums, dataclasses, functions), give its "
-                f"class a __repr__ that shows its state, or let the step reach the object (a "
-                f"module global, a closure) instead of binding it.",
-                flow=self.name,
-                step=step_name,
-            ) from exc
+        lazy = lazy_code_fingerprint(fn)
+        fingerprint: str | Callable[[], str] = (
+            _checked(self.name, step_name, functools.partial(code_fingerprint, fn))
+            if lazy is None
+            else functools.partial(_checked, self.name, step_name, lazy)
+        )
+        if map_over is not None or when is not None:
+            # What decides whether and how often the step runs is part of what it runs.
+            fingerprint = functools.partial(
+                _shaped, self.name, step_name, fingerprint, map_over, when
+            )
         self._steps[step_name] = Step(
             name=step_name,
             fn=fn,
@@ -270,7 +367,7 @@ class Flow:
             timeout=timeout,
             concurrency=concurrency,
             retry=retry,
-            code_fingerprint=fingerprint,
+            fingerprint_of=fingerprint,
             map_over=map_over,
             when=when,
             when_params=when_params,
@@ -279,6 +376,9 @@ class Flow:
         self._plan = None
 
     def _params(self, step_name: str, fn: StepFn) -> tuple[Param, ...]:
+        fast = _plain_params(fn)
+        if fast is not None:
+            return fast
         try:
             sig = inspect.signature(fn, eval_str=True)
         except (NameError, TypeError, SyntaxError):

@@ -35,6 +35,7 @@ import functools
 import hashlib
 import inspect
 import json
+import linecache
 import re
 import types
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ from ._codec import JsonCodec
 from ._errors import InvalidRunIdError, RunInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from ._codec import Codec
 
@@ -56,6 +57,7 @@ __all__ = [
     "digest",
     "encode_inputs",
     "is_run_id",
+    "lazy_code_fingerprint",
     "step_fingerprint",
     "subflow_run_id",
     "validate_run_id",
@@ -194,7 +196,12 @@ def encode_inputs(codec: Codec, inputs: Mapping[str, object]) -> dict[str, str]:
 def canonical_inputs(encoded: Mapping[str, str]) -> str:
     """One JSON object of encoded inputs, keys sorted: the manifest's ``inputs`` text."""
     items = sorted(encoded.items())
-    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in items) + "}"
+    return "{" + ",".join(f"{_quoted(k)}:{v}" for k, v in items) + "}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(name: str) -> str:
+    return json.dumps(name)
 
 
 def _inputs_key(inputs: Mapping[str, object]) -> bytes:
@@ -304,7 +311,43 @@ def code_fingerprint(fn: object) -> str:
     Raises:
         UnstableFingerprintError: ``fn`` binds a value with no stable text.
     """
-    return hashlib.blake2b(_callable_text(fn, 0).encode(), digest_size=12).hexdigest()
+    return _digest_text(_callable_text(fn, 0))
+
+
+def lazy_code_fingerprint(fn: object) -> Callable[[], str] | None:
+    """How to take :func:`code_fingerprint` of ``fn`` later; ``None`` when it must be now.
+
+    Taking a fingerprint reads the function's source, which costs ~0.2 ms a step; a flow needs
+    them only once it runs with a store. For a plain function whose source file is in
+    :mod:`linecache`, the file's lines are held as they are now (linecache's own list, checked
+    as ``inspect.getsource`` checks it), so taking it later gives the same text as now. Should
+    the file change in between, the source no longer shows the code that runs: the code
+    object's fingerprint is taken instead (invalidating checkpoints, never reusing one of other
+    code).
+    """
+    target = inspect.unwrap(fn) if callable(fn) else fn
+    if type(target) is not types.FunctionType:
+        return None
+    filename = target.__code__.co_filename
+    if filename.startswith("<") and filename.endswith(">"):
+        return None
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename, target.__globals__)
+    if not lines:
+        return None
+
+    def take() -> str:
+        linecache.checkcache(filename)
+        now = linecache.getlines(filename, target.__globals__)
+        if now is lines or now == lines:
+            return code_fingerprint(fn)
+        return _digest_text(_code_object_text(target, 0))
+
+    return take
+
+
+def _digest_text(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 def _callable_text(fn: object, depth: int) -> str:
@@ -319,6 +362,11 @@ def _callable_text(fn: object, depth: int) -> str:
         return inspect.getsource(fn)  # type: ignore[arg-type]
     except (OSError, TypeError):
         pass
+    return _code_object_text(fn, depth)
+
+
+def _code_object_text(fn: object, depth: int) -> str:
+    """The text of what ``fn`` runs, from its code object (no source)."""
     target = inspect.unwrap(fn) if callable(fn) else fn
     if inspect.ismethod(target):
         return _callable_text(target.__func__, depth + 1)

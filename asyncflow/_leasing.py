@@ -69,8 +69,15 @@ class Leasing:
         """
         delay = 0.005
         store, owner, ttl = self.store, self.owner, self.ttl
+        # A store that announces releases (PostgresStore) wakes the wait early; an expiry is
+        # never announced, so the claim is tried again after each wait either way.
+        wait_released = getattr(store, "wait_released", None)
         while (lease := await store.claim_run(run_id, owner=owner, ttl=ttl)) is None:
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):
+                if wait_released is not None:
+                    await wait_released(run_id)
+                else:
+                    await anyio.sleep(delay)
             delay = min(delay * 2, MAX_CLAIM_WAIT, ttl / 4)
         self._held[run_id] = (lease, holder)
         if lease.expires_at != math.inf:

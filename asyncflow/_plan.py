@@ -30,7 +30,6 @@ class Plan:
     """A validated flow, compiled for the scheduler: steps by index, in a topological order."""
 
     flow: str
-    fingerprint: str
     steps: tuple[Step, ...]
     index: Mapping[str, int]
     #: for each step, the indices of the steps that wait for it (data or after=).
@@ -48,6 +47,24 @@ class Plan:
     roots: tuple[int, ...] = field(default=())
     #: one root and at most one dependent per step: at most one step is ever ready.
     is_chain: bool = False
+    _fingerprint: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the steps' names, code fingerprints and what each waits for.
+
+        Taken at first use (a run with a store): it reads every step's source.
+        """
+        if not self._fingerprint:
+            waits_for: list[list[str]] = [[] for _ in self.steps]
+            for d, after in enumerate(self.dependents):
+                for i in after:
+                    waits_for[i].append(self.steps[d].name)
+            digest = hashlib.blake2b(digest_size=12)
+            for s, deps in zip(self.steps, waits_for, strict=True):
+                digest.update(f"{s.name}:{s.code_fingerprint}:{sorted(deps)};".encode())
+            self._fingerprint.append(digest.hexdigest())
+        return self._fingerprint[0]
 
     def check_inputs(self, inputs: Mapping[str, object]) -> None:
         """Raise :class:`RunInputError` when inputs are missing or unexpected."""
@@ -168,14 +185,8 @@ def _compile(flow: Flow) -> Plan:
     for i, deps in enumerate(waits_for):
         for d in deps:
             dependents[d].append(i)
-    digest = hashlib.blake2b(digest_size=12)
-    for s, deps in zip(steps, waits_for, strict=True):
-        digest.update(
-            f"{s.name}:{s.code_fingerprint}:{sorted(steps[d].name for d in deps)};".encode()
-        )
     return Plan(
         flow=name,
-        fingerprint=digest.hexdigest(),
         steps=tuple(steps),
         index=index,
         dependents=tuple(tuple(d) for d in dependents),

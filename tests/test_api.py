@@ -27,6 +27,7 @@ PUBLIC_MODULES = (
     "asyncflow.observe",
     "asyncflow.observe.prometheus",
     "asyncflow.stores",
+    "asyncflow.stores.postgres",
     "asyncflow.testing",
     "asyncflow.triggers",
 )

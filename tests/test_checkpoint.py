@@ -133,7 +133,7 @@ async def test_resume_takes_the_inputs_from_the_manifest(tmp_path: Path) -> None
     assert resumed.outputs["publish"] == "published b.md:2:FR"
     assert resumed.steps["publish"].status is StepStatus.SUCCEEDED
     assert resumed.inputs == {"path": "b.md", "lang": "fr"}
-    manifest = json.loads((tmp_path / "doc-2.json").read_text())["manifest"]
+    manifest = run_file_json(tmp_path, "doc-2")["manifest"]
     assert manifest["status"] == "succeeded"
     assert manifest["inputs"] == {"lang": "fr", "path": "b.md"}
 
@@ -644,7 +644,7 @@ async def test_records_are_readable_before_and_after_compaction(tmp_path: Path) 
         raw = run_file_json(tmp_path, f"r{i}")
         assert sorted(raw["steps"]) == sorted(flow.steps)
         assert raw["manifest"]["status"] == "succeeded"
-    assert names(tmp_path / ".journal") == ["leases", "sequence"]  # leases: locks, no data
+    assert names(tmp_path / ".journal") == ["leases", "sequence"]  # leases/: lock files, empty
 
 
 async def test_file_work_never_uses_the_default_executor(tmp_path: Path) -> None:

@@ -259,3 +259,61 @@ async def test_without_a_custom_codec_run_ids_stay_as_they_were() -> None:
     async with Engine(store=None) as engine:
         without = await engine.run(flow, x=1, name="é")
     assert with_store.run_id == without.run_id == "stable-4dcf3cb6d7343483986c"
+
+
+STEP_MODULE = """
+async def step(x: int) -> int:
+    # the source is part of the fingerprint
+    return x + {n}
+"""
+
+
+def load_module(path: Path, n: int) -> Any:
+    """A module with one step, imported from its file (its source read as a user's is)."""
+    import importlib.util
+
+    path.write_text(STEP_MODULE.format(n=n))
+    spec = importlib.util.spec_from_file_location(f"steps_{path.stem}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_fingerprint_taken_lazily_is_the_one_taken_at_definition(tmp_path: Path) -> None:
+    """Defining a step does not read its source; the fingerprint taken later is the same text."""
+    from asyncflow._identity import code_fingerprint
+
+    module = load_module(tmp_path / "lazy.py", 1)
+    flow = Flow("lazy")
+    flow.step(module.step)
+    held = flow.steps["step"].fingerprint_of
+    assert callable(held)  # not taken yet
+    assert flow.steps["step"].code_fingerprint == code_fingerprint(module.step)
+    assert flow.steps["step"].fingerprint_of == code_fingerprint(module.step)  # kept
+
+
+def test_a_source_edited_after_definition_never_lends_its_fingerprint(tmp_path: Path) -> None:
+    """The file changed before the fingerprint was taken: it no longer shows the running code.
+
+    The step then gets its code object's fingerprint: neither the edited source's (a checkpoint
+    of the old code would restore into the new one) nor a failure.
+    """
+    path = tmp_path / "edited.py"
+    old = load_module(path, 1)
+    flow = Flow("edited")
+    flow.step(old.step)
+    new = load_module(path, 2)
+    os.utime(path, ns=(1, 1))  # linecache compares size and mtime: make the edit visible
+    edited = Flow("edited")
+    edited.step(new.step)
+    taken = flow.steps["step"].code_fingerprint
+    assert taken != edited.steps["step"].code_fingerprint
+    # The code object's fingerprint, as a step defined without source gets.
+    no_source: dict[str, Any] = {}
+    source = compile(STEP_MODULE.format(n=1), "<edited step, no source>", "exec", dont_inherit=True)
+    exec(source, no_source)
+    without = Flow("without")
+    without.step(no_source["step"])
+    assert taken == without.steps["step"].code_fingerprint

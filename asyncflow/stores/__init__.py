@@ -19,6 +19,7 @@ from ._base import (
     StepCheckpoint,
 )
 from ._file import FileStore
+from ._sql.sqlite import SqliteStore
 
 __all__ = [
     "CheckpointStore",
@@ -29,6 +30,7 @@ __all__ = [
     "RunCheckpoints",
     "RunInfo",
     "RunManifest",
+    "SqliteStore",
     "StepCheckpoint",
 ]
 

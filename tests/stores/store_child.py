@@ -16,7 +16,8 @@ a run whose final manifest is durable (``engine.run`` returned) appends
 ``open`` is
 logged once the engine is open, ``end <round>`` after each round. After its rounds the child
 waits for a line on standard input: ``again`` runs the failed runs once more, anything else
-closes the engine and exits. It is meant to be SIGKILLed at any of these points.
+closes the engine (logging ``closing`` before and ``closed`` after) and exits. It is meant to be
+SIGKILLed at any of these points.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ async def main(store_dir: str, opts: dict[str, object]) -> None:
                 if word.strip() != "again":
                     break
                 todo = failed
+        log("closing")
+    log("closed")
 
 
 if __name__ == "__main__":

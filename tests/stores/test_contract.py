@@ -41,8 +41,10 @@ pytestmark = pytest.mark.anyio
 STORES = Path(asyncflow.stores.__file__).parent
 
 
-def damage_step_entry(store: FileStore, run_id: str, step: str) -> None:
+async def damage_step_entry(store: FileStore, run_id: str, step: str) -> None:
     """Replace a step's entry in its run file by something that is not a checkpoint."""
+    async with store.open():  # a closed store leaves its journal to the next open: compact it
+        await store.compact()
     path = run_file(store.directory, run_id)
     path.write_bytes(damage_entry(path.read_bytes(), step, lambda entry: "garbage"))
 

@@ -32,7 +32,14 @@ from asyncflow.stores import RunInfo, RunManifest, StepCheckpoint
 from asyncflow.stores._file.disk import Sync
 from asyncflow.stores._file.journal import compact_and_remove
 from asyncflow.stores._file.store import LIST_BATCH
-from tests.stores.files import damage_entry, journal_line, names, run_file, run_file_json
+from tests.stores.files import (
+    damage_entry,
+    journal_line,
+    names,
+    run_file,
+    run_file_json,
+    settle,
+)
 
 if TYPE_CHECKING:
     from asyncflow.stores._file.runfiles import Records
@@ -74,6 +81,7 @@ async def test_compaction_keeps_a_bad_run_file_aside_before_replacing_it(
     run_file(tmp_path, "r").write_bytes(damaged)
     async with store.open():
         await store.save_step(step("r", "b", "2"))
+    settle(tmp_path)
     assert (tmp_path / "r.json.corrupt-1").read_bytes() == damaged
     kept = ["b"] if whole else ["a", "b"]
     assert sorted(run_file_json(tmp_path, "r")["steps"]) == kept
@@ -218,6 +226,7 @@ async def test_list_runs_reads_the_run_files_a_batch_at_a_time(
     async with store.open(), anyio.create_task_group() as tg:
         for run_id in runs:
             tg.start_soon(store.save_manifest, manifest(run_id))
+    settle(tmp_path)  # the manifests in run files, not held from the journal
     async with store.open():
         listing = store.list_runs()
         first = await anext(listing)
@@ -316,7 +325,7 @@ async def test_a_manifest_recovered_from_the_journal_keeps_its_failed_steps(
     fields = [saved.run_id, saved.flow, saved.flow_fingerprint, saved.inputs, saved.status]
     fields += [saved.created_at, saved.updated_at, *saved.failed_steps]
     await anyio.run_process([sys.executable, "-c", SAVE_THEN_DIE, str(tmp_path), *fields])
-    assert not run_file(tmp_path, "r").exists()
+    assert not (tmp_path / "r.json").exists()
     async with FileStore(tmp_path).open() as store:
         assert (await store.load_run("r")).manifest == saved
         assert await listed(store) == [RunInfo.from_manifest(saved)]
@@ -398,3 +407,27 @@ async def test_delete_run_is_refused_while_a_live_journal_holds_the_run(tmp_path
         assert await deleter.delete_run("old") is True
         assert names(tmp_path) == [".journal"]
         assert (await deleter.load_run("old")).manifest is None
+
+
+def test_records_read_back_as_the_full_parse_reads_them() -> None:
+    """Records the store wrote are read without a full parse; any other text takes the full one."""
+    from asyncflow._identity import digest
+    from asyncflow.stores._file.records import (
+        manifest_record,
+        parse_record,
+        step_record,
+    )
+
+    output = '{"a":[1,2,{"b":"}"}],"t":"é \\" \\\\n"}'
+    steps = [
+        StepCheckpoint("r", "s", "f", digest(output), output),
+        StepCheckpoint("r", 'quoted "step"', "f", "not its digest", output),
+    ]
+    manifests = [manifest("r"), manifest("r", "failed", "a", "b")]
+    for c in steps:
+        assert parse_record(step_record(c)) == c
+    for m in manifests:
+        assert parse_record(manifest_record(m)) == m
+    # A field after the output (not a layout this store writes): read in full, not misread.
+    extra = step_record(steps[0])[:-1] + ',"later":1}'
+    assert parse_record(extra) == steps[0]

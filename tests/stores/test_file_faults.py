@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from asyncflow import (
 )
 from asyncflow.stores import Lease, RunManifest, StepCheckpoint
 from tests.helpers import Child, dones
+from tests.stores.files import run_file
 from tests.stores.store_child import IndentedCodec, flow
 
 if TYPE_CHECKING:
@@ -239,6 +241,83 @@ async def test_a_folder_deleted_mid_run_fails_saves_clearly_and_acknowledges_not
             assert str(store) in str(err)
 
 
+# --- close and background compaction -----------------------------------------------------------
+
+
+def run_files(store: Path) -> int:
+    return sum(1 for p in store.glob("run-*.json"))
+
+
+def wait_for_run_files(store: Path, target: int, child: Child) -> None:
+    """Until ``target`` run files are there (or the child exited); fail if that stalls."""
+    seen, deadline = -1, time.monotonic() + 60
+    while (now := run_files(store)) < target and child.alive():
+        if now != seen:
+            seen, deadline = now, time.monotonic() + 60
+        assert time.monotonic() < deadline, f"compaction stalled at {seen} run files"
+        time.sleep(0.001)  # polling files another process writes; nothing to await
+
+
+def assert_nothing_runs_again(store: Path, log: Path, runs: int) -> None:
+    """A new engine over the same runs restores every step: nothing durable runs again."""
+    child = spawn(store, log, runs=runs, version=1)
+    start = len(child.lines())
+    child.wait_for(lambda lines: "end 1" in lines[start:])
+    again = [ln for ln in child.lines()[start:] if ln.startswith(("done ", "fail "))]
+    assert again == [], again[:5]
+    child.send("close")
+    child.finish()
+
+
+@pytest.mark.timeout(180)
+async def test_sigkill_during_close_loses_nothing(tmp_path: Path) -> None:
+    """Killed as it closes (while it compacts what the previous engine left, too), every time.
+
+    Closing commits what is pending and leaves the journal for the next open: whatever instant
+    the kill lands at, every acknowledged step and final manifest is there, and nothing runs
+    again.
+    """
+    store, log = tmp_path / "store", tmp_path / "log"
+    runs = 600  # over COMPACT_BATCH: the compaction of the previous engine's journal takes steps
+    for _ in range(3):
+        child = spawn(store, log, runs=runs, version=1)
+        start = len(child.lines())
+        child.wait_for(lambda lines: "end 1" in lines[start:])  # noqa: B023 - waited on at once
+        child.send("close")
+        if child.wait_for(lambda lines: "closing" in lines[start:], exit_ok=True):  # noqa: B023
+            err = child.kill()
+            assert "Traceback" not in err, err
+        await assert_nothing_acknowledged_is_lost(store, child.lines())
+    assert_nothing_runs_again(store, log, runs)
+
+
+@pytest.mark.timeout(180)
+async def test_sigkill_during_background_compaction_loses_nothing(tmp_path: Path) -> None:
+    """An engine takes a dead one's journal at open and compacts it in steps; killed midway.
+
+    The run files written so far and the journal left behind hold every acknowledged step and
+    final manifest; the next engine restores them all and runs nothing again.
+    """
+    rng = random.Random(20261202)
+    runs = 1500
+    mid_way = 0
+    for attempt in range(2):
+        store, log = tmp_path / f"store-{attempt}", tmp_path / f"log-{attempt}"
+        writer = spawn(store, log, runs=runs, version=1)
+        writer.wait_for(lambda lines: "end 1" in lines)
+        writer.kill()  # its whole journal is left uncompacted
+        assert run_files(store) == 0
+        target = rng.randint(1, runs - 1)
+        compactor = spawn(store, log, runs=runs, version=1)
+        wait_for_run_files(store, target, compactor)
+        err = compactor.kill()
+        assert "Traceback" not in err, err
+        mid_way += run_files(store) < runs
+        await assert_nothing_acknowledged_is_lost(store, compactor.lines())
+        assert_nothing_runs_again(store, log, runs)
+    assert mid_way, "every kill landed after the compaction ended; nothing was tested midway"
+
+
 # --- order of replay --------------------------------------------------------------------------
 
 
@@ -283,7 +362,7 @@ async def test_an_old_segment_replayed_after_newer_run_files_changes_nothing(
         resumed = await engine.resume(flow, "run-0")
         assert {s.status for s in resumed.steps.values()} == {StepStatus.RESTORED}
         assert resumed.outputs["make"] == {"n": 0, "v": 2, "pad": "x" * 10}
-    manifest = json.loads((store / "run-0.json").read_text())["manifest"]
+    manifest = json.loads(run_file(store, "run-0").read_text())["manifest"]
     assert manifest["status"] == "succeeded"
     assert manifest["inputs"]["version"] == 2
 
@@ -387,7 +466,7 @@ async def test_an_edited_output_fails_its_digest_and_the_step_runs_again(
     """A restored output must match its digest; a mismatch is CheckpointDiscarded and a rerun."""
     async with Engine(store=FileStore(tmp_path)) as engine:
         await engine.run(flow, run_id="r", n=1, size=3, version=1, block=False)
-    path = tmp_path / "r.json"
+    path = run_file(tmp_path, "r")
     path.write_text(path.read_text().replace('"pad":"xxx"', '"pad":"yyy"'))
     events: list[Event] = []
     async with Engine(store=FileStore(tmp_path), observers=[events.append]) as engine:
@@ -488,9 +567,11 @@ async def test_a_bad_entry_met_during_compaction_is_moved_aside_and_later_opens_
     tmp_path: Path, make: Callable[[Path], None]
 ) -> None:
     """The run's records reach a new run file; the entry is kept aside, not in the way."""
-    async with Engine(store=FileStore(tmp_path)) as engine:
+    store = FileStore(tmp_path)
+    async with Engine(store=store) as engine:
         first = await engine.run(flow, run_id="r", n=1, size=1, version=1, block=False)
-        make(tmp_path / "r.json")  # before the close compacts the journal into r.json
+        make(tmp_path / "r.json")  # before the journal is compacted into r.json
+        await store.compact()
     assert first.ok
     assert (tmp_path / "r.json.corrupt-1").is_symlink() or (tmp_path / "r.json.corrupt-1").exists()
     for _ in range(2):

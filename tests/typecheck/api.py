@@ -38,6 +38,8 @@ from asyncflow.testing import check_checkpoint_store
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from asyncflow.executors import Executor
+
 flow = Flow("documents")
 
 
@@ -178,6 +180,22 @@ async def users_service(items: AsyncIterator[dict[str, str]]) -> None:
     async with service:
         assert_type(service.accepting, bool)
         await service.wait_idle()
+
+
+async def users_dask_code() -> None:
+    # The executor is a keyword of map; the plugin takes the engine's factory.
+    import functools
+
+    from distributed import Client
+
+    from asyncflow.executors.dask import AsyncflowPlugin, DaskExecutor
+
+    async with Client("tcp://scheduler:8786", asynchronous=True) as client:
+        await client.register_plugin(AsyncflowPlugin(functools.partial(Engine, store="shared")))
+        executor: Executor = DaskExecutor(client)
+        async with Engine(store=None) as engine:
+            batch = engine.map(flow, [{"path": "a.txt"}], executor=executor)
+            assert_type(batch, Batch)
 
 
 versioned = Flow("versioned")

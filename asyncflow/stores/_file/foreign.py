@@ -1,14 +1,16 @@
 """Other engines' journal segments, read as they grow, so their saves are seen before compaction.
 
-Engines sharing a directory each append to a segment of their own and compact it into run files
-when they close. Until then another engine would not see those records, and would run again a
+Engines sharing a directory each append to a segment of their own, compacted into run files in
+the background (a closed engine's, by the next engine that opens the directory). Until then
+another engine would not see those records, and would run again a
 step that was already saved, or admit a run twice. So loads, listings and admissions first read
 what the other live segments (each ``.log`` in ``.journal`` that is not this store's) gained
 since the last look: only the new bytes (``pread`` from where the last read stopped), parsed
 frame by frame. A frame not complete yet (its writer is mid-write) ends the read; it is read
 again next time. A segment that is gone was compacted, which wrote its records into run files
-before removing it, so its records are dropped; a segment of an engine that died stays, and its
-records are used until an engine opening the directory compacts it.
+before removing it, so its records are dropped; a segment of an engine that closed or died
+stays, and its records are used until an engine opening the directory takes and compacts it
+(that engine counts it as its own from then on).
 
 With no other engine, a look costs one ``listdir`` of ``.journal`` per group of loads.
 Blocking work: called on the store's executor. One lock serialises the looks.

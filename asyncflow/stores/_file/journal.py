@@ -56,14 +56,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEGMENT_MAGIC",
+    "Recovered",
     "RunInJournal",
     "append_durably",
     "compact_and_remove",
+    "compact_chunk",
     "create_segment",
     "delete_run",
     "frame",
     "read_segment",
     "recover",
+    "remove_segments",
     "truncate",
 ]
 
@@ -216,27 +219,48 @@ def truncate(fd: int, size: int) -> None:
 
 def compact_and_remove(sync: Sync, root: Path, records: Records, segment: Path) -> None:
     """Compact a segment's records into run files, then delete the segment."""
+    compact_chunk(sync, root, records)
+    remove_segments([segment])
+
+
+def compact_chunk(sync: Sync, root: Path, records: Records) -> None:
+    """Compact some runs' records into their run files under the directory's lock; durable."""
     with sync.lock():
         compact(sync, root, records)
-    os.unlink(segment)
-    fsync_dir(segment.parent)
 
 
-def recover(sync: Sync, root: Path) -> None:
-    """Remove dead temp files; compact the journal segments of engines that are gone.
+def remove_segments(segments: list[Path]) -> None:
+    """Delete compacted segments, durably."""
+    for path in segments:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if segments:
+        fsync_dir(segments[0].parent)
 
-    A segment whose lock is free belongs to an engine that is gone. Their records are merged by
-    sequence number (so the order segments are read in does not matter) and compacted together.
-    A name in the journal that is not a regular file is moved aside and reported.
+
+#: Segments of engines that are gone, taken (locked) by this one: their records, merged by
+#: sequence number, and each segment's path and open, locked descriptor.
+Recovered = tuple[Records, list[tuple["Path", int]]]
+
+
+def recover(sync: Sync, root: Path) -> Recovered:
+    """Remove dead temp files; take the journal segments of engines that are gone.
+
+    A segment whose lock is free belongs to an engine that is gone. It is locked (so no other
+    engine takes it too) and read; its records are merged by sequence number (so the order
+    segments are read in does not matter). Compacting them is the caller's: the store holds the
+    records in memory meanwhile and compacts them in the background, and a crash before that
+    finishes leaves the segments for the next open. A name in the journal that is not a regular
+    file is moved aside and reported.
     """
     jdir = root / JOURNAL_DIR
     jdir.mkdir(parents=True, exist_ok=True)
+    dead: list[tuple[Path, int]] = []
+    records: Records = {}
     with sync.lock():
         # Every temp file is written under this lock: any seen now belongs to a dead compaction.
         remove_temps(root)
-        dead: list[tuple[Path, int]] = []
         try:
-            records: Records = {}
             for name in sorted(os.listdir(jdir)):
                 path = jdir / name
                 if name.endswith(NEW_SEGMENT_SUFFIX):
@@ -250,24 +274,20 @@ def recover(sync: Sync, root: Path) -> None:
                 if not try_lock(fd):
                     os.close(fd)  # a live engine is writing it
                     continue
-                dead.append((path, fd))
                 try:
                     data = read_entry(path)
                 except BadEntry as exc:
+                    os.close(fd)
                     moved = move_aside(path)
                     logger.warning("journal %s is %s; moved to %s", path, exc, moved.name)
                     continue
+                dead.append((path, fd))
                 read_segment(path, data or b"", records)
-            if records:
-                compact(sync, root, records)
-            for path, _ in dead:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            if dead:
-                fsync_dir(jdir)
-        finally:
+        except BaseException:
             for _, fd in dead:
                 os.close(fd)
+            raise
+    return records, dead
 
 
 def _open_segment(path: Path) -> int | None:

@@ -1,13 +1,17 @@
-"""FileStore's leases: one owner per run on this machine, by byte-range locks on one file.
+"""FileStore's leases: one owner per run on this machine, by byte-range locks on empty files.
 
-``<dir>/.journal/leases`` is an empty file; a run's lease is an exclusive open-file-description lock
-(``F_OFD_SETLK``) on one byte of it, at an offset hashed from the run id. The kernel drops the
+``<dir>/.journal/leases/`` holds :data:`SHARDS` empty files; a run's lease is an exclusive
+open-file-description lock (``F_OFD_SETLK``) on one byte of one of them, file and offset hashed
+from the run id. (The kernel checks a lock against every lock of its file in turn: with 300 runs
+in flight on one file a claim took about 50 us, spread over the files it takes a few.) The
+kernel drops the
 lock when its holder closes the file or dies (SIGKILL included), so a lease lasts exactly as
 long as its holder: it never expires while the holder lives (a SIGSTOPped process keeps it),
 and ``expires_at`` is ``math.inf``. The locks are of this machine only: engines on other
 machines sharing the folder over a network filesystem are not excluded (use a database store).
 
-Each owner has its own open file description, so two owners conflict even within one process.
+Each owner has its own open file description of each file, so two owners conflict even within
+one process.
 Claiming, renewing and releasing are one non-blocking ``fcntl`` each, on the event loop: no
 file is written and nothing is fsynced, so a lease costs a few microseconds a run.
 
@@ -24,7 +28,6 @@ admission never holds one of the store's threads.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import math
@@ -50,18 +53,21 @@ try:
 except ImportError:  # Windows: no locks; one engine per directory there
     _fcntl, _WRLCK, _UNLCK, F_OFD_SETLK = None, 1, 2, 37
 
-__all__ = ["LEASES_FILE", "MachineLeases"]
+__all__ = ["LEASES_DIR", "SHARDS", "MachineLeases"]
 
-LEASES_FILE = "leases"
+LEASES_DIR = "leases"
+#: How many lock files the leases are spread over.
+SHARDS = 64
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on 64-bit Linux: type, whence, start, len, pid
 _HALF = 1 << 61
 _OPEN = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
-def lease_offset(run_id: str) -> int:
-    """The byte of the leases file whose lock is ``run_id``'s lease (admission: ``+ 2**61``)."""
+def lease_place(run_id: str) -> tuple[int, int]:
+    """The file (its number) and byte whose lock is ``run_id``'s lease (admission: ``+ 2**61``)."""
     digest = hashlib.blake2b(run_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % _HALF
+    h = int.from_bytes(digest, "big")
+    return h % SHARDS, (h // SHARDS) % _HALF
 
 
 def _lock(fd: int, offset: int, *, exclusive: bool) -> bool:
@@ -81,10 +87,11 @@ def _lock(fd: int, offset: int, *, exclusive: bool) -> bool:
 class MachineLeases:
     """The leases one open FileStore holds, and the fencing of its saves by them."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        #: an open file description per owner: its locks are that owner's leases.
-        self._fds: dict[str, int] = {}
+    def __init__(self, directory: Path) -> None:
+        """Use the lock files in ``directory`` (made when first needed)."""
+        self._dir = directory
+        #: an open file description per owner and file: its locks are that owner's leases.
+        self._fds: dict[tuple[str, int], int] = {}
         #: the leases held now, by run id.
         self._held: dict[str, Lease] = {}
         #: runs whose manifest saved without waiting carried a lost lease: raised by the next
@@ -100,17 +107,32 @@ class MachineLeases:
         for fd in fds.values():
             os.close(fd)
 
-    def _fd(self, owner: str) -> int:
-        fd = self._fds.get(owner)
+    def _fd(self, owner: str, shard: int) -> int:
+        fd = self._fds.get((owner, shard))
         if fd is None:
-            fd = self._fds[owner] = os.open(self._path, _OPEN, 0o644)
+            # All of an owner's files at once, at its first claim: its later claims then need
+            # no new file (and keep working in a folder removed under the store).
+            for n in range(SHARDS):
+                if (owner, n) not in self._fds:
+                    self._fds[owner, n] = self._open(n)
+            fd = self._fds[owner, shard]
         return fd
+
+    def _open(self, shard: int) -> int:
+        path = self._dir / f"{shard:02x}"
+        try:
+            return os.open(path, _OPEN, 0o644)
+        except FileNotFoundError:
+            # Made at the first claim (once per folder): a store never claiming adds nothing.
+            self._dir.mkdir(exist_ok=True)
+            return os.open(path, _OPEN, 0o644)
 
     def claim(self, run_id: str, owner: str) -> Lease | None:
         held = self._held.get(run_id)
         if held is not None:
             return held if held.owner == owner else None
-        if not _lock(self._fd(owner), lease_offset(run_id), exclusive=True):
+        shard, offset = lease_place(run_id)
+        if not _lock(self._fd(owner, shard), offset, exclusive=True):
             return None
         self._last_epoch = epoch = max(time.time_ns(), self._last_epoch + 1)
         lease = self._held[run_id] = Lease(run_id, owner, epoch, math.inf)
@@ -118,13 +140,16 @@ class MachineLeases:
 
     def renew(self, lease: Lease) -> Lease | None:
         held = self._held.get(lease.run_id)
-        return held if held == dataclasses.replace(lease, expires_at=math.inf) else None
+        if held is None or held.epoch != lease.epoch or held.owner != lease.owner:
+            return None
+        return held
 
     def release(self, lease: Lease) -> None:
         if self.renew(lease) is None:
             return
         del self._held[lease.run_id]
-        _lock(self._fds[lease.owner], lease_offset(lease.run_id), exclusive=False)
+        shard, offset = lease_place(lease.run_id)
+        _lock(self._fds[lease.owner, shard], offset, exclusive=False)
 
     def fence(self, run_id: str, lease: Lease | None) -> None:
         """Raise :class:`LeaseLostError` unless ``lease`` is none or held now."""
@@ -146,7 +171,7 @@ class MachineLeases:
     def _lost_error(self, run_id: str, lease: Lease) -> LeaseLostError:
         return LeaseLostError(
             f"Run {run_id!r}: the lease of {lease.owner!r} (epoch {lease.epoch}) is no longer "
-            f"held in {str(self._path.parent.parent)!r} (it was released, or the store closed); "
+            f"held in {str(self._dir.parent.parent)!r} (it was released, or the store closed); "
             f"nothing was written. Claim the run again before writing it.",
             run_id=run_id,
             epoch=lease.epoch,
@@ -154,9 +179,10 @@ class MachineLeases:
 
     def try_admission(self, run_id: str) -> int | None:
         """Take ``run_id``'s admission lock on a file of its own; the fd, or None if held."""
-        fd = os.open(self._path, _OPEN, 0o644)
+        shard, offset = lease_place(run_id)
+        fd = self._open(shard)
         try:
-            if _lock(fd, _HALF + lease_offset(run_id), exclusive=True):
+            if _lock(fd, _HALF + offset, exclusive=True):
                 return fd
         except BaseException:
             os.close(fd)

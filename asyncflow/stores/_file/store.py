@@ -6,7 +6,7 @@ FileStore keeps, directly in its directory::
                                  times, failed steps) and each succeeded step's fingerprint,
                                  digest and output
     <dir>/.journal/<segment>.log records not yet compacted into the run files
-    <dir>/.journal/leases        an empty file whose byte-range locks are the runs' leases
+    <dir>/.journal/leases/<nn>   empty files whose byte-range locks are the runs' leases
                                  (one owner per run on this machine: see :mod:`.leases`)
 
 A run file is indented JSON with ``"format": "asyncflow.run"`` and ``"version"``
@@ -23,8 +23,12 @@ second. Each record is a frame with its sequence number, length and checksum (se
 :mod:`.journal`): on recovery a frame whose checksum does not match, or one cut short (a torn
 tail, from a crash mid-write), is dropped.
 
-Compaction turns a sealed segment (full, or the engine closing, or left by a dead process) into
-run files: for each run with records in the segment, the run file (if any) is read, the records
+Compaction turns a sealed segment into run files, in the background, in steps of
+:data:`COMPACT_BATCH` runs. A segment is sealed when full (or by :meth:`FileStore.compact`);
+closing neither seals nor compacts: the engine's last segment, durable already, is left to the
+next open, which takes every segment whose engine is gone (closed or dead), holds their records
+in memory (loads and listings see them) and compacts them in the background; a close stops
+after the compaction step in progress. In each step, for each run, the run file (if any) is read, the records
 merged in (a manifest replaces the manifest, a step's checkpoint replaces that step's), and the
 result written to a temp file beside it; then one ``syncfs`` makes all of them durable at once
 (standing in for one fsync per file), then each is moved by ``os.replace`` onto its target, then
@@ -73,16 +77,18 @@ from .disk import JOURNAL_DIR, Sync
 from .foreign import ForeignJournals, RunRecords
 from .journal import (
     SEGMENT_MAGIC,
+    Recovered,
     RunInJournal,
     append_durably,
-    compact_and_remove,
+    compact_chunk,
     create_segment,
     delete_run,
     frame,
     recover,
+    remove_segments,
     truncate,
 )
-from .leases import LEASES_FILE, MachineLeases
+from .leases import LEASES_DIR, MachineLeases
 from .records import manifest_record, record_key, step_record
 from .runfiles import OnDisk, Records, list_run_ids, read_manifests, read_runs
 
@@ -95,6 +101,9 @@ T = TypeVar("T")
 
 #: How many run files :meth:`FileStore.list_runs` reads per trip to the store's executor.
 LIST_BATCH = 256
+#: How many runs one step of a compaction merges into their files (one trip to the executor,
+#: one hold of the directory's lock, one pair of syncfs): a closing store waits for one step.
+COMPACT_BATCH = 256
 
 __all__ = ["FileStore"]
 
@@ -113,7 +122,9 @@ class _CommitGroup:
         self.error: BaseException | None = None
 
 
-_Sealed = tuple[int, Path, int]
+#: a segment to compact: its number in this store, and each of its files' path and descriptor
+#: (one file for a segment this store wrote; every dead engine's, for the ones it recovered).
+_Sealed = tuple[int, list[tuple[Path, int]]]
 #: a record in a segment not yet compacted: (segment number, sequence number, record).
 _Live = tuple[int, int, "RunManifest | StepCheckpoint"]
 
@@ -182,6 +193,14 @@ class FileStore:
         #: run writes them first, so no step checkpoint is ever durable without its manifest.
         self._unsaved: dict[str, RunManifest] = {}
         self._compact_send: ObjectSendStream[_Sealed] | None = None
+        #: segments sealed (or recovered) whose compaction has not ended yet.
+        self._sealed: set[int] = set()
+        #: set (and replaced) each time a compaction ends.
+        self._compacted = asyncio.Event()
+        #: segments whose compaction failed: kept on disk for the next open.
+        self._failed: set[int] = set()
+        #: :meth:`compact` asks the committer to seal the segment being written.
+        self._seal_asked: asyncio.Event | None = None
         self._leases: MachineLeases | None = None
         #: the other engines' live segments in the directory, and this store's own segments.
         self._foreign: ForeignJournals | None = None
@@ -214,10 +233,12 @@ class FileStore:
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[FileStore]:
-        """Start the executor and the committer; on exit, commit and compact everything.
+        """Take the journals of closed and dead engines, start the committer and the compactor.
 
-        If the block ends with an exception, pending records are still committed where possible
-        and the journal is left for the next open to compact.
+        Their records are held in memory (loads and listings see them) and compacted in the
+        background. On exit, pending records are committed (where possible, also when the block
+        raised) and the compactor stops after the step it is in: what is not compacted yet is
+        durable in the journal, for the next open to compact.
 
         Raises:
             CheckpointError: the directory cannot be created, locked in time or its journal
@@ -230,14 +251,18 @@ class FileStore:
         self._group, self._wake = _CommitGroup(), asyncio.Event()
         self._room, self._load_wake = asyncio.Event(), asyncio.Event()
         self._unsaved.clear()
+        self._sealed.clear()
+        self._failed.clear()
+        self._compacted, self._seal_asked = asyncio.Event(), None
         sync: Sync | None = None
+        recovered: _Sealed | None = None
         try:
             try:
                 self._root = root = await self._run(self._directory.resolve)
                 self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
-                await self._run(recover, sync, root)
+                recovered = self._adopt(await self._run(recover, sync, root))
                 await self._new_segment()
-                self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_FILE)
+                self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_DIR)
                 self._foreign = ForeignJournals(root / JOURNAL_DIR, self._own_segments)
             except OSError as exc:
                 raise CheckpointError(
@@ -246,6 +271,8 @@ class FileStore:
                 ) from exc
             send, receive = anyio.create_memory_object_stream[_Sealed](1)
             self._compact_send = send
+            if recovered is not None:
+                send.send_nowait(recovered)
             # Closed here too for a block that raised: its tasks are cancelled before they can.
             with send, receive:
                 async with anyio.create_task_group() as tg:
@@ -255,8 +282,9 @@ class FileStore:
                     try:
                         yield self
                     finally:
-                        # The committer commits what is pending, seals the segment and stops;
-                        # the compactor then compacts it and stops.
+                        # The committer commits what is pending and stops; the compactor ends
+                        # the step it is in and stops. What is not compacted yet is durable
+                        # in the journal, which the next open compacts (in the background).
                         self._closing = True
                         self._wake.set()
                         self._load_wake.set()
@@ -277,6 +305,26 @@ class FileStore:
             executor, self._executor = self._executor, None
             executor.shutdown(wait=False)
             self._index.clear()
+
+    def _adopt(self, recovered: Recovered) -> _Sealed | None:
+        """Hold the records of dead engines' segments as this store's own, to compact later."""
+        records, files = recovered
+        if not files:
+            return None
+        self._segment_no += 1
+        segment = self._segment_no
+        index = self._index
+        for run_id, recs in records.items():
+            keys = index.get(run_id)
+            if keys is None:
+                keys = index[run_id] = {}
+            for key, (seq, rec) in recs.items():
+                keys[key] = (segment, seq, rec)
+        self._journals.update(fd for _, fd in files)
+        # Held (locked) and read here: not other engines' live segments, to read again per load.
+        self._own_segments.update(path.name for path, _ in files)
+        self._sealed.add(segment)
+        return segment, files
 
     async def _new_segment(self) -> None:
         root = self._root
@@ -317,13 +365,25 @@ class FileStore:
                     await self._abandon_segment()
                 group.done.set()
             if self._closing and not self._group.bodies:
-                if self._journal is not None:
-                    await self._seal()
+                # The segment stays as it is: durable, compacted at the next open. One with no
+                # record goes (it is ours, locked: no other engine reads it meanwhile).
+                if self._journal is not None and self._journal_size == len(SEGMENT_MAGIC):
+                    assert self._journal_path is not None
+                    with contextlib.suppress(OSError):
+                        await self._run(os.unlink, self._journal_path)
+                if self._seal_asked is not None:
+                    self._seal_asked.set()
                 assert self._compact_send is not None
                 await self._compact_send.aclose()
                 return
-            if self._journal is not None and self._journal_size >= self._segment_bytes:
+            asked, self._seal_asked = self._seal_asked, None
+            if self._journal is not None and (
+                self._journal_size >= self._segment_bytes
+                or (asked is not None and self._journal_size > len(SEGMENT_MAGIC))
+            ):
                 await self._seal()
+            if asked is not None:
+                asked.set()
 
     def _requeue_manifests(self, failed: _CommitGroup) -> None:
         """Keep the "running" manifests of a failed commit ahead of their runs' next steps.
@@ -383,33 +443,85 @@ class FileStore:
         assert fd is not None
         assert path is not None
         self._journal = None
-        await self._compact_send.send((self._segment_no, path, fd))
+        self._sealed.add(self._segment_no)
+        await self._compact_send.send((self._segment_no, [(path, fd)]))
 
     async def _compactor(self, receive: ObjectReceiveStream[_Sealed]) -> None:
+        """Compact sealed segments into run files, one at a time, in steps, until closing.
+
+        A closing store stops after the step in progress: the segment stays, durable, and the
+        next open compacts it (its records cannot replace newer ones: they are merged by
+        sequence number, and runs already compacted are not written again).
+        """
         async with receive:
-            async for segment, path, fd in receive:
-                records: Records = {}
-                for run_id, keys in self._index.items():
-                    recs = {key: (n, rec) for key, (seg, n, rec) in keys.items() if seg == segment}
-                    if recs:
-                        records[run_id] = recs
+            async for segment, files in receive:
                 try:
-                    assert self._sync is not None
-                    assert self._root is not None
-                    await self._run(compact_and_remove, self._sync, self._root, records, path)
+                    if not self._closing:
+                        await self._compact(segment, [path for path, _ in files])
                 except OSError:
-                    # The segment stays; the next open compacts it (its records cannot replace
-                    # newer ones: they are merged by sequence number).
-                    logger.exception("compacting journal %s failed; it is kept for recovery", path)
-                else:
-                    for run_id, recs in records.items():
-                        keys = self._index[run_id]
-                        for key in recs:
-                            if keys[key][0] == segment:
-                                del keys[key]
-                        if not keys:
-                            del self._index[run_id]
-                await self._close_segment(fd)
+                    self._failed.add(segment)
+                    logger.exception(
+                        "compacting journal %s failed; it is kept for recovery",
+                        ", ".join(str(path) for path, _ in files),
+                    )
+                finally:
+                    self._sealed.discard(segment)
+                    for _, fd in files:
+                        await self._close_segment(fd)
+                    self._compacted.set()
+                    self._compacted = asyncio.Event()
+
+    async def _compact(self, segment: int, paths: list[Path]) -> None:
+        sync, root, index = self._sync, self._root, self._index
+        assert sync is not None
+        assert root is not None
+        run_ids = [r for r, keys in index.items() if any(v[0] == segment for v in keys.values())]
+        for start in range(0, len(run_ids), COMPACT_BATCH):
+            if self._closing:
+                return
+            records: Records = {}
+            for run_id in run_ids[start : start + COMPACT_BATCH]:
+                keys = index.get(run_id, {})
+                recs = {key: (n, rec) for key, (seg, n, rec) in keys.items() if seg == segment}
+                if recs:
+                    records[run_id] = recs
+            await self._run(compact_chunk, sync, root, records)
+            # Durable in the run files: loads read them there from now on.
+            for run_id, recs in records.items():
+                keys = index[run_id]
+                for key in recs:
+                    if keys[key][0] == segment:
+                        del keys[key]
+                if not keys:
+                    del index[run_id]
+        if not self._closing:
+            await self._run(remove_segments, paths)
+
+    async def compact(self) -> None:
+        """Compact every record saved so far into the run files; return once that is durable.
+
+        Not needed for durability (a save is durable when it returns) nor for reading (loads
+        and listings see the journal): the store compacts in the background, and what a closing
+        engine leaves is compacted after the next open. For tools that read the run files
+        themselves, or that want the journal empty.
+
+        Raises:
+            CheckpointError: the store is not open, closed meanwhile, or a compaction failed
+                (its segment is kept, and compacted at the next open).
+        """
+        self._check_usable()
+        asked = self._seal_asked = self._seal_asked or asyncio.Event()
+        self._wake.set()
+        await asked.wait()
+        target = self._segment_no
+        while any(s <= target for s in self._sealed):
+            await self._compacted.wait()
+        self._check_usable()
+        if self._failed:
+            raise CheckpointError(
+                f"Compacting the journal of {str(self.directory)!r} failed (see the log); its "
+                f"records are durable in the journal and compacted at the next open."
+            )
 
     def _check_usable(self) -> None:
         if self._executor is None or self._closing:
@@ -502,7 +614,7 @@ class FileStore:
         self._enqueue(manifest, manifest_record(manifest))
 
     async def claim_run(self, run_id: str, /, *, owner: str, ttl: float) -> Lease | None:
-        """Take the run's lock in ``.journal/leases`` for ``owner``; ``None`` while another holds it.
+        """Take the run's lock in ``.journal/leases/`` for ``owner``; ``None`` while another holds it.
 
         The lease lasts while this store is open and its process lives (``expires_at`` is
         ``math.inf``; ``ttl`` is checked, not used): the kernel drops it when the process dies.
@@ -545,7 +657,7 @@ class FileStore:
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Save ``manifest`` durably unless the run has one; whether it did.
 
-        The check and the save hold the run's admission lock in ``.journal/leases``, so engines of this
+        The check and the save hold the run's admission lock in ``.journal/leases/``, so engines of this
         machine sharing the directory admit a run once.
 
         Raises:
@@ -712,9 +824,10 @@ class FileStore:
         """Delete a run's file (and bad copies kept beside it); return whether there were any.
 
         Refused while a journal segment still holds a record of the run, this store's own or
-        another engine's: compacting it would bring the run back. Such records reach the run
-        files when their engine closes (or, for an engine that died, when the folder is next
-        opened); delete the run after that.
+        another engine's: compacting it would bring the run back. Segments this store is
+        compacting (its sealed ones, and those of closed or dead engines it took at open) are
+        waited for; the one it is writing, or another open engine's, reach the run files once
+        compacted (after that engine closes, at the next open); delete the run after that.
 
         Raises:
             InvalidRunIdError: ``run_id`` is not a safe name.
@@ -723,6 +836,13 @@ class FileStore:
         """
         validate_run_id(run_id)
         self._check_usable()
+        # Records of the run in a segment being compacted (a dead engine's, recovered at open,
+        # or a sealed one of this store) are in the run file once that ends.
+        while (keys := self._index.get(run_id)) and any(
+            v[0] in self._sealed for v in keys.values()
+        ):
+            await self._compacted.wait()
+            self._check_usable()
         assert self._sync is not None
         assert self._root is not None
         try:

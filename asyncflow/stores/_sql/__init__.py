@@ -1,0 +1,1 @@
+"""SQL checkpoint stores: SqliteStore and PostgresStore, their schema and its migrations."""
