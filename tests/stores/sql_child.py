@@ -10,7 +10,7 @@ step ``b`` and a manifest under the old lease: logs ``refused`` for each one ref
 
 ``map``: Engine.map of a two-step flow over N documents (run ids ``doc-<i>``), leases of TTL
 seconds; each step execution logs ``exec <run> <step>`` and each durable step ``done <run>
-<step>``. Prints the batch summary as JSON at the end.
+<step>``, each step restored from its checkpoint ``restored <run> <step>``. Prints the batch summary as JSON at the end.
 
 ``saves``: 50 concurrent savers saving steps without end; each logs ``acked <run> <step>`` once
 its save returned (the test SIGKILLs the process).
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from asyncflow import Engine, Flow, LeaseLostError
+from asyncflow import Engine, Event, Flow, LeaseLostError, StepRestored
 from asyncflow.stores import CheckpointStore, RunManifest, SqliteStore, StepCheckpoint
 from tests.helpers import ChildLog
 
@@ -80,9 +80,15 @@ async def pause(s: CheckpointStore) -> None:
                 log("written")
 
 
+def restored(event: Event) -> None:
+    """An observer: ``restored <run> <step>`` for each step restored from its checkpoint."""
+    if isinstance(event, StepRestored):
+        log(f"restored {event.run_id} {event.step}")
+
+
 async def batch(s: CheckpointStore, n: int, ttl: float) -> None:
     inputs = ((f"doc-{x}", {"x": x, "ctx_run": f"doc-{x}"}) for x in range(n))
-    async with Engine(store=s, observers=[log.durable], lease_ttl=ttl) as engine:
+    async with Engine(store=s, observers=[log.durable, restored], lease_ttl=ttl) as engine:
         summary = await engine.map(flow, inputs, concurrency=16, progress=False).summary()
     print(
         json.dumps(

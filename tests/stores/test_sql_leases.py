@@ -89,7 +89,7 @@ async def test_a_stale_owner_cannot_write_after_another_took_the_run_over(
         assert (lost.value.run_id, lost.value.epoch) == ("r", first.epoch)
         one.save_manifest_nowait(manifest("r", "failed"), lease=first)
         with pytest.raises(LeaseLostError, match="taken over"):
-            await one.save_step(step("r", "b"))  # the next awaited save of the run says so
+            await one.save_step(step("r", "b"), lease=first)
         renewed = await one.renew_leases([first, second], ttl=30)
         assert renewed[0] is None
         assert renewed[1] is not None

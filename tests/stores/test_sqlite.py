@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from asyncflow import CheckpointError
+from asyncflow._cli import main
 from asyncflow.stores import SqliteStore
 from asyncflow.testing import check_checkpoint_store
 from tests.helpers import Child
@@ -74,3 +75,18 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="schema version 99, newer"):
         async with SqliteStore(tmp_path / "s.db").open():
             pass
+
+
+def test_store_migrate_prints_a_script_that_makes_the_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "new.db"
+    assert main(["store", "migrate", str(path)]) == 0
+    script = capsys.readouterr().out
+    assert not path.exists()  # printing changes nothing
+    with sqlite3.connect(path) as conn:
+        conn.executescript(script)
+    assert main(["store", "migrate", str(path)]) == 0
+    assert "up to date (version 1)" in capsys.readouterr().out
+    assert main(["store", "migrate", str(tmp_path / "other.db"), "--apply"]) == 0
+    assert "applied schema version 1" in capsys.readouterr().out

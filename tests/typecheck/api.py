@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, assert_type
 
+import anyio
 import httpx
 
 from asyncflow import (
@@ -32,7 +33,9 @@ from asyncflow.stores import (
     MemoryStore,
     RunCheckpoints,
     RunInfo,
+    SqliteStore,
 )
+from asyncflow.stores.postgres import PostgresStore
 from asyncflow.testing import check_checkpoint_store
 
 if TYPE_CHECKING:
@@ -82,8 +85,13 @@ async def users_logging_code() -> None:
 
 
 async def users_store_code() -> None:
-    # Both stores are CheckpointStores to the type checker, as a user's own store would be.
-    stores: list[CheckpointStore] = [FileStore(".asyncflow"), MemoryStore()]
+    # Every store is a CheckpointStore to the type checker, as a user's own store would be.
+    stores: list[CheckpointStore] = [
+        FileStore(".asyncflow"),
+        MemoryStore(),
+        SqliteStore("runs.db", busy_timeout=10.0),
+        PostgresStore("postgresql://app@db/app", max_size=20, prepare_threshold=None),
+    ]
     store = MemoryStore()
     async with Engine(store=store) as engine:
         await engine.run(flow, run_id="doc-1", path="a.txt")
@@ -157,6 +165,17 @@ async def count(split: str) -> int:
 @chunks.step
 async def join(embed: list[list[float]] | None = None) -> int:
     return len(embed or [])
+
+
+async def users_postgres_code() -> None:
+    store = PostgresStore("postgresql://app@db/app", migrate=False, retry_timeout=60.0)
+    async with store.open():
+        lease = await store.claim_run("r", owner="me", ttl=30.0)
+        if lease is None:
+            with anyio.move_on_after(5):
+                await store.wait_released("r")
+        async for info in store.list_runs(status="failed", since="2026-01-01T00:00:00+00:00"):
+            assert_type(info, RunInfo)
 
 
 async def users_service(items: AsyncIterator[dict[str, str]]) -> None:

@@ -145,11 +145,12 @@ class Fencing:
         return False
 
 
-def lease_lost(lease: Lease, current: int) -> LeaseLostError:
+def lease_lost(lease: Lease, current: int | None) -> LeaseLostError:
+    now = f"at epoch {current}" if current is not None else "at a newer epoch"
     return LeaseLostError(
-        f"Run {lease.run_id!r} was taken over: its lease is now at epoch {current}, this "
-        f"owner's ({lease.owner!r}) at {lease.epoch}. Nothing was written; the run continues "
-        f"in the process that holds it.",
+        f"Run {lease.run_id!r} was taken over: its lease is now {now}, this owner's "
+        f"({lease.owner!r}) at {lease.epoch}. Nothing was written; the run continues in the "
+        f"process that holds it.",
         run_id=lease.run_id,
         epoch=lease.epoch,
     )
@@ -229,7 +230,8 @@ class GroupWriter:
             return batch
         run_id = save.record.run_id
         if not save.nowait and (lost := self._lost.pop(run_id, None)) is not None:
-            raise lost
+            if save.lease is None or save.lease.epoch <= lost.epoch:
+                raise lost  # else: saved under a newer lease, which the old loss is not about
         if (ahead := self._unsaved.pop(run_id, None)) is not None:
             if not (isinstance(save.record, RunManifest) and save.nowait):
                 batch.saves.append(ahead)
@@ -307,8 +309,8 @@ class GroupWriter:
                 if isinstance(save.error, LeaseLostError):
                     if save.nowait:
                         self._lost[save.error.run_id] = save.error
-                    elif self._lost.get(save.error.run_id) is save.error:
-                        del self._lost[save.error.run_id]
+                    else:  # an awaited save of the run, later in the group, was told
+                        self._lost.pop(save.error.run_id, None)
         finally:
             self._inflight = None
             batch.done.set()

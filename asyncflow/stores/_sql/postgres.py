@@ -13,9 +13,8 @@ engines' clocks need not agree.
 Why psycopg 3 rather than asyncpg: its pool has the knobs people sharing a database need (idle
 and lifetime limits, a connection check, ``prepare_threshold=None`` for PgBouncer in transaction
 mode), its pipeline mode sends a group's statements in one round trip, and it is the driver the
-PostgreSQL project's own docs and most of the ecosystem maintain against. On this machine the
-two drivers committed a group of upserts within a few percent of each other: the fsync at commit
-is the cost either way.
+PostgreSQL project's own docs and most of the ecosystem maintain against. asyncpg was not
+benchmarked against it here; the commit's fsync, not the driver, dominates a group's cost.
 
 The schema is versioned (:mod:`asyncflow.stores._sql.migrations`); ``asyncflow store migrate
 DSN`` prints what a database lacks and ``--apply`` applies it.
@@ -40,11 +39,11 @@ from asyncflow.stores._sql.common import (
     RUN_COLUMNS,
     STEP_COLUMNS,
     Coalescer,
-    Fencing,
     GroupSaving,
     GroupWriter,
     Save,
     check_ttl,
+    lease_lost,
     listing,
     loaded,
     manifest_row,
@@ -67,22 +66,39 @@ CHANNEL = "asyncflow_released"
 _MIGRATION_LOCK = 0x61_73_79_6E_63_66  # "asyncf"
 
 #: Many rows in one statement (one round trip): each column as an array, unnested into rows.
-_UPSERT_RUNS = (
-    f"INSERT INTO asyncflow_runs ({', '.join(RUN_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(['%s::text[]'] * 9)}) "
-    "ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])
-)
 _INSERT_RUN = (
     f"INSERT INTO asyncflow_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join(['%s'] * 9)}) "
     "ON CONFLICT (run_id) DO NOTHING"
 )
-_UPSERT_STEPS = (
-    f"INSERT INTO asyncflow_steps ({', '.join(STEP_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(['%s::text[]'] * 5)}) "
-    "ON CONFLICT (run_id, step) DO UPDATE SET fingerprint = excluded.fingerprint, "
-    "digest = excluded.digest, output = excluded.output"
+
+
+def _fenced_upsert(table: str, columns: tuple[str, ...], key: str, order: str) -> str:
+    """Upsert rows given as column arrays, each with the epoch of the lease it was saved under.
+
+    The fencing is in the statement: the runs' lease rows are read FOR SHARE (a takeover waits
+    for this transaction, or this one sees it), and a row whose lease epoch is older than its
+    run's is left out. RETURNING names the rows written; the rest were refused.
+    """
+    cols = ", ".join(columns)
+    arrays = ", ".join(["%s::text[]"] * len(columns))
+    return f"""
+WITH i AS (SELECT * FROM unnest({arrays}, %s::bigint[]) AS i({cols}, lease_epoch)),
+cur AS (
+    SELECT l.run_id, l.epoch FROM asyncflow_leases AS l
+    WHERE l.run_id IN (SELECT run_id FROM i WHERE lease_epoch IS NOT NULL)
+    ORDER BY l.run_id FOR SHARE
 )
+INSERT INTO {table} ({cols})
+SELECT {", ".join(f"i.{c}" for c in columns)} FROM i LEFT JOIN cur ON cur.run_id = i.run_id
+WHERE i.lease_epoch IS NULL OR i.lease_epoch >= coalesce(cur.epoch, 0)
+ORDER BY {order}
+ON CONFLICT ({key}) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)}
+RETURNING {key}
+"""
+
+
+_UPSERT_RUNS = _fenced_upsert("asyncflow_runs", RUN_COLUMNS, "run_id", "1")
+_UPSERT_STEPS = _fenced_upsert("asyncflow_steps", STEP_COLUMNS, "run_id, step", "1, 2")
 #: Runs' manifest rows and step rows in one statement (one round trip, one snapshot).
 _LOAD = (
     f"SELECT 'run', {', '.join(RUN_COLUMNS)} FROM asyncflow_runs WHERE run_id = ANY(%(ids)s) "
@@ -339,43 +355,50 @@ class PostgresStore(GroupSaving):
     # --- writes -------------------------------------------------------------------------------
 
     async def _commit(self, saves: list[Save]) -> None:
-        async def commit(conn: psycopg.AsyncConnection[Any]) -> None:
-            for save in saves:
-                save.error = None  # a retry decides again
-            # Pipeline mode: BEGIN, the upserts and COMMIT go out together, one round trip
-            # (two with leases: their epochs are read first). On a busy event loop each round
-            # trip also waits for the loop, so their number is what a group costs.
-            async with conn.pipeline(), conn.transaction():
-                leased = sorted({s.lease.run_id for s in saves if s.lease is not None})
-                epochs: dict[str, int] = {}
-                if leased:
-                    cur = await conn.execute(
-                        "SELECT run_id, epoch FROM asyncflow_leases WHERE run_id = ANY(%s) "
-                        "ORDER BY run_id FOR SHARE",
-                        (leased,),
-                    )
-                    epochs = {r: int(e) for r, e in await cur.fetchall()}
-                runs: dict[str, tuple[str, ...]] = {}
-                steps: dict[tuple[str, str], tuple[str, ...]] = {}
-                fencing = Fencing()
-                for save in saves:
-                    record = save.record
-                    assert record is not None
-                    if fencing.refused(save, lambda run_id: epochs.get(run_id, 0)):
-                        continue
-                    if isinstance(record, RunManifest):
-                        runs[record.run_id] = manifest_row(record)
-                    else:
-                        steps[record.run_id, record.step] = step_row(record)
-                # Sorted by key: two processes' groups lock rows in one order, never a deadlock;
-                # the dictionaries kept the last save of each key (a key twice in one statement
-                # is an error).
-                if runs:
-                    await conn.execute(_UPSERT_RUNS, _columns([runs[k] for k in sorted(runs)]))
-                if steps:
-                    await conn.execute(_UPSERT_STEPS, _columns([steps[k] for k in sorted(steps)]))
+        """One transaction, one round trip: BEGIN, an upsert per table, COMMIT, pipelined.
 
-        await self._retrying("commit checkpoints", commit, writer=True)
+        On a busy event loop each round trip also waits for the loop, so their number is what a
+        group costs. Saves of one key in a group are written once, the last one (a key twice in
+        one statement is an error); each save of the key gets that write's outcome.
+        """
+        runs: dict[str, tuple[Save, Sequence[str]]] = {}
+        steps: dict[tuple[str, str], tuple[Save, Sequence[str]]] = {}
+        for save in saves:
+            record = save.record
+            if isinstance(record, RunManifest):
+                runs[record.run_id] = (save, manifest_row(record))
+            elif record is not None:
+                steps[record.run_id, record.step] = (save, step_row(record))
+
+        def arrays(group: dict[Any, tuple[Save, Sequence[str]]]) -> list[object]:
+            # Sorted by key: two processes' groups lock rows in one order, never a deadlock.
+            chosen = [group[k] for k in sorted(group)]
+            columns = [list(c) for c in zip(*(row for _, row in chosen), strict=True)]
+            return [*columns, [s.lease.epoch if s.lease else None for s, _ in chosen]]
+
+        async def commit(conn: psycopg.AsyncConnection[Any]) -> tuple[set[Any], set[Any]]:
+            wrote_runs = wrote_steps = None
+            async with conn.pipeline():
+                async with conn.transaction():
+                    if runs:
+                        wrote_runs = await conn.execute(_UPSERT_RUNS, arrays(runs))
+                    if steps:
+                        wrote_steps = await conn.execute(_UPSERT_STEPS, arrays(steps))
+            return (
+                {r[0] for r in await wrote_runs.fetchall()} if wrote_runs else set(),
+                {(r[0], r[1]) for r in await wrote_steps.fetchall()} if wrote_steps else set(),
+            )
+
+        wrote_runs, wrote_steps = await self._retrying("commit checkpoints", commit, writer=True)
+        for save in saves:
+            record, save.error = save.record, None
+            if save.lease is None or record is None:
+                continue
+            key: Any = (
+                record.run_id if isinstance(record, RunManifest) else (record.run_id, record.step)
+            )
+            if key not in (wrote_runs if isinstance(record, RunManifest) else wrote_steps):
+                save.error = lease_lost(save.lease, None)
 
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Record ``manifest`` only if the run has none; whether it did (atomic across engines).
@@ -605,11 +628,6 @@ class PostgresStore(GroupSaving):
 
         async for info in listing(page, "%s", flow, status, since):
             yield info
-
-
-def _columns(rows: Sequence[tuple[str, ...]]) -> list[list[str]]:
-    """Rows as one list per column, for ``unnest``."""
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def schema(conn: psycopg.AsyncConnection[Any], *, apply: bool, where: str) -> list[Migration]:
