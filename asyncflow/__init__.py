@@ -18,6 +18,7 @@ from ._errors import (
     CheckpointError,
     CircuitOpenError,
     ExecutorError,
+    FanOutError,
     FlowDefinitionError,
     FlowRefError,
     InvalidRunIdError,
@@ -26,6 +27,7 @@ from ._errors import (
     RunInputError,
     StepError,
     StepTimeoutError,
+    SubflowDepthError,
 )
 from ._flow import Flow, Step
 from ._http import HostPolicy, HostStatistics
@@ -47,6 +49,7 @@ from .events import (
     RunStarted,
     ScheduleLag,
     StepFailed,
+    StepNotTaken,
     StepRestored,
     StepRetrying,
     StepSkipped,
@@ -78,6 +81,7 @@ __all__ = [
     "Engine",
     "Event",
     "ExecutorError",
+    "FanOutError",
     "FileStore",
     "Flow",
     "FlowDefinitionError",
@@ -106,6 +110,7 @@ __all__ = [
     "Step",
     "StepError",
     "StepFailed",
+    "StepNotTaken",
     "StepRestored",
     "StepResult",
     "StepRetrying",
@@ -115,6 +120,7 @@ __all__ = [
     "StepSucceeded",
     "StepTimeoutError",
     "StoreWrite",
+    "SubflowDepthError",
     "TriggerAdmitted",
     "TriggerDuplicate",
     "TriggerInvalid",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from ._attempt import in_step, leave_step, slots_lent
 from ._errors import AsyncflowError
 from ._plan import compile_plan
 from ._progress import ProgressBar
@@ -212,7 +213,11 @@ class Batch:
     async def __anext__(self) -> RunResult:
         receive = self._start()
         try:
-            return await receive.receive()
+            if not in_step():
+                return await receive.receive()
+            # A step iterating over a batch gives back its engine slot while it waits.
+            async with slots_lent():
+                return await receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             receive.close()
             if self._error is not None:
@@ -296,6 +301,9 @@ class Batch:
         return self._receive
 
     async def _drive(self) -> None:
+        # Started from inside a step, this task would inherit the step's slots; its runs are
+        # the engine's own, not the step's (the step lends its slot while it waits for them).
+        leave_step()
         slots = anyio.Semaphore(self._concurrency)
         send = self._send
         assert send is not None

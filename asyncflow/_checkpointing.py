@@ -44,12 +44,28 @@ if TYPE_CHECKING:
     from ._scheduler import Run
     from .stores import CheckpointStore, Lease, RunCheckpoints
 
-__all__ = ["FORGOTTEN", "MISSING", "Checkpointing", "decode_inputs", "forget", "new_manifest"]
+__all__ = [
+    "FORGOTTEN",
+    "MISSING",
+    "NOT_TAKEN",
+    "NOT_TAKEN_DIGEST",
+    "TAKEN_DIGEST",
+    "Checkpointing",
+    "decode_inputs",
+    "forget",
+    "new_manifest",
+]
 
 logger = logging.getLogger("asyncflow")
 
 #: What :meth:`Checkpointing.restore` returns for a step with no usable checkpoint.
 MISSING: Any = object()
+#: What :meth:`Checkpointing.restore` returns for a step whose ``when=`` said not to run it.
+NOT_TAKEN: Any = object()
+#: The digest a checkpointed "not taken" decision is saved with (a real digest is hex).
+NOT_TAKEN_DIGEST = "not-taken"
+#: The digest of a checkpointed "taken" decision, until the step's output replaces it.
+TAKEN_DIGEST = "taken"
 
 
 @functools.lru_cache(maxsize=4)
@@ -75,9 +91,10 @@ FORGOTTEN = "forgotten"
 async def forget(store: CheckpointStore, run_id: str, step: str | None = None) -> bool:
     """Make ``store`` forget run ``run_id``, or only step ``step``'s checkpoint in it.
 
-    A whole run is deleted. A step's checkpoint is replaced by one whose fingerprint
-    (:data:`FORGOTTEN`) never matches, which every store can keep, so the step runs again when
-    the run is resumed; its dependents run again only if its new output differs.
+    A whole run is deleted. A step's checkpoint (a mapped step's: each item's) is replaced by
+    one whose fingerprint (:data:`FORGOTTEN`) never matches, which every store can keep, so the
+    step runs again when the run is resumed; its dependents run again only if its new output
+    differs.
 
     Returns:
         Whether there was something to forget.
@@ -85,16 +102,26 @@ async def forget(store: CheckpointStore, run_id: str, step: str | None = None) -
     if step is None:
         return await store.delete_run(run_id)
     loaded = await store.load_run(run_id)
-    saved = loaded.steps.get(step)
-    if saved is None or saved.fingerprint == FORGOTTEN:
-        return False
+    # A mapped step's checkpoints are its items', "step[0]", "step[1]" ...: all of them.
+    prefix = f"{step}["
+    names = [
+        name
+        for name, saved in loaded.steps.items()
+        if (name == step or (name.startswith(prefix) and name[len(prefix) : -1].isdigit()))
+        and saved.fingerprint != FORGOTTEN
+    ]
     output = "null"
-    await store.save_step(
-        StepCheckpoint(
-            run_id=run_id, step=step, fingerprint=FORGOTTEN, digest=digest(output), output=output
+    for name in names:
+        await store.save_step(
+            StepCheckpoint(
+                run_id=run_id,
+                step=name,
+                fingerprint=FORGOTTEN,
+                digest=digest(output),
+                output=output,
+            )
         )
-    )
-    return True
+    return bool(names)
 
 
 def decode_inputs(codec: Codec, text: str) -> dict[str, object]:
@@ -324,17 +351,30 @@ class Checkpointing:
         )
 
     def restore(self, i: int) -> object:
-        """Step ``i``'s output from its matching checkpoint, or :data:`MISSING`.
+        """Step ``i``'s output from its matching checkpoint, :data:`MISSING`, or :data:`NOT_TAKEN`.
 
         A checkpoint whose output cannot be decoded or does not match its digest is discarded
-        (a :class:`CheckpointDiscarded` event says why) and the step runs again.
+        (a :class:`CheckpointDiscarded` event says why) and the step runs again. A checkpointed
+        ``when=`` decision not to run gives :data:`NOT_TAKEN`.
         """
-        run = self._run
         loaded = self._loaded
-        step = run.plan.steps[i]
-        saved = loaded.steps.get(step.name) if loaded is not None else None
+        name = self._run.plan.steps[i].name
+        saved = loaded.steps.get(name) if loaded is not None else None
         if saved is None or saved.fingerprint != self.fingerprint(i):
             return MISSING
+        if saved.digest == NOT_TAKEN_DIGEST:
+            self._digests[i] = NOT_TAKEN_DIGEST
+            return NOT_TAKEN
+        if saved.digest == TAKEN_DIGEST:
+            return MISSING  # decided, not done: it runs (see decided)
+        output = self._decode(saved)
+        if output is not MISSING:
+            self._digests[i] = saved.digest
+        return output
+
+    def _decode(self, saved: StepCheckpoint) -> object:
+        """A checkpoint's output, or :data:`MISSING` (and an event) when it cannot be used."""
+        run = self._run
         try:
             output = self._codec.decode(saved.output)
             # The stored text can differ from the codec's (a store may re-space it), so a
@@ -351,48 +391,123 @@ class Checkpointing:
             reason = "its output does not match its digest (edited or damaged)"
         if not intact:
             if run.emit is not None:
-                run.emit(CheckpointDiscarded(run.run_id, step.name, run.shared.clock(), "", reason))
+                run.emit(
+                    CheckpointDiscarded(run.run_id, saved.step, run.shared.clock(), "", reason)
+                )
             return MISSING
-        self._digests[i] = saved.digest
         return output
 
-    async def save(self, i: int, output: object) -> None:
-        """Encode step ``i``'s output and save it durably.
+    def decided(self, i: int) -> bool | None:
+        """The checkpointed ``when=`` decision of step ``i`` for its fingerprint, if any."""
+        loaded = self._loaded
+        saved = loaded.steps.get(self._run.plan.steps[i].name) if loaded is not None else None
+        if saved is None or saved.digest not in (TAKEN_DIGEST, NOT_TAKEN_DIGEST):
+            return None
+        if saved.fingerprint != self.fingerprint(i):
+            return None
+        return saved.digest == TAKEN_DIGEST
+
+    async def save_decision(self, i: int, taken: bool) -> None:
+        """Durably record step ``i``'s ``when=`` decision, for its fingerprint.
+
+        A "taken" one stands until the step's output replaces it, so a run resumed before then
+        runs the step without asking the predicate again.
+        """
+        run = self._run
+        mark = TAKEN_DIGEST if taken else NOT_TAKEN_DIGEST
+        await self._put(
+            StepCheckpoint(
+                run_id=run.run_id,
+                step=run.plan.steps[i].name,
+                fingerprint=self.fingerprint(i),
+                digest=mark,
+                output="null",
+            )
+        )
+        if not taken:
+            self._digests[i] = NOT_TAKEN_DIGEST
+
+    def not_taken(self, i: int) -> None:
+        """Step ``i`` was not taken: its dependents' fingerprints say so."""
+        self._digests[i] = NOT_TAKEN_DIGEST
+
+    # -- the items of a mapped step ----------------------------------------------------------
+
+    def item_fingerprint(self, i: int, item: object) -> str:
+        """The identity of one item of mapped step ``i``: the step's, with the item for the list.
+
+        Each item is identified by its own content, not the whole list's, so a list that grew
+        or changed elsewhere keeps the checkpoints of the items that are the same.
+
+        Raises:
+            CheckpointEncodeError: the codec cannot encode the item.
+        """
+        run = self._run
+        plan = run.plan
+        step = plan.steps[i]
+        try:
+            item_digest = digest(self._codec.encode(item))
+        except Exception as exc:
+            raise CheckpointEncodeError(
+                f"Step {step.name!r} maps over an item of type {type(item).__qualname__} that "
+                f"cannot be checkpointed: {exc} Give {step.map_over!r} items the store's codec "
+                f"can encode, or run with Engine(store=None).",
+                step=step.name,
+                attempts=0,
+            ) from exc
+        others = tuple((n, j) for n, j in plan.data_deps[i] if n != step.map_over)
+        base = step_fingerprint(
+            step.code_fingerprint,
+            others,
+            self._digests,
+            plan.step_inputs[i],
+            self._input_digests,
+            step.version,
+        )
+        return digest(f"{base}\x00item={item_digest}")
+
+    def restore_item(self, name: str, fingerprint: str) -> tuple[object, str] | None:
+        """The output and digest of the item checkpointed as ``name``, or ``None``."""
+        loaded = self._loaded
+        saved = loaded.steps.get(name) if loaded is not None else None
+        if saved is None or saved.fingerprint != fingerprint:
+            return None
+        output = self._decode(saved)
+        return None if output is MISSING else (output, saved.digest)
+
+    async def save_item(self, i: int, name: str, fingerprint: str, output: object) -> str:
+        """Save one item's output as the checkpoint ``name``; its digest.
 
         Raises:
             CheckpointEncodeError: the store's codec cannot encode the output.
-            Exception: whatever the store raised (a :class:`CheckpointError`).
+        """
+        text, output_digest = self._encode(i, output)
+        await self._put(
+            StepCheckpoint(
+                run_id=self._run.run_id,
+                step=name,
+                fingerprint=fingerprint,
+                digest=output_digest,
+                output=text,
+            )
+        )
+        return output_digest
+
+    async def _put(self, checkpoint: StepCheckpoint) -> None:
+        """Save one record of this run (an output, an item's, a decision) under its lease.
+
+        Raises:
+            LeaseLostError: another owner took the run over; the run is stopped.
         """
         run = self._run
-        step = run.plan.steps[i]
-        try:
-            text = self._codec.encode(output)
-            output_digest = digest(text)  # UTF-8, as the store writes it: a lone surrogate fails
-        except Exception as exc:
-            t = type(output)
-            raise CheckpointEncodeError(
-                f"Step {step.name!r} returned a {t.__module__}.{t.__qualname__} that cannot be "
-                f"checkpointed: {exc} Return a dataclass, dict, list or another JSON-friendly "
-                f"value, give the store a codec for this type, or run with Engine(store=None).",
-                step=step.name,
-                attempts=run.attempts[i],
-            ) from exc
-        checkpoint = StepCheckpoint(
-            run_id=run.run_id,
-            step=step.name,
-            fingerprint=self.fingerprint(i),
-            digest=output_digest,
-            output=text,
-        )
         try:
             write = self._store.save_step(checkpoint, lease=self.lease)
             if run.emit is None:
                 await write
             else:
-                await self._timed(run.emit, "step", step.name, write)
+                await self._timed(run.emit, "step", checkpoint.step, write)
         except LeaseLostError as exc:
             raise self._lose(exc) from exc
-        self._digests[i] = output_digest
 
     async def _timed(
         self, emit: Emitter, kind: str, step: str | None, write: Awaitable[None]
@@ -409,3 +524,44 @@ class Checkpointing:
             raise
         now = clock()
         emit(StoreWrite(run_id, kind, step, now - t, None, now))
+
+    def mapped(self, i: int, item_digests: list[str]) -> None:
+        """Mapped step ``i`` is done: its digest, for its dependents, is that of its items'."""
+        self._digests[i] = digest("\x00".join(item_digests))
+
+    async def save(self, i: int, output: object) -> None:
+        """Encode step ``i``'s output and save it durably.
+
+        Raises:
+            CheckpointEncodeError: the store's codec cannot encode the output.
+            Exception: whatever the store raised (a :class:`CheckpointError`).
+        """
+        run = self._run
+        text, output_digest = self._encode(i, output)
+        await self._put(
+            StepCheckpoint(
+                run_id=run.run_id,
+                step=run.plan.steps[i].name,
+                fingerprint=self.fingerprint(i),
+                digest=output_digest,
+                output=text,
+            )
+        )
+        self._digests[i] = output_digest
+
+    def _encode(self, i: int, output: object) -> tuple[str, str]:
+        """An output of step ``i`` as codec text, and that text's digest."""
+        run = self._run
+        step = run.plan.steps[i]
+        try:
+            text = self._codec.encode(output)
+            return text, digest(text)  # UTF-8, as the store writes it: a lone surrogate fails
+        except Exception as exc:
+            t = type(output)
+            raise CheckpointEncodeError(
+                f"Step {step.name!r} returned a {t.__module__}.{t.__qualname__} that cannot be "
+                f"checkpointed: {exc} Return a dataclass, dict, list or another JSON-friendly "
+                f"value, give the store a codec for this type, or run with Engine(store=None).",
+                step=step.name,
+                attempts=run.attempts[i],
+            ) from exc

@@ -46,13 +46,14 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import anyio
 
 from . import __version__
-from ._checkpointing import FORGOTTEN, forget
+from ._checkpointing import FORGOTTEN, NOT_TAKEN_DIGEST, TAKEN_DIGEST, forget
 from ._details import recorded_steps
 from ._engine import DEFAULT_CHECKPOINT_DIR, Engine
 from ._errors import AsyncflowError, CheckpointError
 from ._hooks import validate_traceparent
 from ._plan import RESERVED_INPUTS
 from ._ref import FlowRef, _import, _import_file
+from ._status import StepStatus
 from .events import RunStarted
 from .stores import FileStore
 from .stores._file.disk import JOURNAL_DIR
@@ -60,12 +61,12 @@ from .stores._file.runfiles import list_run_ids
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
     from ._flow import Flow
     from ._result import RunResult
     from .events import Event
-    from .stores import CheckpointStore, RunInfo
+    from .stores import CheckpointStore, RunInfo, StepCheckpoint
 
 __all__ = ["main"]
 
@@ -503,14 +504,7 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
     kept = await _within(store, lambda: store.load_run(run_id))
     shown: dict[str, object] = {"run_id": run_id}
     m = kept.manifest
-    steps: dict[str, dict[str, object]] = {
-        name: {
-            "status": "forgotten" if c.fingerprint == FORGOTTEN else "succeeded",
-            "digest": c.digest,
-            "output_bytes": len(c.output.encode()),
-        }
-        for name, c in sorted(kept.steps.items())
-    }
+    steps = _kept_steps(kept.steps)
     if m is not None:
         shown.update(flow=m.flow, status=m.status, created_at=m.created_at)
         shown.update(updated_at=m.updated_at, failed_steps=list(m.failed_steps))
@@ -529,7 +523,8 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
                 steps[name] = {**d, **c, "status": c["status"] if forgotten else d.get("status")}
             steps.update(kept_steps)
         for name in m.failed_steps:
-            steps.setdefault(name, {"status": "failed"})
+            if steps.get(name, {}).get("status") in (None, _TAKEN):
+                steps[name] = {"status": "failed"}
     else:
         shown["status"] = "unknown (no manifest kept)"
     shown["steps"] = steps
@@ -537,6 +532,39 @@ async def _show(store: CheckpointStore, run_id: str) -> dict[str, object]:
         {"step": d.step, "reason": d.reason, "kept_in": d.path} for d in kept.discarded
     ]
     return shown
+
+
+#: How `show` calls a step whose when= held and whose output is not kept (yet).
+_TAKEN = "taken, not finished"
+#: The checkpoint name of one item of a mapped step: ``enrich[17]``.
+_ITEM_NAME = re.compile(r"(.+)\[(\d+)\]")
+
+
+def _kept_steps(kept: Mapping[str, StepCheckpoint]) -> dict[str, dict[str, object]]:
+    """Each kept step checkpoint, JSON-ready; a mapped step's items counted as one entry."""
+    steps: dict[str, dict[str, object]] = {}
+    items: dict[str, list[StepCheckpoint]] = {}
+    for name, c in sorted(kept.items()):
+        item = _ITEM_NAME.fullmatch(name)
+        base = kept.get(item[1]) if item is not None else None
+        if item is not None and (base is None or base.digest == TAKEN_DIGEST):
+            items.setdefault(item[1], []).append(c)
+        elif c.digest == NOT_TAKEN_DIGEST:
+            steps[name] = {"status": StepStatus.NOT_TAKEN.value}
+        elif c.digest == TAKEN_DIGEST:
+            # when= held; the output is not kept yet (it ran and failed, or is running).
+            steps[name] = {"status": _TAKEN}
+        else:
+            size = len(c.output.encode())
+            status = "forgotten" if c.fingerprint == FORGOTTEN else "succeeded"
+            steps[name] = {"status": status, "digest": c.digest, "output_bytes": size}
+    for name, kept_items in items.items():
+        steps[name] = {
+            "status": "mapped",
+            "items": len(kept_items),
+            "output_bytes": sum(len(c.output.encode()) for c in kept_items),
+        }
+    return dict(sorted(steps.items()))
 
 
 #: What `show` says of a run whose manifest has no step details (running, or older).
@@ -583,6 +611,8 @@ def _print_show(shown: dict[str, object]) -> None:
                 detail += f"  started {_when(str(step['started_at']))}"
         if "digest" in step:
             detail += f"  output {step['output_bytes']} bytes, digest {str(step['digest'])[:16]}"
+        elif "items" in step:
+            detail += f": {step['items']} items kept, output {step['output_bytes']} bytes"
         print(f"  {name.ljust(width)}  {step['status']}{detail}")
         for line in error_lines(step.get("error")):
             print(f"      {line}")

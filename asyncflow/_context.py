@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ._errors import AsyncflowError
+from ._identity import subflow_run_id
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Context", "Resources"]
+    from ._flow import Flow
+    from ._result import RunResult
+
+__all__ = ["Context", "Resources", "SubflowRunner"]
 
 T = TypeVar("T")
 
@@ -50,6 +54,15 @@ class Resources(Mapping[str, object]):
 NO_RESOURCES = Resources()
 
 
+class SubflowRunner(Protocol):
+    """Runs a flow on the engine a step runs on (given to the step's Context by the engine)."""
+
+    async def __call__(
+        self, flow: Flow, /, *, run_id: str, inputs: Mapping[str, object]
+    ) -> RunResult:
+        """Run ``flow`` with ``inputs`` as run ``run_id``."""
+
+
 class Context:
     """What a step knows about the run it is part of. Take it as a parameter annotated ``Context``.
 
@@ -62,7 +75,7 @@ class Context:
             client). They are never part of a fingerprint or a checkpoint.
     """
 
-    __slots__ = ("_http", "attempt", "resources", "run_id", "step")
+    __slots__ = ("_calls", "_http", "_runner", "attempt", "resources", "run_id", "step")
 
     def __init__(
         self,
@@ -72,11 +85,14 @@ class Context:
         attempt: int = 1,
         http: httpx.AsyncClient | None = None,
         resources: Resources = NO_RESOURCES,
+        runner: SubflowRunner | None = None,
     ) -> None:
         self.run_id = run_id
         self.step = step
         self.attempt = attempt
         self._http = http
+        self._runner = runner
+        self._calls = 0
         self.resources = resources
 
     def resource(self, name: str, kind: type[T], /) -> T:
@@ -111,6 +127,44 @@ class Context:
                 f"engine. Run the step with an Engine, or build Context(..., http=client)."
             )
         return http
+
+    async def run(self, flow: Flow, /, *, key: str | None = None, **inputs: object) -> RunResult:
+        """Run ``flow`` as a sub-flow of this step, on the engine running this step.
+
+        The sub-flow shares the engine's circuits, host gates, store and observers. Its run id
+        is derived from this run's and this step's: ``"<run_id>.<step>"``, then ``.2``, ``.3``
+        for the step's later calls in the same attempt, or ``"<run_id>.<step>.<key>"`` with
+        ``key=`` (give one when calls run concurrently, so each has the same id every time).
+        So when the parent is resumed and this step runs again, the sub-flow resumes from its
+        own checkpoints. While the sub-flow runs, this step gives back its slot of the
+        engine's ``concurrency``, so parents that fill the limit never starve their children;
+        its step's own ``concurrency=`` slot stays held, and a run of the same step nested
+        under it (a flow that runs itself) shares that slot. Runs nest at most 20 deep.
+
+        A failed sub-flow does not raise: its result says so (``raise_for_status()``).
+
+        Args:
+            flow: the flow to run.
+            key: names this call among the step's calls, in the sub-flow's run id (not a
+                number: numbers name the calls without a key).
+            **inputs: the sub-flow's run inputs.
+
+        Raises:
+            AsyncflowError: this context was made outside an engine.
+            SubflowDepthError: runs would nest too deep (a flow that calls itself forever).
+            RunInputError: the inputs do not fit the flow.
+        """
+        runner = self._runner
+        if runner is None:
+            raise AsyncflowError(
+                f"Step {self.step!r} cannot run a sub-flow: this Context was made outside an "
+                f"engine. Run the step with an Engine."
+            )
+        self._calls += 1
+        if key is None and self._calls > 1:
+            key = str(self._calls)
+        run_id = subflow_run_id(self.run_id, self.step, key)
+        return await runner(flow, run_id=run_id, inputs=inputs)
 
     def __repr__(self) -> str:
         return f"Context(run_id={self.run_id!r}, step={self.step!r}, attempt={self.attempt})"

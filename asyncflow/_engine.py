@@ -7,22 +7,24 @@ import os
 import weakref
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import httpx
 
+from ._attempt import in_step
 from ._batch import Batch
 from ._checkpointing import Checkpointing, decode_inputs, forget, new_manifest
 from ._context import NO_RESOURCES, Resources
 from ._emit import Emitter
-from ._errors import AsyncflowError, CheckpointError
+from ._errors import AsyncflowError, CheckpointError, RunInputError
 from ._hooks import trace_details, validate_traceparent
 from ._http import BreakerTransport, HostPolicy, HostStatistics, ShardedTransport, resolve_hosts
 from ._identity import derive_run_id, encode_inputs, validate_run_id
 from ._leasing import DEFAULT_LEASE_TTL, Leasing, new_owner
-from ._plan import compile_plan
+from ._plan import RESERVED_INPUTS, compile_plan
 from ._scheduler import Run, Shared
+from ._subflow import run_nested
 from .events import RunHook
 from .observe import _stamina
 from .stores import CheckpointStore, FileStore
@@ -158,7 +160,10 @@ class Engine:
             FileStore(store) if isinstance(store, str | os.PathLike) else store
         )
         self._shared = Shared(
-            limiter=self._limiter, emit=self._emit, resources=_resources(resources)
+            limiter=self._limiter,
+            emit=self._emit,
+            resources=_resources(resources),
+            subflows=self._subflow,
         )
         self._shared.hooks = tuple(o for o in observers if isinstance(o, RunHook))
         self._runner = _EngineRunner(self)
@@ -382,6 +387,7 @@ class Engine:
                 or (without ``run_id``) no run id can be derived from them.
             InvalidRunIdError: ``run_id`` is not a safe, plain name.
             CheckpointError: the run id belongs to another flow, or the store failed.
+            SubflowDepthError: called from a step, runs would nest too deep.
         """
         self._check_open()
         plan = compile_plan(flow)
@@ -401,7 +407,25 @@ class Engine:
             run.traceparent = parent
             return run.execute()
 
+        if in_step():
+            # From inside a step (a sub-flow, or this engine called from a step): the step
+            # lends out its engine slot while it waits.
+            return await run_nested(rid, plan.flow, lambda: self._once(rid, start))
         return await self._once(rid, start)
+
+    async def _subflow(
+        self, flow: Flow, /, *, run_id: str, inputs: Mapping[str, object]
+    ) -> RunResult:
+        """``ctx.run``: a run of ``flow`` started from a step of this engine."""
+        reserved = sorted(RESERVED_INPUTS.intersection(inputs))
+        if reserved:
+            raise RunInputError(
+                f"ctx.run() takes the sub-flow's run inputs, and {', '.join(map(repr, reserved))} "
+                f"is not one: a sub-flow's run id is derived from its parent's (name the call "
+                f"with key=), and it fails fast as the engine does.",
+                invalid=tuple(reserved),
+            )
+        return await self.run(flow, run_id=run_id, **cast("dict[str, Any]", inputs))
 
     async def resume(
         self,
@@ -433,9 +457,13 @@ class Engine:
                 f"(store=None). Open it with a store, e.g. Engine(store=FileStore('.asyncflow'))."
             )
         parent = validate_traceparent(traceparent)
-        return await self._once(
-            run_id, lambda: self._resume(flow, plan, store, run_id, fail_fast, parent)
-        )
+
+        def start() -> Awaitable[RunResult]:
+            return self._resume(flow, plan, store, run_id, fail_fast, parent)
+
+        if in_step():
+            return await run_nested(run_id, plan.flow, lambda: self._once(run_id, start))
+        return await self._once(run_id, start)
 
     async def _resume(
         self,

@@ -9,7 +9,9 @@
     ├── FlowRefError             a flow reference that is malformed or names no importable Flow
     ├── StepError                a step failed; .step names it, __cause__ is the original error
     │   ├── StepTimeoutError     an attempt ran past the step's timeout
-    │   └── CheckpointEncodeError  the step's output cannot be checkpointed
+    │   ├── CheckpointEncodeError  the step's output cannot be checkpointed
+    │   └── FanOutError          items of a mapped step failed; .failed holds them by index
+    ├── SubflowDepthError        sub-flows nested past the depth limit (a flow calling itself)
     ├── RunFailedError           raised by RunResult.raise_for_status(); .errors holds each step's
     ├── CircuitOpenError         a host's circuit is open: the request was not sent
     ├── CheckpointError          the checkpoint store cannot be read or written
@@ -118,6 +120,41 @@ class StepTimeoutError(StepError, TimeoutError):
 
 class CheckpointEncodeError(StepError):
     """A step's output cannot be encoded by the checkpoint codec."""
+
+
+class FanOutError(StepError):
+    """Items of a step with ``map_over=`` failed after their retries.
+
+    The items that succeeded are checkpointed: running the run again runs only the failed ones.
+
+    Attributes:
+        failed: each failed item's error (a :class:`StepError`), by index, in index order.
+    """
+
+    def __init__(
+        self, message: str, *, step: str, attempts: int, failed: Mapping[int, BaseException]
+    ) -> None:
+        super().__init__(message, step=step, attempts=attempts)
+        self.failed = dict(sorted(failed.items()))
+
+    @property
+    def indices(self) -> list[int]:
+        """The indices of the failed items, ascending."""
+        return list(self.failed)
+
+
+class SubflowDepthError(AsyncflowError):
+    """A sub-flow would nest deeper than the limit: most likely a flow that calls itself.
+
+    Attributes:
+        depth: the limit that was reached.
+        chain: the run ids from the outermost run to the one that tried to go deeper.
+    """
+
+    def __init__(self, message: str, *, depth: int, chain: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.depth = depth
+        self.chain = chain
 
 
 class RunFailedError(AsyncflowError):

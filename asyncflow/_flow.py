@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from ._context import Context
 from ._draw import draw
 from ._errors import FlowDefinitionError
-from ._identity import UnstableFingerprintError, code_fingerprint, lazy_code_fingerprint
+from ._identity import UnstableFingerprintError, code_fingerprint, digest, lazy_code_fingerprint
 from ._plan import compile_plan
 
 if TYPE_CHECKING:
@@ -53,6 +53,12 @@ class Step:
     retry: Retry | None = None
     #: the code fingerprint, or how to take it at first use (see :attr:`code_fingerprint`).
     fingerprint_of: str | Callable[[], str] = field(default="", repr=False, compare=False)
+    #: the data dependency (a step name) whose output this step maps over, one run per item.
+    map_over: str | None = None
+    #: a predicate on the step's inputs; the step runs only when it returns true.
+    when: Callable[..., object] | None = None
+    #: the parameters ``when`` takes, all among the step's own.
+    when_params: tuple[str, ...] = ()
     #: the step's declared version (``flow.step(version=...)``), part of its fingerprint
     version: str | None = None
 
@@ -141,6 +147,26 @@ def _param(name: str, has_default: bool, is_context: bool) -> Param:
     return Param(name, has_default, is_context)
 
 
+def _shaped(
+    flow: str,
+    step: str,
+    base: str | Callable[[], str],
+    map_over: str | None,
+    when: Callable[..., object] | None,
+) -> str:
+    """The code fingerprint of a step with ``map_over=`` or ``when=``: its own, and theirs."""
+    code = base if isinstance(base, str) else base()
+    when_code = (
+        "" if when is None else _checked(flow, step, functools.partial(code_fingerprint, when))
+    )
+    return digest(f"{code};map_over={map_over!r};when={when_code}")[:24]
+
+
+def _step_name(step: str | Callable[..., object]) -> str:
+    """A step named by its name or by its function."""
+    return step if isinstance(step, str) else getattr(step, "__name__", repr(step))
+
+
 def _is_context_annotation(annotation: object) -> bool:
     if annotation is Context:
         return True
@@ -197,6 +223,8 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        map_over: str | Callable[..., object] | None = None,
+        when: Callable[..., object] | None = None,
         version: str | None = None,
     ) -> Callable[[F], F]: ...
 
@@ -210,6 +238,8 @@ class Flow:
         timeout: float | None = None,
         concurrency: int | None = None,
         retry: Retry | None = None,
+        map_over: str | Callable[..., object] | None = None,
+        when: Callable[..., object] | None = None,
         version: str | None = None,
     ) -> F | Callable[[F], F]:
         """Add an async function as a step. Use bare (``@flow.step``) or with options.
@@ -222,7 +252,17 @@ class Flow:
                 :class:`StepTimeoutError`.
             concurrency: how many runs of this step may be in flight at once, across every run
                 of the engine.
-            retry: the retry policy for this step.
+            retry: the retry policy for this step (for a mapped step: of each item).
+            map_over: a step (its name or function) whose output, an iterable, this step maps
+                over: the parameter named after it receives one item, the step runs once per
+                item (each item retried, timed out and checkpointed on its own, at most
+                ``concurrency`` at once, 100 by default), and its output is the list of the
+                items' outputs, in input order.
+            when: a predicate on the step's inputs: a plain function whose parameters are some
+                of the step's (dependency outputs, run inputs). The step runs only when it
+                returns true; otherwise it is :attr:`~asyncflow.StepStatus.NOT_TAKEN`, and so
+                is every step that needs its output (one with a default for that parameter
+                runs with the default). The decision is checkpointed with the run.
             version: a label for the step's logic, part of its fingerprint: change it (``"2"``)
                 when something the code fingerprint does not see changed (a helper the step
                 calls, a module constant, a model or a prompt file), and the step's old
@@ -231,9 +271,8 @@ class Flow:
         Returns:
             The function itself, unchanged, so it can still be called directly.
         """
-        after_names = tuple(
-            a if isinstance(a, str) else getattr(a, "__name__", repr(a)) for a in after
-        )
+        after_names = tuple(_step_name(a) for a in after)
+        map_name = None if map_over is None else _step_name(map_over)
 
         def add(f: F) -> F:
             self._add(
@@ -243,6 +282,8 @@ class Flow:
                 timeout=timeout,
                 concurrency=concurrency,
                 retry=retry,
+                map_over=map_name,
+                when=when,
                 version=version,
             )
             return f
@@ -258,6 +299,8 @@ class Flow:
         timeout: float | None,
         concurrency: int | None,
         retry: Retry | None,
+        map_over: str | None = None,
+        when: Callable[..., object] | None = None,
         version: str | None = None,
     ) -> None:
         step_name = name or getattr(fn, "__name__", None)
@@ -296,6 +339,8 @@ class Flow:
                 flow=self.name,
                 step=step_name,
             )
+        params = self._params(step_name, fn)
+        when_params = self._when_params(step_name, when, params)
         if version is not None and (not isinstance(version, str) or not version):
             raise FlowDefinitionError(
                 f"Step {step_name!r} has version={version!r}; give a non-empty string such as "
@@ -309,15 +354,23 @@ class Flow:
             if lazy is None
             else functools.partial(_checked, self.name, step_name, lazy)
         )
+        if map_over is not None or when is not None:
+            # What decides whether and how often the step runs is part of what it runs.
+            fingerprint = functools.partial(
+                _shaped, self.name, step_name, fingerprint, map_over, when
+            )
         self._steps[step_name] = Step(
             name=step_name,
             fn=fn,
-            params=self._params(step_name, fn),
+            params=params,
             after=after,
             timeout=timeout,
             concurrency=concurrency,
             retry=retry,
             fingerprint_of=fingerprint,
+            map_over=map_over,
+            when=when,
+            when_params=when_params,
             version=version,
         )
         self._plan = None
@@ -348,6 +401,43 @@ class Flow:
                 )
             )
         return tuple(params)
+
+    def _when_params(
+        self, step_name: str, when: Callable[..., object] | None, params: tuple[Param, ...]
+    ) -> tuple[str, ...]:
+        """The parameters of a ``when=`` predicate, checked against the step's own."""
+        if when is None:
+            return ()
+        if not callable(when) or inspect.iscoroutinefunction(when):
+            raise FlowDefinitionError(
+                f"Step {step_name!r} has when={when!r}: give a plain (not async) function of "
+                f"some of the step's parameters returning true to run the step, e.g. "
+                f"when=lambda kind: kind == 'invoice'.",
+                flow=self.name,
+                step=step_name,
+            )
+        try:
+            sig = inspect.signature(when)
+        except (TypeError, ValueError) as exc:
+            raise FlowDefinitionError(
+                f"Step {step_name!r}: cannot read the parameters of its when= predicate "
+                f"{when!r} ({exc}). Give a plain function.",
+                flow=self.name,
+                step=step_name,
+            ) from exc
+        own = [p.name for p in params if not p.is_context]
+        names = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name not in own:
+                raise FlowDefinitionError(
+                    f"Step {step_name!r} has a when= predicate taking {p}, which is not one of "
+                    f"the step's parameters ({', '.join(own) or 'none'}). The predicate "
+                    f"receives the step's inputs by name: take only some of them.",
+                    flow=self.name,
+                    step=step_name,
+                )
+            names.append(p.name)
+        return tuple(names)
 
     def draw(self, format: str = "text") -> str:
         """A picture of the flow: its steps, what each takes and what it waits for.

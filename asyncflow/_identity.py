@@ -59,6 +59,7 @@ __all__ = [
     "is_run_id",
     "lazy_code_fingerprint",
     "step_fingerprint",
+    "subflow_run_id",
     "validate_run_id",
 ]
 
@@ -113,6 +114,7 @@ def validate_run_id(run_id: object) -> str:
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+=,~-]+")
+_ITEM = re.compile(r"\[(\d+)\]$")
 _canonical_json = JsonCodec().encode
 
 
@@ -150,6 +152,23 @@ def derive_run_id(
             encoded = encode_inputs(codec, inputs)
         key = canonical_inputs(encoded).encode()
     return validate_run_id(f"{_safe_name(flow)}-{hashlib.blake2b(key, digest_size=10).hexdigest()}")
+
+
+def subflow_run_id(parent: str, step: str, key: str | None = None) -> str:
+    """The run id of a sub-flow started by ``step`` (``"enrich[3]"`` for an item) of ``parent``.
+
+    ``"<parent>.<step>"`` (``.<key>`` appended when given), made safe; past the length limit,
+    the start of it and a digest of the whole.
+    """
+    name = _ITEM.sub(r".\1", step)
+    parts = [parent, _UNSAFE.sub("_", name).strip("_") or "step"]
+    if key is not None:
+        parts.append(_UNSAFE.sub("_", key) or "_")
+    text = ".".join(parts)
+    if len(text) > MAX_RUN_ID:
+        tail = hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+        text = f"{text[: MAX_RUN_ID - len(tail) - 1]}~{tail}"
+    return validate_run_id(text)
 
 
 def encode_inputs(codec: Codec, inputs: Mapping[str, object]) -> dict[str, str]:

@@ -154,6 +154,15 @@ def _compile(flow: Flow) -> Plan:
                     )
                 ins.append(p.name)
                 (optional if p.has_default else required).add(p.name)
+        if s.map_over is not None and s.map_over not in {n for n, _ in data}:
+            raise FlowDefinitionError(
+                f"Step {s.name!r} maps over {s.map_over!r}, which is not one of its "
+                f"parameters named after a step of flow {name!r}. Give it a parameter "
+                f"{s.map_over!r} (it receives one item) and add a step {s.map_over!r} that "
+                f"returns the items, or fix map_over=.",
+                flow=name,
+                step=s.name,
+            )
         for a in s.after:
             if a not in index:
                 close = difflib.get_close_matches(a, list(index), n=1)

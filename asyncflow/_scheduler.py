@@ -6,7 +6,9 @@ task: a finishing step marks itself done and starts each dependent whose last de
 was, in the same synchronous stretch. That keeps the per-step cost near that of a bare task
 group (see benchmarks/bench_scheduler.py). Each step runs through the attempt layer
 (``_attempt``); a run with a store holds a :class:`~asyncflow._checkpointing.Checkpointing`
-that restores steps from checkpoints and saves each success.
+that restores steps from checkpoints and saves each success. A step with ``when=`` is decided
+first (``_conditions``): one not taken counts as done for the dependents that can do without its
+output and takes the others with it. A step with ``map_over=`` runs its items in ``_fanout``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._attempt import Failed, attempt_step, step_error
-from ._checkpointing import MISSING
+from ._checkpointing import MISSING, NOT_TAKEN
+from ._conditions import decide
 from ._context import NO_RESOURCES
+from ._fanout import AllRestored, run_mapped
 from ._hooks import run_contexts
 from ._result import RunResult, StepResult
 from ._status import RunStatus, StepStatus
-from .events import RunFinished, RunStarted, StepFailed, StepRestored, StepSkipped, StepSucceeded
+from .events import (
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepNotTaken,
+    StepRestored,
+    StepSkipped,
+    StepSucceeded,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,7 +43,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._checkpointing import Checkpointing
-    from ._context import Resources
+    from ._context import Resources, SubflowRunner
     from ._emit import Emitter
     from ._flow import Step
     from ._plan import Plan
@@ -39,13 +51,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "Shared"]
 
-_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED})
+_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.RESTORED, StepStatus.NOT_TAKEN})
 
 
 class Shared:
     """What every run of an engine shares: limit, observers, HTTP client, clock, resources."""
 
-    __slots__ = ("clock", "emit", "hooks", "http", "limiter", "resources")
+    __slots__ = ("clock", "emit", "hooks", "http", "limiter", "resources", "subflows")
 
     def __init__(
         self,
@@ -55,6 +67,7 @@ class Shared:
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = anyio.current_time,
         resources: Resources = NO_RESOURCES,
+        subflows: SubflowRunner | None = None,
     ) -> None:
         self.clock = clock
         self.limiter = limiter
@@ -63,6 +76,8 @@ class Shared:
         self.resources = resources
         #: the observers that also wrap runs and attempts (``RunHook``); empty: no cost
         self.hooks: tuple[RunHook, ...] = ()
+        #: runs a sub-flow on the engine, for ``ctx.run``.
+        self.subflows = subflows
 
 
 class Run:
@@ -190,6 +205,9 @@ class Run:
             if statuses[j] is not None:
                 continue
             if checkpointing is not None and (out := checkpointing.restore(j)) is not MISSING:
+                if out is NOT_TAKEN:
+                    ready.extend(self._not_taken(j, "its when= was false", restored=True))
+                    continue
                 self._restored(j, out)
                 for k in dependents[j]:
                     remaining[k] -= 1
@@ -213,9 +231,17 @@ class Run:
         """The arguments of step ``i``: its dependencies' outputs and the run inputs it takes."""
         plan = self.plan
         outputs = self.outputs
-        kwargs: dict[str, object] = {
-            name: outputs[plan.steps[j].name] for name, j in plan.data_deps[i]
-        }
+        try:
+            kwargs: dict[str, object] = {
+                name: outputs[plan.steps[j].name] for name, j in plan.data_deps[i]
+            }
+        except KeyError:
+            # A dependency was not taken and this parameter has a default: leave it out.
+            kwargs = {
+                name: outputs[plan.steps[j].name]
+                for name, j in plan.data_deps[i]
+                if plan.steps[j].name in outputs
+            }
         inputs = self.inputs
         for name in plan.step_inputs[i]:
             if name in inputs:
@@ -227,13 +253,29 @@ class Run:
         checkpointing = self.checkpointing
         while i is not None:
             step = self.plan.steps[i]
-            output = await attempt_step(self, i, step)
+            if step.when is not None:
+                taken = await decide(self, i, step)
+                if taken is not True:
+                    if type(taken) is Failed:
+                        self._failed(i, step, taken.error)
+                        return
+                    i = self._dispatch(self._not_taken(i, "its when= was false"))
+                    continue
+            if step.map_over is None:
+                output = await attempt_step(self, i, step)
+            else:
+                output = await run_mapped(self, i, step)
+                if type(output) is AllRestored:
+                    self._restored(i, output.output)
+                    i = self._dispatch(self._ready_after(i))
+                    continue
             if type(output) is Failed:
                 self._failed(i, step, output.error)
                 return
             # Saving happens outside the limits: it is our work, not the step's, and must not
-            # hold a slot of an external service's limit. Dependents start after it.
-            if checkpointing is not None:
+            # hold a slot of an external service's limit. Dependents start after it. A mapped
+            # step's items saved themselves.
+            if checkpointing is not None and step.map_over is None:
                 try:
                     await checkpointing.save(i, output)
                 except Exception as exc:
@@ -258,13 +300,66 @@ class Run:
         emit = self.emit
         if emit is not None:
             emit(StepSucceeded(self.run_id, step.name, now, self.attempts[i], self.plan.flow))
+        ready = self._ready_after(i)
+        return self._dispatch(ready) if ready else None
+
+    def _ready_after(self, i: int) -> list[int]:
+        """Count step ``i`` as done for its dependents; those it made ready."""
         remaining = self.remaining
         ready = []
         for j in self.plan.dependents[i]:
             remaining[j] -= 1
             if remaining[j] == 0:
                 ready.append(j)
-        return self._dispatch(ready) if ready else None
+        return ready
+
+    def _not_taken(self, i: int, reason: str, *, restored: bool = False) -> list[int]:
+        """Record step ``i`` as not taken, and every dependent that needs its output.
+
+        A dependent that takes it through a parameter with a default, or only runs after it
+        (``after=``), still runs once its other dependencies are done: those are returned
+        when ready, for the caller to dispatch.
+        """
+        plan = self.plan
+        steps = plan.steps
+        emit = self.emit
+        checkpointing = self.checkpointing
+        remaining = self.remaining
+        ready: list[int] = []
+        stack = [(i, reason, restored)]
+        while stack:
+            j, why, from_checkpoint = stack.pop()
+            if self.statuses[j] is not None:
+                continue
+            self.statuses[j] = StepStatus.NOT_TAKEN
+            if checkpointing is not None:
+                checkpointing.not_taken(j)
+            if emit is not None:
+                emit(
+                    StepNotTaken(
+                        self.run_id, steps[j].name, self.shared.clock(), why, from_checkpoint
+                    )
+                )
+            for k in plan.dependents[j]:
+                if self._needs(k, j):
+                    stack.append((k, f"it needs the output of {steps[j].name!r}, not taken", False))
+                else:
+                    remaining[k] -= 1
+                    if remaining[k] == 0:
+                        ready.append(k)
+        return ready
+
+    def _needs(self, k: int, j: int) -> bool:
+        """Whether step ``k`` cannot run without step ``j``'s output (no default for it).
+
+        A step mapped over ``j``'s output always needs it.
+        """
+        step = self.plan.steps[k]
+        params = {p.name: p for p in step.params}
+        return any(
+            source == j and (not params[name].has_default or name == step.map_over)
+            for name, source in self.plan.data_deps[k]
+        )
 
     def _failed(self, i: int, step: Step, exc: Exception) -> None:
         exc = step_error(step, self.attempts[i], exc)

@@ -41,6 +41,9 @@ class StepStatus(enum.StrEnum):
     RESTORED = "restored"
     #: was running when a fail-fast run cancelled it.
     CANCELLED = "cancelled"
+    #: not run, because its ``when=`` condition was false, or it needs the output of a step
+    #: that was not taken. Not a failure: the run can still succeed.
+    NOT_TAKEN = "not-taken"
 
 
 class RunStatus(enum.StrEnum):

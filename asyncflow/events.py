@@ -36,6 +36,7 @@ __all__ = [
     "RunStarted",
     "ScheduleLag",
     "StepFailed",
+    "StepNotTaken",
     "StepRestored",
     "StepRetrying",
     "StepSkipped",
@@ -123,6 +124,21 @@ class StepSkipped(_Wall):
     time: float
     reason: str
     flow: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepNotTaken(_Wall):
+    """A step will not run because a condition said so (not a failure).
+
+    ``reason`` says whether its own ``when=`` was false (``restored`` when that decision came
+    from the run's checkpoint) or it needs the output of a step that was not taken.
+    """
+
+    run_id: str
+    step: str
+    time: float
+    reason: str
+    restored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +321,7 @@ Event: TypeAlias = (
     | StepSucceeded
     | StepFailed
     | StepSkipped
+    | StepNotTaken
     | StepRetrying
     | StepRestored
     | CheckpointDiscarded

@@ -115,7 +115,7 @@ class PrometheusObserver:
       [flow], both computed when scraped
     - ``asyncflow_runs_forgotten_total``: runs dropped unfinished because of ``max_runs``
     - ``asyncflow_steps_finished_total`` [flow, step, status]: succeeded, failed, skipped,
-      restored
+      not-taken, restored
     - ``asyncflow_step_duration_seconds`` histogram [flow, step, status]: from the first
       attempt's start to the step's success or final failure, retries included
     - ``asyncflow_step_retries_total`` [flow, step], ``asyncflow_steps_restored_total`` [flow]
@@ -264,6 +264,7 @@ class PrometheusObserver:
             events.StepFailed: self._step_failed,
             events.StepRetrying: self._step_retrying,
             events.StepSkipped: self._step_skipped,
+            events.StepNotTaken: self._step_not_taken,
             events.StepRestored: self._step_restored,
             events.CircuitStateChanged: self._circuit,
             events.BatchProgress: self._batch,
@@ -301,6 +302,10 @@ class PrometheusObserver:
     def _step_skipped(self, event: events.StepSkipped) -> None:
         flow = event.flow or self._flow(event.run_id)
         self._child(self._steps_finished, flow, event.step, "skipped").inc()
+
+    def _step_not_taken(self, event: events.StepNotTaken) -> None:
+        flow = self._flow(event.run_id)
+        self._child(self._steps_finished, flow, event.step, "not-taken").inc()
 
     def _step_restored(self, event: events.StepRestored) -> None:
         flow = event.flow or self._flow(event.run_id)

@@ -355,3 +355,29 @@ def test_step_metrics_take_the_flow_from_the_event() -> None:
     assert value(observer, "asyncflow_steps_finished_total", **f, step="parse", status="succeeded")
     assert value(observer, "asyncflow_step_retries_total", **f, step="fetch") == 1
     assert "unknown" not in label_values(observer)
+
+
+async def test_not_taken_steps_and_fan_out_items_keep_labels_few() -> None:
+    """A step not taken is counted as not-taken; a mapped step's items add no label values."""
+    flow = Flow("branches")
+
+    @flow.step
+    async def words(n: int) -> list[int]:
+        return list(range(n))
+
+    @flow.step(map_over=words, concurrency=4)
+    async def each(words: int) -> int:
+        return words
+
+    @flow.step(when=lambda each: len(each) > 100)
+    async def big(each: list[int]) -> int:
+        return len(each)
+
+    observer = PrometheusObserver()
+    async with Engine(store=None, observers=[observer]) as engine:
+        assert (await engine.run(flow, n=50)).ok
+    status = {"flow": "branches", "status": "not-taken", "step": "big"}
+    assert value(observer, "asyncflow_steps_finished_total", **status) == 1
+    mapped = {"flow": "branches", "status": "succeeded", "step": "each"}
+    assert value(observer, "asyncflow_steps_finished_total", **mapped) == 1
+    assert not any("[" in v for v in label_values(observer))

@@ -175,6 +175,31 @@ def users_exporter(event: Event) -> None:
         assert_type(event.batch_id, str)
 
 
+chunks = Flow("chunks")
+
+
+@chunks.step
+async def split(text: str) -> list[str]:
+    return text.split()
+
+
+@chunks.step(map_over=split, concurrency=8, when=lambda split: bool(split))
+async def embed(split: str, ctx: Context) -> list[float]:
+    child = await ctx.run(flow, key=split, path=split)
+    assert_type(child, RunResult)
+    return [float(len(split))]
+
+
+@chunks.step(map_over="split")
+async def count(split: str) -> int:
+    return len(split)
+
+
+@chunks.step
+async def join(embed: list[list[float]] | None = None) -> int:
+    return len(embed or [])
+
+
 async def users_postgres_code() -> None:
     store = PostgresStore("postgresql://app@db/app", migrate=False, retry_timeout=60.0)
     async with store.open():
