@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._errors import AsyncflowError, RunInputError
+from ._net import listening_socket
 from ._plan import compile_plan
 from .events import ScheduleLag, TriggerAdmitted, TriggerDuplicate, TriggerInvalid, TriggerRejected
 from .triggers._base import STOPPING, Admission, Outcome, Trigger
@@ -330,17 +331,7 @@ async def serve_asgi(
     """
     import uvicorn
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
-    # socket says TCP (see asyncflow.testing.serve_flaky).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
+    sock = listening_socket(host, port)
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -362,7 +353,7 @@ async def serve_asgi(
                 tg.start_soon(_stop_on_signal, server, name="asyncflow signals")
             ready(
                 f"http://[{host}]:{bound}"
-                if family == socket.AF_INET6
+                if sock.family == socket.AF_INET6
                 else f"http://{host}:{bound}"
             )
             await server.main_loop()

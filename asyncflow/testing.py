@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
+from ._net import listening_socket
 from .stores._conformance import check_checkpoint_store
 
 if TYPE_CHECKING:
@@ -376,21 +377,11 @@ async def serve_flaky(
     uvicorn = _import_uvicorn()
     if app is None:
         app = FlakyServer(seed=seed)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
-    # socket says TCP; without it every response pays Nagle + delayed ACK (40 ms).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
+    sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]
     app.url = (
         f"http://[{host}]:{bound_port}"
-        if family == socket.AF_INET6
+        if sock.family == socket.AF_INET6
         else f"http://{host}:{bound_port}"
     )
     config = uvicorn.Config(
