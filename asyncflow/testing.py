@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
-from ._net import listening_socket
+from . import _net
 from .stores._conformance import check_checkpoint_store
 
 if TYPE_CHECKING:
@@ -377,7 +377,7 @@ async def serve_flaky(
     uvicorn = _import_uvicorn()
     if app is None:
         app = FlakyServer(seed=seed)
-    sock = listening_socket(host, port)
+    sock = _net.listening_socket(host, port)
     bound_port = sock.getsockname()[1]
     app.url = (
         f"http://[{host}]:{bound_port}"
