@@ -13,8 +13,11 @@ case for an observer (its cost is not hidden behind sleeps).
 
 Exporters: logging (``LogObserver``; the ``asyncflow`` logger with no handler, as a library
 leaves it), Prometheus, and OpenTelemetry when ``asyncflow.observe.otel`` and the SDK are
-installed (spans through a ``BatchSpanProcessor`` to an exporter that drops them). The "all"
-variant attaches every one of them at once.
+installed (spans through a ``BatchSpanProcessor`` with a queue large enough not to drop, to an
+exporter that discards them; spans ended but not exported are reported as dropped), sampling
+every trace ("otel") and with ``ParentBased(TraceIdRatioBased(0.1))`` ("otel 10%"). The "all"
+variant attaches logging, Prometheus and "otel" at once. "us/event" is a variant's CPU beyond
+none's per event its observers were given.
 
 Run: ``.venv/bin/python benchmarks/bench_observe.py`` (also part of ``make bench``).
 """
@@ -50,7 +53,7 @@ EXPORTERS: dict[str, Callable[[], Observer]] = {
 }
 
 
-def _tracing() -> Callable[[], Observer] | None:
+def _tracing() -> dict[str, Callable[[], Observer]] | None:
     """The OpenTelemetry exporter over a real SDK (spans batched to an exporter that drops them).
 
     Its observer lives in ``asyncflow.observe.otel`` (extra ``[otel]``); without the module or
@@ -63,15 +66,61 @@ def _tracing() -> Callable[[], Observer] | None:
         export: Any = importlib.import_module("opentelemetry.sdk.trace.export")
     except ImportError:
         return None
-    dropped = type(
-        "Dropped",
-        (export.SpanExporter,),
-        {"export": lambda self, spans: export.SpanExportResult.SUCCESS},
-    )
-    provider = sdk.TracerProvider()
-    provider.add_span_processor(export.BatchSpanProcessor(dropped()))
-    factory: Callable[[], Observer] = partial(otel.OpenTelemetryObserver, tracer_provider=provider)
-    return factory
+    made: dict[str, Callable[[], Observer]] = {}
+    for name, sampler in (("otel", None), ("otel 10%", _ratio(0.1))):
+        provider = sdk.TracerProvider(sampler=sampler) if sampler else sdk.TracerProvider()
+        # What an application sets up: spans batched off the loop, a queue large enough that a
+        # burst of spans is not dropped (the benchmark reports any dropped: ended - exported).
+        provider.add_span_processor(_COUNTS.ended_counter(name))
+        provider.add_span_processor(
+            export.BatchSpanProcessor(
+                _COUNTS.exporter(name, export),
+                max_queue_size=1 << 16,
+                max_export_batch_size=2048,
+            )
+        )
+        made[name] = partial(otel.OpenTelemetryObserver, tracer_provider=provider)
+        _COUNTS.providers.append(provider)
+    return made
+
+
+def _ratio(rate: float) -> Any:
+    sampling: Any = importlib.import_module("opentelemetry.sdk.trace.sampling")
+    return sampling.ParentBased(sampling.TraceIdRatioBased(rate))
+
+
+class _Counts:
+    """Spans ended and spans exported per tracing variant: the difference was dropped."""
+
+    def __init__(self) -> None:
+        self.ended: dict[str, int] = {}
+        self.exported: dict[str, int] = {}
+        self.providers: list[Any] = []
+
+    def ended_counter(self, name: str) -> Any:
+        counts = self.ended
+        counts[name] = 0
+        sdk: Any = importlib.import_module("opentelemetry.sdk.trace")
+
+        class Ended(sdk.SpanProcessor):  # type: ignore[misc]  # the SDK is untyped via Any
+            def on_end(self, span: Any) -> None:
+                counts[name] += 1
+
+        return Ended()
+
+    def exporter(self, name: str, export: Any) -> Any:
+        counts = self.exported
+        counts[name] = 0
+
+        class Dropped(export.SpanExporter):  # type: ignore[misc]  # the SDK is untyped via Any
+            def export(self, spans: Any) -> Any:
+                counts[name] += len(spans)
+                return export.SpanExportResult.SUCCESS
+
+        return Dropped()
+
+
+_COUNTS = _Counts()
 
 
 async def ours(engine: Engine, flow: Flow, n: int) -> None:
@@ -93,15 +142,17 @@ async def overhead(n: int, repeat: int) -> None:
     flow = make_flow()
     tracing = _tracing()
     if tracing is not None:
-        EXPORTERS["otel"] = tracing
+        EXPORTERS.update(tracing)
     else:
         print(
             "OpenTelemetry exporter not available (asyncflow.observe.otel, the SDK): not measured"
         )
     variants: dict[str, list[Observer]] = {"none": []}
     variants.update({name: [factory()] for name, factory in EXPORTERS.items()})
-    if len(EXPORTERS) > 1:
-        variants["all"] = [factory() for factory in EXPORTERS.values()]
+    # "all": logging, Prometheus and OpenTelemetry sampling every trace (not the 10% one).
+    everything = [name for name in EXPORTERS if name != "otel 10%"]
+    if len(everything) > 1:
+        variants["all"] = [EXPORTERS[name]() for name in everything]
     async with AsyncExitStack() as stack:
         engines = {
             name: await stack.enter_async_context(Engine(store=None, observers=observers))
@@ -109,6 +160,10 @@ async def overhead(n: int, repeat: int) -> None:
         }
         for engine in engines.values():
             await ours(engine, flow, 500)  # warm up
+        seen: list[object] = []
+        async with Engine(store=None, observers=[seen.append]) as counting:
+            await ours(counting, flow, 500)
+        per_doc = len(seen) / 500  # events an observer gets per document
         best = dict.fromkeys(["baseline", *engines], float("inf"))
         cpu = dict.fromkeys(best, float("inf"))
 
@@ -128,13 +183,25 @@ async def overhead(n: int, repeat: int) -> None:
     )
     # CPU seconds are steadier than wall time on a shared machine: other processes' load
     # stretches the wall clock, not this process's own work.
-    print(f"{'variant':>12}{'best s':>9}{'vs none':>9}{'vs base':>9}{'cpu s':>9}{'vs none':>9}")
+    # cpu us/event: the variant's extra CPU over none's, per event its observers were given.
+    print(f"{per_doc:g} events per document")
+    print(
+        f"{'variant':>12}{'best s':>9}{'vs none':>9}{'vs base':>9}{'cpu s':>9}{'vs none':>9}"
+        f"{'us/event':>10}"
+    )
     for name, t in best.items():
         c = cpu[name]
+        extra = "" if name == "baseline" else f"{(c - cpu['none']) / (n * per_doc) * 1e6:>10.2f}"
         print(
             f"{name:>12}{t:>9.3f}{t / best['none']:>8.2f}x{t / best['baseline']:>8.2f}x"
-            f"{c:>9.3f}{c / cpu['none']:>8.2f}x"
+            f"{c:>9.3f}{c / cpu['none']:>8.2f}x{extra}"
         )
+    for provider in _COUNTS.providers:
+        provider.force_flush()
+    for name, ended in _COUNTS.ended.items():
+        label = f"{name} (and all)" if name == "otel" else name
+        exported = _COUNTS.exported[name]
+        print(f"spans {label}: {ended} ended, {exported} exported, {ended - exported} dropped")
 
 
 if __name__ == "__main__":

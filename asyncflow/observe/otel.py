@@ -115,7 +115,20 @@ class OpenTelemetryObserver:
 
     @contextmanager
     def attempt_context(self, run_id: str, step: str, attempt: int, /) -> Iterator[None]:
-        """A span for one attempt of a step, a child of the run's, current while it runs."""
+        """A span for one attempt of a step, a child of the run's, current while it runs.
+
+        When the sampler dropped the run's trace (its span records nothing and is not sampled),
+        the attempt starts no span of its own: the run's non-recording span stays current, so
+        spans the step's code starts still see an unsampled parent (``ParentBased`` drops them).
+        """
+        run = self._runs.get(run_id)
+        if (
+            run is not None
+            and not run.is_recording()
+            and not run.get_span_context().trace_flags.sampled
+        ):
+            yield
+            return
         attributes: dict[str, str | int] = {
             "asyncflow.run_id": run_id,
             "asyncflow.step": step,
@@ -183,6 +196,9 @@ class OpenTelemetryObserver:
 @contextmanager
 def _recorded(span: Span) -> Iterator[None]:
     """Record an error leaving the block on ``span``; a cancellation is not one."""
+    if not span.is_recording():
+        yield
+        return
     try:
         yield
     except Exception as exc:

@@ -273,3 +273,34 @@ async def test_an_admitted_runs_trace_is_the_deliverys(
     (run,) = named(exporter, "run admitted")
     assert run.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert parent_of(run) == 0xB7AD6B7169203331
+
+
+async def test_a_trace_the_sampler_drops_records_nothing_and_a_sampled_parent_still_traces(
+    host_a: FlakyServer,
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=ParentBased(ALWAYS_OFF)
+    )  # roots dropped, sampled parents kept
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = OpenTelemetryObserver(tracer_provider=provider)
+    try:
+        async with Engine(store=None, observers=[observer]) as engine:
+            host_a.fail_next(1, status=503)
+            dropped = await engine.run(fetch_twice_flow(), url=f"{host_a.url}/x")
+            assert dropped.ok
+            assert exporter.get_finished_spans() == ()
+            sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            traced = await engine.run(
+                fetch_twice_flow(), url=f"{host_a.url}/y", traceparent=sampled
+            )
+        assert traced.ok
+        (run,) = named(exporter, "run traced")
+        assert run.context is not None
+        assert f"{run.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+        assert {parent_of(s) for s in named(exporter, "step fetch")} == {run.context.span_id}
+        assert len(named(exporter, "step report")) == 1
+    finally:
+        provider.shutdown()
