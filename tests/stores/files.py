@@ -24,9 +24,12 @@ def settle(root: Path) -> None:
     if not (root / JOURNAL_DIR).is_dir():
         return
     sync = Sync(root)
-    records, dead = recover(sync, root)
+    index, dead = recover(sync, root)
     try:
-        if records:
+        if index:
+            records = {
+                r: {k: (seq, e) for k, (_, seq, e) in keys.items()} for r, keys in index.items()
+            }
             compact_chunk(sync, root, records)
         remove_segments([path for path, _ in dead])
     finally:

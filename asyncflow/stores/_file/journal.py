@@ -35,7 +35,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from asyncflow._errors import InvalidRunIdError
-from asyncflow._identity import validate_run_id
+from asyncflow._identity import MAX_RUN_ID, validate_run_id
 
 from .disk import (
     JOURNAL_DIR,
@@ -48,15 +48,19 @@ from .disk import (
     try_lock,
     write_all,
 )
-from .records import BadRecord, js, parse_record
-from .runfiles import Records, compact, merge, read_sequence, remove_temps, run_path
+from .records import BadRecord, js, parse_record, record_key
+from .runfiles import Record, Records, compact, merge, read_sequence, remove_temps, run_path
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
 __all__ = [
     "SEGMENT_MAGIC",
+    "Entry",
+    "Index",
     "Recovered",
+    "Ref",
     "RunInJournal",
     "append_durably",
     "compact_and_remove",
@@ -64,9 +68,12 @@ __all__ = [
     "create_segment",
     "delete_run",
     "frame",
+    "index_segment",
     "read_segment",
     "recover",
     "remove_segments",
+    "resolve",
+    "resolve_run",
     "truncate",
 ]
 
@@ -143,6 +150,14 @@ def read_segment(path: Path, data: bytes, records: Records) -> None:
         frames, dropped = read_frames(data)
     else:
         frames, dropped = read_lines(data)
+    _log_dropped(path, dropped)
+    for seq, body in frames:
+        rec = _parse_body(path, body)
+        if rec is not None:
+            merge(records, seq, rec)
+
+
+def _log_dropped(path: Path, dropped: int) -> None:
     if dropped:
         logger.warning(
             "journal %s: dropped %d record(s) with a bad checksum or cut short (a crash or a "
@@ -150,17 +165,159 @@ def read_segment(path: Path, data: bytes, records: Records) -> None:
             path,
             dropped,
         )
-    for seq, body in frames:
-        try:
-            rec = parse_record(body.decode("utf-8"))
-            validate_run_id(rec.run_id)
-        except UnicodeDecodeError:
-            logger.warning("journal %s: dropped a record that is not UTF-8 text", path)
-            continue
-        except (BadRecord, InvalidRunIdError) as exc:
-            logger.warning("journal %s: dropped a record: %s", path, exc)
-            continue
-        merge(records, seq, rec)
+
+
+def _parse_body(path: Path | str, body: bytes) -> Record | None:
+    """A record's body parsed and its run id checked; ``None`` (logged) when it is unusable."""
+    try:
+        rec = parse_record(body.decode("utf-8"))
+        validate_run_id(rec.run_id)
+    except UnicodeDecodeError:
+        logger.warning("journal %s: dropped a record that is not UTF-8 text", path)
+        return None
+    except (BadRecord, InvalidRunIdError) as exc:
+        logger.warning("journal %s: dropped a record: %s", path, exc)
+        return None
+    return rec
+
+
+#: A journal record not parsed yet: its segment's path, and its body's offset and length there.
+#: Recovery notes where each record is rather than parsing it (see :func:`index_segment`); it
+#: is read back, and parsed, when a load, a listing or the compaction needs it.
+Ref = tuple[str, int, int]
+#: A record, or where to read it.
+Entry = Record | Ref
+#: Records of journal segments not compacted yet, as the store holds them: run id -> step name
+#: (None: the manifest) -> (the store's number for the segment, sequence number, entry).
+Index = dict[str, dict[str | None, tuple[int, int, Entry]]]
+
+#: A frame whose body starts as :func:`~.records.step_record` and
+#: :func:`~.records.manifest_record` write it: the run id (a valid one, so its JSON text is its
+#: value) and the step's name (when it holds nothing escaped) are read from the head, without
+#: parsing the record.
+_INDEXED_FRAME = re.compile(
+    rb"#([0-9a-f]{1,16}) ([0-9a-f]{1,8}) ([0-9a-f]{8})\n"
+    rb'\{"format":"asyncflow\.(step|manifest)","version":1,'
+    rb'"run_id":"([A-Za-z0-9_][A-Za-z0-9_.@+=,~-]{0,%d})",'
+    rb'(?:"step":"([^"\\\x00-\x1f]*)",)?' % (MAX_RUN_ID - 1)
+)
+
+
+def index_segment(path: Path, data: bytes, index: Index, segment: int) -> None:
+    """Note where each of a segment's sound records is in ``index``, newest per entry.
+
+    A framed segment's records are checked (length, checksum) but not parsed: each becomes a
+    :data:`Ref`, read back when needed (:func:`resolve_run`). That keeps an open of a large
+    journal to one pass of a regular expression and a checksum per frame. Frames of another
+    shape (names with escapes, records of other writers) and segments written before frames
+    are parsed at once, as before. A bad frame is dropped (logged), the scan resuming at the
+    next frame that checks out, as :func:`read_frames` does.
+    """
+    if not data.startswith(SEGMENT_MAGIC):
+        records: Records = {}
+        read_segment(path, data, records)
+        for run_id, recs in records.items():
+            for key, (seq, rec) in recs.items():
+                _note(index, run_id, key, segment, seq, rec)
+        return
+    name = str(path)
+    view = memoryview(data)
+    crc32 = zlib.crc32
+    indexed = _INDEXED_FRAME.match
+    header = _FRAME_HEADER.match
+    pos, end, dropped = len(SEGMENT_MAGIC), len(data), 0
+    while pos < end:
+        m = indexed(data, pos) or header(data, pos)
+        if m is not None:
+            seq, length = int(m[1], 16), int(m[2], 16)
+            start = m.start(3) + 9
+            stop = start + length
+            if (
+                stop < end
+                and data[stop] == 0x0A
+                and crc32(view[start:stop], crc32(view[pos + 1 : m.start(3) - 1])) == int(m[3], 16)
+            ):
+                pos = stop + 1
+                if m.re is _INDEXED_FRAME and (m[4] == b"manifest" or m[6] is not None):
+                    try:
+                        key = None if m[6] is None else m[6].decode("utf-8")
+                    except UnicodeDecodeError:
+                        pass
+                    else:
+                        _note(index, m[5].decode("ascii"), key, segment, seq, (name, start, length))
+                        continue
+                parsed = _parse_body(path, data[start:stop])
+                if parsed is not None:
+                    _note(index, parsed.run_id, record_key(parsed), segment, seq, parsed)
+                continue
+        dropped += 1
+        nxt = data.find(b"\n#", pos + 1)
+        if nxt < 0:
+            break
+        pos = nxt + 1
+    _log_dropped(path, dropped)
+
+
+def _note(index: Index, run_id: str, key: str | None, segment: int, seq: int, e: Entry) -> None:
+    keys = index.get(run_id)
+    if keys is None:
+        keys = index[run_id] = {}
+    held = keys.get(key)
+    if held is None or seq >= held[1]:
+        keys[key] = (segment, seq, e)
+
+
+def resolve_run(
+    run_id: str, entries: Mapping[str | None, tuple[int, Entry]]
+) -> dict[str | None, tuple[int, Record]]:
+    """A run's entries with every :data:`Ref` read back and parsed.
+
+    A record that cannot be read back is left out: its segment is gone (compacted, so its
+    records are in the run files, which are read after this), or the record is unusable
+    (logged; it passed its checksum, so only a writer other than asyncflow's makes one).
+
+    Raises:
+        OSError: a segment could not be read.
+    """
+    return resolve({run_id: entries})[run_id]
+
+
+def resolve(records: Mapping[str, Mapping[str | None, tuple[int, Entry]]]) -> Records:
+    """Runs' entries, every :data:`Ref` among them read back (see :func:`resolve_run`).
+
+    Raises:
+        OSError: a segment could not be read.
+    """
+    out: Records = {}
+    files: dict[str, int | None] = {}
+    try:
+        for run_id, entries in records.items():
+            recs = out[run_id] = {}
+            for key, (seq, e) in entries.items():
+                if not isinstance(e, tuple):
+                    recs[key] = (seq, e)
+                    continue
+                path, offset, length = e
+                if path not in files:
+                    try:
+                        files[path] = os.open(path, OPEN_READ)
+                    except FileNotFoundError:
+                        files[path] = None
+                fd = files[path]
+                if fd is None:
+                    continue
+                rec = _parse_body(path, os.pread(fd, length, offset))
+                if rec is None:
+                    continue
+                if rec.run_id != run_id or record_key(rec) != key:
+                    logger.warning("journal %s: dropped a record not of the entry it is in", path)
+                    continue
+                recs[key] = (seq, rec)
+    finally:
+        for fd in files.values():
+            if fd is not None:
+                os.close(fd)
+    return out
 
 
 def create_segment(root: Path) -> tuple[int, Path, int]:
@@ -223,10 +380,16 @@ def compact_and_remove(sync: Sync, root: Path, records: Records, segment: Path) 
     remove_segments([segment])
 
 
-def compact_chunk(sync: Sync, root: Path, records: Records) -> None:
-    """Compact some runs' records into their run files under the directory's lock; durable."""
+def compact_chunk(
+    sync: Sync, root: Path, records: Mapping[str, Mapping[str | None, tuple[int, Entry]]]
+) -> None:
+    """Compact some runs' records into their run files under the directory's lock; durable.
+
+    Records noted by recovery (:data:`Ref`) are read back first.
+    """
+    resolved = resolve(records)
     with sync.lock():
-        compact(sync, root, records)
+        compact(sync, root, resolved)
 
 
 def remove_segments(segments: list[Path]) -> None:
@@ -238,25 +401,26 @@ def remove_segments(segments: list[Path]) -> None:
         fsync_dir(segments[0].parent)
 
 
-#: Segments of engines that are gone, taken (locked) by this one: their records, merged by
-#: sequence number, and each segment's path and open, locked descriptor.
-Recovered = tuple[Records, list[tuple["Path", int]]]
+#: Segments of engines that are gone, taken (locked) by this one: their records, newest per
+#: entry (most of them as :data:`Ref`), and each segment's path and open, locked descriptor.
+Recovered = tuple[Index, list[tuple["Path", int]]]
 
 
-def recover(sync: Sync, root: Path) -> Recovered:
+def recover(sync: Sync, root: Path, segment: int = 0) -> Recovered:
     """Remove dead temp files; take the journal segments of engines that are gone.
 
     A segment whose lock is free belongs to an engine that is gone. It is locked (so no other
-    engine takes it too) and read; its records are merged by sequence number (so the order
+    engine takes it too) and indexed (:func:`index_segment`), every record under the number
+    ``segment``; the newest record of each entry wins, by sequence number (so the order
     segments are read in does not matter). Compacting them is the caller's: the store holds the
-    records in memory meanwhile and compacts them in the background, and a crash before that
-    finishes leaves the segments for the next open. A name in the journal that is not a regular
-    file is moved aside and reported.
+    index meanwhile and compacts them in the background, and a crash before that finishes
+    leaves the segments for the next open. A name in the journal that is not a regular file is
+    moved aside and reported.
     """
     jdir = root / JOURNAL_DIR
     jdir.mkdir(parents=True, exist_ok=True)
     dead: list[tuple[Path, int]] = []
-    records: Records = {}
+    index: Index = {}
     with sync.lock():
         # Every temp file is written under this lock: any seen now belongs to a dead compaction.
         remove_temps(root)
@@ -282,12 +446,12 @@ def recover(sync: Sync, root: Path) -> Recovered:
                     logger.warning("journal %s is %s; moved to %s", path, exc, moved.name)
                     continue
                 dead.append((path, fd))
-                read_segment(path, data or b"", records)
+                index_segment(path, data or b"", index, segment)
         except BaseException:
             for _, fd in dead:
                 os.close(fd)
             raise
-    return records, dead
+    return index, dead
 
 
 def _open_segment(path: Path) -> int | None:

@@ -77,6 +77,8 @@ from .disk import JOURNAL_DIR, Sync
 from .foreign import ForeignJournals, RunRecords
 from .journal import (
     SEGMENT_MAGIC,
+    Entry,
+    Index,
     Recovered,
     RunInJournal,
     append_durably,
@@ -86,11 +88,13 @@ from .journal import (
     frame,
     recover,
     remove_segments,
+    resolve,
+    resolve_run,
     truncate,
 )
 from .leases import LEASES_DIR, MachineLeases
 from .records import manifest_record, record_key, step_record
-from .runfiles import OnDisk, Records, list_run_ids, read_manifests, read_runs
+from .runfiles import Listed, OnDisk, Records, list_run_ids, read_manifests, read_runs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -125,8 +129,6 @@ class _CommitGroup:
 #: a segment to compact: its number in this store, and each of its files' path and descriptor
 #: (one file for a segment this store wrote; every dead engine's, for the ones it recovered).
 _Sealed = tuple[int, list[tuple[Path, int]]]
-#: a record in a segment not yet compacted: (segment number, sequence number, record).
-_Live = tuple[int, int, "RunManifest | StepCheckpoint"]
 
 
 class FileStore:
@@ -187,8 +189,8 @@ class FileStore:
         #: every segment still open (the current one, sealed ones awaiting compaction).
         self._journals: set[int] = set()
         #: records in segments not yet compacted: run id -> step name (None: the manifest) ->
-        #: (segment, seq, record).
-        self._index: dict[str, dict[str | None, _Live]] = {}
+        #: (segment, seq, record); those recovered at open are where to read them (a Ref).
+        self._index: Index = {}
         #: "running" manifests queued without waiting whose commit failed: the next save of the
         #: run writes them first, so no step checkpoint is ever durable without its manifest.
         self._unsaved: dict[str, RunManifest] = {}
@@ -260,7 +262,7 @@ class FileStore:
             try:
                 self._root = root = await self._run(self._directory.resolve)
                 self._sync = sync = Sync(root, lock_timeout=self._lock_timeout)
-                recovered = self._adopt(await self._run(recover, sync, root))
+                recovered = self._adopt(await self._run(recover, sync, root, self._segment_no + 1))
                 await self._new_segment()
                 self._leases = MachineLeases(root / JOURNAL_DIR / LEASES_DIR)
                 self._foreign = ForeignJournals(root / JOURNAL_DIR, self._own_segments)
@@ -307,19 +309,17 @@ class FileStore:
             self._index.clear()
 
     def _adopt(self, recovered: Recovered) -> _Sealed | None:
-        """Hold the records of dead engines' segments as this store's own, to compact later."""
-        records, files = recovered
+        """Hold the records of dead engines' segments as this store's own, to compact later.
+
+        Recovery numbered them as the store's next segment; the index is empty at open.
+        """
+        index, files = recovered
         if not files:
             return None
         self._segment_no += 1
         segment = self._segment_no
-        index = self._index
-        for run_id, recs in records.items():
-            keys = index.get(run_id)
-            if keys is None:
-                keys = index[run_id] = {}
-            for key, (seq, rec) in recs.items():
-                keys[key] = (segment, seq, rec)
+        assert not self._index
+        self._index = index
         self._journals.update(fd for _, fd in files)
         # Held (locked) and read here: not other engines' live segments, to read again per load.
         self._own_segments.update(path.name for path, _ in files)
@@ -479,7 +479,7 @@ class FileStore:
         for start in range(0, len(run_ids), COMPACT_BATCH):
             if self._closing:
                 return
-            records: Records = {}
+            records: dict[str, dict[str | None, tuple[int, Entry]]] = {}
             for run_id in run_ids[start : start + COMPACT_BATCH]:
                 keys = index.get(run_id, {})
                 recs = {key: (n, rec) for key, (seg, n, rec) in keys.items() if seg == segment}
@@ -699,9 +699,7 @@ class FileStore:
         self._check_usable()
         # Snapshot the journal's records first: a compaction finishing during the read below
         # removes them from the index only after they are in the files.
-        live: RunRecords = {
-            key: (seq, rec) for key, (_, seq, rec) in self._index.get(run_id, {}).items()
-        }
+        live = await self._live(run_id)
         load = _Load()
         self._loads.append((run_id, load))
         self._load_wake.set()
@@ -732,6 +730,17 @@ class FileStore:
             else:
                 steps[rec.step] = rec
         return RunCheckpoints(manifest, steps, on_disk.discarded)
+
+    async def _live(self, run_id: str) -> RunRecords:
+        """A run's records in segments not compacted yet; those recovered at open read back.
+
+        Read back before the run file is: a segment gone meanwhile was compacted into it.
+        """
+        keys = self._index.get(run_id, {})
+        if any(isinstance(e, tuple) for _, _, e in keys.values()):
+            entries = {key: (seq, e) for key, (_, seq, e) in keys.items()}
+            return await self._run(resolve_run, run_id, entries)
+        return {key: (seq, e) for key, (_, seq, e) in keys.items() if not isinstance(e, tuple)}
 
     async def _loader(self) -> None:
         """Group load: read every waiting run in one call on the executor."""
@@ -784,7 +793,7 @@ class FileStore:
         assert root is not None
         # Snapshot the journal's manifests first: a compaction finishing during the reads below
         # removes them from the index only after they are in the files.
-        live: dict[str, tuple[int, RunManifest | StepCheckpoint]] = {
+        live: dict[str, tuple[int, Entry]] = {
             run_id: (keys[None][1], keys[None][2])
             for run_id, keys in self._index.items()
             if None in keys
@@ -800,13 +809,21 @@ class FileStore:
             for start in range(0, len(ids), LIST_BATCH):
                 batch = ids[start : start + LIST_BATCH]
                 self._check_usable()
-                found = await self._run(read_manifests, root, batch)
+                # Manifests recovered at open are read back (first: see _read_listing).
+                refs = {r: {None: held} for r in batch if (held := live.get(r)) and _is_ref(held)}
+                found, read = await self._run(_read_listing, root, batch, refs)
+                for run_id, recs in read.items():
+                    if None in recs:
+                        live[run_id] = recs[None]
+                    else:
+                        del live[run_id]  # compacted meanwhile: its file holds it
                 for run_id, on_disk in zip(batch, found, strict=True):
                     manifest = on_disk[0] if on_disk is not None else None
-                    if (held := live.get(run_id)) is not None and (
-                        on_disk is None or held[0] >= on_disk[1]
+                    if (
+                        (held := live.get(run_id)) is not None
+                        and isinstance(held[1], RunManifest)
+                        and (on_disk is None or held[0] >= on_disk[1])
                     ):
-                        assert isinstance(held[1], RunManifest)
                         manifest = held[1]
                     if (
                         manifest is not None
@@ -857,6 +874,18 @@ class FileStore:
             raise CheckpointError(
                 f"Cannot delete run {run_id!r} in {str(self.directory)!r}: {exc}."
             ) from exc
+
+
+def _read_listing(
+    root: Path, run_ids: list[str], refs: dict[str, dict[str | None, tuple[int, Entry]]]
+) -> tuple[list[Listed | None], Records]:
+    """Journal manifests recovered at open (read back first), then the runs' files' manifests."""
+    read = resolve(refs)
+    return read_manifests(root, run_ids), read
+
+
+def _is_ref(held: tuple[int, Entry]) -> bool:
+    return isinstance(held[1], tuple)
 
 
 class _Load:
