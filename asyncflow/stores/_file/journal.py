@@ -225,26 +225,38 @@ def index_segment(path: Path, data: bytes, index: Index, segment: int) -> None:
     crc32 = zlib.crc32
     indexed = _INDEXED_FRAME.match
     header = _FRAME_HEADER.match
+    #: step names, one str each however many runs have the step (they are the index's keys)
+    names: dict[bytes, str | None] = {}
     pos, end, dropped = len(SEGMENT_MAGIC), len(data), 0
     while pos < end:
         m = indexed(data, pos) or header(data, pos)
         if m is not None:
             seq, length = int(m[1], 16), int(m[2], 16)
-            start = m.start(3) + 9
+            crc_at = m.start(3)
+            start = crc_at + 9
             stop = start + length
             if (
                 stop < end
                 and data[stop] == 0x0A
-                and crc32(view[start:stop], crc32(view[pos + 1 : m.start(3) - 1])) == int(m[3], 16)
+                and crc32(view[start:stop], crc32(view[pos + 1 : crc_at - 1])) == int(m[3], 16)
             ):
                 pos = stop + 1
                 if m.re is _INDEXED_FRAME and (m[4] == b"manifest" or m[6] is not None):
+                    step = m[6]
                     try:
-                        key = None if m[6] is None else m[6].decode("utf-8")
+                        if step is None:
+                            key = None
+                        elif (key := names.get(step)) is None:
+                            key = names[step] = step.decode("utf-8")
                     except UnicodeDecodeError:
                         pass
                     else:
-                        _note(index, m[5].decode("ascii"), key, segment, seq, (name, start, length))
+                        # _note, inlined: this is the loop an open spends its time in.
+                        run_id = m[5].decode("ascii")
+                        if (keys := index.get(run_id)) is None:
+                            keys = index[run_id] = {}
+                        if (held := keys.get(key)) is None or seq >= held[1]:
+                            keys[key] = (segment, seq, (name, start, length))
                         continue
                 parsed = _parse_body(path, data[start:stop])
                 if parsed is not None:

@@ -265,7 +265,7 @@ def remove_temps(root: Path) -> None:
     """Remove temp files of compactions that died. The caller holds ``sync.lock()``."""
     with os.scandir(root) as it:
         for e in it:
-            if is_temp(e.name):
+            if e.name.endswith(TMP_SUFFIX) and is_temp(e.name):
                 os.unlink(e.path)
     with os.scandir(root / JOURNAL_DIR) as it:
         for e in it:
