@@ -13,6 +13,7 @@
     asyncflow web    --port 8000 --flow path/to/pipeline.py:flow  # the runs page (extra [web])
     asyncflow serve  path/to/service.py:service --port 8080   # until SIGTERM or SIGINT
     asyncflow store migrate postgresql://host/db     # print the schema a SQL store lacks (--apply)
+    asyncflow store prune --finished-before 30d      # delete the runs that ended 30 days ago
 
 ``TARGET`` is a :class:`~asyncflow.FlowRef`: ``module:attribute`` or ``file.py:attribute``
 naming a :class:`Flow`. Values of
@@ -55,9 +56,10 @@ from ._plan import RESERVED_INPUTS
 from ._ref import FlowRef, _import, _import_file
 from ._status import StepStatus
 from .events import RunStarted
-from .stores import FileStore
+from .stores import FileStore, prune_runs
 from .stores._file.disk import JOURNAL_DIR
 from .stores._file.runfiles import list_run_ids
+from .stores._retention import FINISHED
 
 if TYPE_CHECKING:
     import socket
@@ -261,7 +263,7 @@ _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_since(text: str, now: datetime | None = None) -> datetime:
+def parse_since(text: str, now: datetime | None = None, *, option: str = "--since") -> datetime:
     """Read ``--since``: an ISO 8601 time (UTC unless it says), or a time ago (``30m``, ``1d``).
 
     Ago is a whole number of ``s``, ``m``, ``h``, ``d`` or ``w``.
@@ -277,7 +279,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
-            f"--since {text!r}: give an ISO time (2026-01-31T12:00) or a time ago (30m, 2h, 1d)."
+            f"{option} {text!r}: give an ISO time (2026-01-31T12:00) or a time ago (30m, 2h, 1d)."
         ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
@@ -716,12 +718,30 @@ def parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="draw the flow's steps and dependencies")
     graph.add_argument("target", help="module:flow or file.py:flow")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
-    store = sub.add_parser("store", help="manage a SQL store's database")
-    migrate = store.add_subparsers(dest="store_command", required=True).add_parser(
+    store = sub.add_parser("store", help="manage a store: a SQL database's schema, retention")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    migrate = store_commands.add_parser(
         "migrate", help="print the schema migrations a database lacks, or apply them"
     )
     migrate.add_argument("database", help="a PostgreSQL DSN (postgresql://...) or a SQLite file")
     migrate.add_argument("--apply", action="store_true", help="apply them (default: print)")
+    prune = store_commands.add_parser("prune", help="delete the runs that finished before a time")
+    prune.add_argument(
+        "--finished-before",
+        required=True,
+        metavar="WHEN",
+        help="an ISO time (UTC unless it says), or a time ago: 30d, 12h, 2w",
+    )
+    prune.add_argument(
+        "--status",
+        action="append",
+        choices=FINISHED,
+        help="only runs that ended so (repeatable; default: succeeded and failed)",
+    )
+    prune.add_argument("--flow", help="only runs of this flow (its name)")
+    prune.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
+    prune.add_argument("--store", default=DEFAULT_CHECKPOINT_DIR, help="checkpoint directory")
+    prune.add_argument("--store-ref", help=_STORE_REF_HELP)
     return p
 
 
@@ -757,6 +777,35 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"forgot step {args.step} of run {args.run_id}: it runs again on resume")
         else:
             print(f"run {args.run_id} has no checkpoint of step {args.step!r}: nothing to forget")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """``asyncflow store prune``: one line per run deleted (or kept), then a count."""
+    before = parse_since(args.finished_before, option="--finished-before")
+    store = _store(args)
+    pruned = anyio.run(
+        functools.partial(
+            _within,
+            store,
+            lambda: prune_runs(
+                store,
+                finished_before=before,
+                statuses=args.status or FINISHED,
+                flow=args.flow,
+                dry_run=args.dry_run,
+            ),
+        )
+    )
+    verb = "would delete" if args.dry_run else "deleted"
+    for run_id in pruned.deleted:
+        print(f"{verb} {run_id}")
+    for run_id, reason in pruned.kept:
+        print(f"kept {run_id}: {reason}")
+    print(
+        f"{verb} {len(pruned.deleted)} run(s) that finished before {before:%Y-%m-%d %H:%M:%S} UTC"
+        + (f"; {len(pruned.kept)} kept for now (prune again later)" if pruned.kept else "")
+    )
     return 0
 
 
@@ -806,6 +855,8 @@ def _command(args: argparse.Namespace) -> int:
         return _web(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "store" and args.store_command == "prune":
+        return _prune(args)
     if args.command == "store":
         from .stores._sql.command import migrate_command
 

@@ -19,6 +19,7 @@ from ._base import (
     StepCheckpoint,
 )
 from ._file import FileStore
+from ._retention import Pruned, prune_runs
 from ._sql.sqlite import SqliteStore
 
 __all__ = [
@@ -27,11 +28,13 @@ __all__ = [
     "FileStore",
     "Lease",
     "MemoryStore",
+    "Pruned",
     "RunCheckpoints",
     "RunInfo",
     "RunManifest",
     "SqliteStore",
     "StepCheckpoint",
+    "prune_runs",
 ]
 
 for _name in __all__:
