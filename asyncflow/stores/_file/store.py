@@ -413,17 +413,29 @@ class FileStore:
         # Taken before the write: a number is used once, even by a commit that fails (frames of
         # it may survive a failed cut-back, and must not tie with a later record).
         self._seq = first + len(group.bodies) - 1
-        data = b"".join(frame(n, body) for n, body in enumerate(group.bodies, first))
+        frames = [frame(n, body) for n, body in enumerate(group.bodies, first)]
+        data = b"".join(frames)
         # Write all, fsync, check the segment is still linked: one trip to the executor.
         await self._run(append_durably, fd, data)
+        at = self._journal_size
         self._journal_size += len(data)
         segment = self._segment_no
         index = self._index
-        for n, rec in enumerate(group.records, first):
+        # The index notes where each record is (a Ref), not the record: memory stays flat in
+        # the runs a segment holds; loads, listings and the compaction read them back.
+        path = str(self._journal_path)
+        for n, rec, body, framed in zip(
+            range(first, first + len(frames)), group.records, group.bodies, frames, strict=True
+        ):
             keys = index.get(rec.run_id)
             if keys is None:
                 keys = index[rec.run_id] = {}
-            keys[record_key(rec)] = (segment, n, rec)
+            keys[record_key(rec)] = (
+                segment,
+                n,
+                (path, at + len(framed) - len(body) - 1, len(body)),
+            )
+            at += len(framed)
 
     async def _abandon_segment(self) -> None:
         """After a failed commit: cut the segment back to its acknowledged frames and seal it."""
