@@ -26,9 +26,12 @@ tail, from a crash mid-write), is dropped.
 Compaction turns a sealed segment into run files, in the background, in steps of
 :data:`COMPACT_BATCH` runs. A segment is sealed when full (or by :meth:`FileStore.compact`);
 closing neither seals nor compacts: the engine's last segment, durable already, is left to the
-next open, which takes every segment whose engine is gone (closed or dead), holds their records
-in memory (loads and listings see them) and compacts them in the background; a close stops
-after the compaction step in progress. In each step, for each run, the run file (if any) is read, the records
+next open, which takes every segment whose engine is gone (closed or dead), notes where each of
+their records is (checking each frame, parsing none: see :func:`~.journal.index_segment`; loads
+and listings see them, read back from the segment) and compacts them in the background; a close
+stops after the compaction step in progress. The store's own records are noted the same way as
+they are committed, so its memory holds about 1 KB a run in segments not compacted yet, never
+the records themselves. In each step, for each run, the run file (if any) is read, the records
 merged in (a manifest replaces the manifest, a step's checkpoint replaces that step's), and the
 result written to a temp file beside it; then one ``syncfs`` makes all of them durable at once
 (standing in for one fsync per file), then each is moved by ``os.replace`` onto its target, then
@@ -142,8 +145,11 @@ class FileStore:
             default executor, which DNS lookups share).
         max_pending: the most saves waiting for a commit at once; more wait for room.
         segment_bytes: a journal segment this large is sealed and compacted in the background.
-            Records of segments not yet compacted are also held in memory (for loads), so at
-            most two sealed segments wait for compaction: past that, saves wait for it.
+            Where each record of a segment not yet compacted is (for loads) is also held in
+            memory, so at most two sealed segments wait for compaction: past that, saves wait
+            for it. That bounds the store's memory, whatever the number of runs: about 1 KB a
+            run a segment holds (8 MiB: some 4,000 runs of a 3-step flow). Larger segments
+            leave more of a batch's compaction to the next open; smaller ones use less memory.
         lock_timeout: the longest wait, in seconds, for the directory's lock, which another
             engine holds while it compacts; past it, :class:`CheckpointError`.
     """
@@ -155,7 +161,7 @@ class FileStore:
         codec: Codec | None = None,
         max_workers: int = 4,
         max_pending: int = 16_384,
-        segment_bytes: int = 16 * 1024 * 1024,
+        segment_bytes: int = 8 * 1024 * 1024,
         lock_timeout: float = 60.0,
     ) -> None:
         if not lock_timeout > 0:
@@ -237,8 +243,8 @@ class FileStore:
     async def open(self) -> AsyncIterator[FileStore]:
         """Take the journals of closed and dead engines, start the committer and the compactor.
 
-        Their records are held in memory (loads and listings see them) and compacted in the
-        background. On exit, pending records are committed (where possible, also when the block
+        Where each of their records is is noted in memory (loads and listings see them, read
+        back from the segment) and they are compacted in the background. On exit, pending records are committed (where possible, also when the block
         raised) and the compactor stops after the step it is in: what is not compacted yet is
         durable in the journal, for the next open to compact.
 
