@@ -135,3 +135,23 @@ def test_a_record_whose_segment_is_gone_is_left_to_the_run_file(tmp_path: Path) 
     assert resolve_run("other", {"a": (1, ref)}) == {}  # not the run it is filed under
     path.unlink()
     assert resolve_run("r", {"a": (1, ref)}) == {}
+
+
+async def test_the_store_holds_where_its_own_records_are_not_the_records(tmp_path: Path) -> None:
+    """Memory stays flat: a commit notes each record's place; a load reads it back exactly."""
+    saved = [step("r", "a", '{"big":"' + "x" * 10_000 + '"}'), step("r", "b", "2")]
+    async with FileStore(tmp_path).open() as store:
+        for checkpoint in saved:
+            await store.save_step(checkpoint)
+        await store.save_manifest(manifest("r"))
+        held = store._index["r"]  # what the store keeps in memory
+        assert all(isinstance(entry, tuple) for _, _, entry in held.values())
+        assert await store.load_run("r") == RunCheckpoints(
+            manifest("r"), {"a": saved[0], "b": saved[1]}
+        )
+        assert [i.status async for i in store.list_runs()] == ["running"]
+        await store.compact()
+        assert "r" not in store._index
+        assert await store.load_run("r") == RunCheckpoints(
+            manifest("r"), {"a": saved[0], "b": saved[1]}
+        )
