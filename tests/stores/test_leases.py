@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from asyncflow import LeaseLostError
-from asyncflow.stores import FileStore, MemoryStore, RunManifest, StepCheckpoint
+from asyncflow.stores import FileStore, Lease, MemoryStore, RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -129,7 +129,7 @@ async def test_file_store_claims_in_one_trip_still_give_one_owner_each(tmp_path:
     """Claims waiting together share the loader's trip: the kernel still picks one owner."""
     store = FileStore(tmp_path / "s")
     async with store.open():
-        got: list[tuple[str, object]] = []
+        got: list[tuple[str, Lease | None]] = []
 
         async def claim(owner: str) -> None:
             got.append((owner, await store.claim_run("r", owner=owner, ttl=1)))
