@@ -20,6 +20,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -276,9 +277,16 @@ class Checkpointing:
         """Execute; stopped, and LeaseLostError raised, if the lease is lost meanwhile."""
         if self._leasing is None:
             return await execute()
-        with anyio.CancelScope() as self._scope:
+        lease = self._lease
+        if lease is not None and lease.expires_at == math.inf:
+            # A lease that never expires is never lost to the renewer: only a refused save
+            # loses it, from inside the run, and lease_lost cancels the run's own task group
+            # (one scope less a run).
             result = await execute()
-        self._scope = None
+        else:
+            with anyio.CancelScope() as self._scope:
+                result = await execute()
+            self._scope = None
         if self._lost is not None:
             raise self._lost
         return result
@@ -293,8 +301,11 @@ class Checkpointing:
         """Stop the run: another owner has it (told by the renewer, or by a refused save)."""
         if self._lost is None:
             self._lost = error
-        if self._scope is not None:
-            self._scope.cancel()
+        scope = self._scope
+        if scope is None and self._run.tg is not None:
+            scope = self._run.tg.cancel_scope
+        if scope is not None:
+            scope.cancel()
 
     def _lose(self, refused: LeaseLostError) -> LeaseLostError:
         run_id = self._run.run_id

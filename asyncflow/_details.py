@@ -20,8 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from ._status import StepStatus
 from .observe._redact import redact_urls
 
 if TYPE_CHECKING:
@@ -82,10 +83,31 @@ def _iso(t: float | None, offset: float) -> str | None:
 
 #: One encoder for every run (json.dumps with options builds one per call).
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: Each status as JSON text.
+_STATUS = {status: f'"{status.value}"' for status in StepStatus}
+
+
+def _heads(plan: Plan) -> tuple[tuple[str, str], ...]:
+    """Each step's entry around its status and attempts: its name and its waits are the plan's."""
+    heads = plan.derived.get("details")
+    if heads is None:
+        after = waits_for(plan)
+        heads = plan.derived["details"] = tuple(
+            (f'{_ENCODE(s.name)}:{{"status":', f',"after":{_ENCODE(after[i])}')
+            for i, s in enumerate(plan.steps)
+        )
+    return cast("tuple[tuple[str, str], ...]", heads)
+
+
+def _stamp(t: float | None, offset: float) -> str:
+    return "null" if t is None else f'"{_iso(t, offset)}"'
 
 
 def run_details(plan: Plan, result: RunResult, offset: float, previous: str = "") -> str:
     """The final manifest's ``details`` JSON for ``result``.
+
+    Written as text from parts the plan keeps (once per run, so no dict is built and encoded):
+    the same text ``json`` writes for the shape in the module docstring.
 
     Args:
         plan: the run's plan (for each step's dependencies).
@@ -93,31 +115,36 @@ def run_details(plan: Plan, result: RunResult, offset: float, previous: str = ""
         offset: wall-clock seconds minus the engine clock's reading, to date the clock's times.
         previous: the running manifest's details, whose other keys are kept.
     """
+    heads = _heads(plan)
+    parts: list[str] = []
+    steps = result.steps
+    for i, s in enumerate(plan.steps):
+        r = steps.get(s.name)
+        if r is None:
+            continue
+        start, end = r.started_at, r.finished_at
+        head, after = heads[i]
+        entry = (
+            f'{head}{_STATUS[r.status]},"attempts":{r.attempts}{after}'
+            f',"started_at":{_stamp(start, offset)},"finished_at":{_stamp(end, offset)},'
+            f'"duration":{"null" if start is None or end is None else repr(end - start)}'
+        )
+        if r.error is not None:
+            entry += f',"error":{_ENCODE(describe_error(r.error))}'
+        parts.append(entry + "}")
+    text = f'"steps":{{{",".join(parts)}}}'
+    if not previous:
+        return f"{{{text}}}"
     try:
-        details = json.loads(previous) if previous else {}
+        details = json.loads(previous)
     except ValueError:
         details = {}
     if not isinstance(details, dict):
         details = {}
-    after = waits_for(plan)
-    steps: dict[str, dict[str, object]] = {}
-    for i, s in enumerate(plan.steps):
-        r = result.steps.get(s.name)
-        if r is None:
-            continue
-        entry: dict[str, object] = {
-            "status": r.status.value,
-            "attempts": r.attempts,
-            "after": after[i],
-            "started_at": _iso(r.started_at, offset),
-            "finished_at": _iso(r.finished_at, offset),
-            "duration": r.duration,
-        }
-        if r.error is not None:
-            entry["error"] = describe_error(r.error)
-        steps[s.name] = entry
-    details["steps"] = steps
-    return _ENCODE(details)
+    details.pop("steps", None)
+    if not details:
+        return f"{{{text}}}"
+    return f"{_ENCODE(details)[:-1]},{text}}}"
 
 
 def recorded_steps(details: str) -> dict[str, dict[str, object]]:

@@ -48,6 +48,8 @@ class Plan:
     #: one root and at most one dependent per step: at most one step is ever ready.
     is_chain: bool = False
     _fingerprint: list[str] = field(default_factory=list, repr=False, compare=False)
+    #: what other modules derive from the plan once and reuse for every run (``_details``).
+    derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def fingerprint(self) -> str:

@@ -15,6 +15,9 @@ sides alternating), so a loaded machine slows both:
 - peak RSS of 100,000 documents against 10,000 (each in its own process), goal <= 1.2x, and
   the store folder's size.
 - what orjson / msgspec and a faster hash would save on the hot path's encoding and digests.
+- the floor: the same pipeline written by hand in anyio, bare and with the least a durable run
+  must write (its manifests and each step's output, group-committed and fsynced, no leases,
+  loads or run files): how far the engine's ratio is from what checkpointing itself costs.
 
     python benchmarks/bench_checkpoint.py [--quick] [--repeat N] [--dir PATH] [--profile]
 
@@ -24,6 +27,7 @@ sides alternating), so a loaded machine slows both:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import hashlib
 import importlib
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +122,110 @@ def pipeline(parent: Path, docs: int, repeat: int, prof: cProfile.Profile | None
     print(
         f"  FileStore    {s:6.2f} s   {s / b:5.2f}x no store                  goal <= 1.5x"
         f"   ({3 * docs / s:,.0f} durable steps/s; close {median(closes):.3f} s)"
+    )
+
+
+class _FloorJournal:
+    """The least a durable checkpoint costs here: group commit of framed JSON records, fsync."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.bodies: list[bytes] = []
+        self.done = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.executor = ThreadPoolExecutor(1)
+        self.seq = 0
+
+    def _write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+        os.fsync(self.fd)
+
+    async def committer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wake.wait()
+            self.wake = asyncio.Event()
+            bodies, self.bodies = self.bodies, []
+            done, self.done = self.done, asyncio.Event()
+            data = b"".join(frame(n, body) for n, body in enumerate(bodies, self.seq + 1))
+            self.seq += len(bodies)
+            await loop.run_in_executor(self.executor, self._write, data)
+            done.set()
+
+    async def save(self, text: str, *, wait: bool = True) -> None:
+        self.bodies.append(text.encode())
+        self.wake.set()
+        if wait:
+            await self.done.wait()
+
+
+async def _floor_run(docs: int, directory: Path | None) -> float:
+    """The pipeline by hand in anyio (300 runs in flight, 100 enrich calls): seconds.
+
+    With ``directory``, each run saves what a durable run must: its "running" manifest (not
+    awaited), each step's output with its digest (awaited before the next step), and its final
+    manifest (awaited), through :class:`_FloorJournal`: no leases, loads or run files.
+    """
+    encode = JsonCodec().encode
+    limit, slots = anyio.CapacityLimiter(100), anyio.Semaphore(300)
+    journal = _FloorJournal(directory / "journal") if directory is not None else None
+
+    async def output(run_id: str, step: str, value: object) -> None:
+        if journal is not None:
+            text = encode(value)
+            await journal.save(
+                f'{{"run_id":"{run_id}","step":"{step}","digest":"{digest(text)}","output":{text}}}'
+            )
+
+    async def one(i: int) -> None:
+        try:
+            run_id = f"doc-{i}"
+            if journal is not None:
+                inputs = encode({"doc_id": i})
+                await journal.save(
+                    f'{{"run_id":"{run_id}","status":"running","inputs":{inputs}}}', wait=False
+                )
+            a = {"id": i, "text": f"document {i} " * 4}
+            await output(run_id, "ingest", a)
+            async with limit:
+                await anyio.sleep(0.01)
+            b = {"id": a["id"], "words": len(str(a["text"]).split()), "lang": "en"}
+            await output(run_id, "enrich", b)
+            await output(run_id, "summarize", f"doc {a['id']}: {b['words']} words ({b['lang']})")
+            if journal is not None:
+                await journal.save(f'{{"run_id":"{run_id}","status":"succeeded"}}')
+        finally:
+            slots.release()
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        if journal is not None:
+            tg.start_soon(journal.committer)
+        for i in range(docs):
+            await slots.acquire()
+            tg.start_soon(one, i)
+        for _ in range(300):
+            await slots.acquire()
+        tg.cancel_scope.cancel()
+    if journal is not None:
+        os.close(journal.fd)
+        journal.executor.shutdown()
+    return time.perf_counter() - start
+
+
+def floor(parent: Path, docs: int, repeat: int) -> None:
+    """How close to the least durable checkpointing can cost: a hand-written pipeline."""
+    bare, durable = [], []
+    for r in range(repeat):
+        bare.append(anyio.run(_floor_run, docs, None))
+        directory = parent / f"floor-{docs}-{r}"
+        directory.mkdir()
+        durable.append(anyio.run(_floor_run, docs, directory))
+        shutil.rmtree(directory)
+    b, d = median(bare), median(durable)
+    print(
+        f"  by hand: anyio {b:5.2f} s; with a minimal durable journal {d:5.2f} s: {d / b:4.2f}x"
+        f" (the floor: {(d - b) / docs * 1e6:,.0f} us a run of durable saves)"
     )
 
 
@@ -379,6 +488,7 @@ def main() -> None:
         if "map" in parts:
             for docs in (1_000, 2_000) if quick else (10_000, 1_000):
                 pipeline(parent, docs, repeat, prof)
+                floor(parent, docs, repeat)
         if "open" in parts:
             big_open(parent, *((5_000, 5) if quick else (100_000, 50)))
         if "define" in parts:

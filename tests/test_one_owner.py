@@ -14,7 +14,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from asyncflow import Engine, Flow, LeaseLostError, StepStatus
+from asyncflow import Engine, FileStore, Flow, LeaseLostError, StepStatus
 from asyncflow.stores import MemoryStore
 from tests.helpers import Child, dones, log_lines, until
 from tests.test_checkpoint_crash import check_no_reexecution
@@ -256,3 +256,30 @@ async def test_a_lease_the_renewer_loses_stops_the_run_with_lease_lost_error() -
             await engine.run(flow, run_id="r", key="k")
     assert lost.value.run_id == "r"
     assert calls == ["k"]
+
+
+async def test_a_refused_save_stops_the_other_steps_of_a_file_store_run(tmp_path: Path) -> None:
+    """A FileStore lease never expires; a save it refuses still stops the whole run."""
+    store = FileStore(tmp_path / "s")
+    flow = Flow("refused")
+    slow_started = anyio.Event()
+
+    @flow.step
+    async def slow() -> str:
+        slow_started.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    @flow.step
+    async def fast() -> str:
+        await slow_started.wait()
+        # Give the lease up under the run: its next save (this step's) is refused.
+        held = await store.claim_run("r", owner=engine.owner, ttl=30)
+        assert held is not None
+        await store.release_run(held)
+        return "done"
+
+    async with Engine(store=store) as engine:
+        with anyio.fail_after(30), pytest.raises(LeaseLostError, match="taken over") as lost:
+            await engine.run(flow, run_id="r")
+    assert lost.value.run_id == "r"

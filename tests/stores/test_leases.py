@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from asyncflow import LeaseLostError
-from asyncflow.stores import FileStore, MemoryStore, RunManifest, StepCheckpoint
+from asyncflow.stores import FileStore, Lease, MemoryStore, RunManifest, StepCheckpoint
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -122,3 +123,66 @@ async def test_file_stores_sharing_a_folder_see_each_others_saves_before_compact
         await one.save_step(step("r", "a2"))
         assert sorted((await two.load_run("r")).steps) == ["a", "a2", "b"]
         assert sorted((await one.load_run("r")).steps) == ["a", "a2", "b"]
+
+
+async def test_file_store_claims_in_one_trip_still_give_one_owner_each(tmp_path: Path) -> None:
+    """Claims waiting together share the loader's trip: the kernel still picks one owner."""
+    store = FileStore(tmp_path / "s")
+    async with store.open():
+        got: list[tuple[str, Lease | None]] = []
+
+        async def claim(owner: str) -> None:
+            got.append((owner, await store.claim_run("r", owner=owner, ttl=1)))
+
+        async with anyio.create_task_group() as tg:
+            for owner in ("a", "a", "b", "c"):
+                tg.start_soon(claim, owner)
+        winners = {owner for owner, lease in got if lease is not None}
+        assert len(winners) == 1, got
+        (winner,) = winners
+        leases = [lease for owner, lease in got if owner == winner]
+        assert all(lease is not None for lease in leases)
+        assert len({lease.epoch for lease in leases if lease is not None}) == 1  # one lease
+
+
+async def test_file_store_released_then_claimed_again_by_the_same_owner(tmp_path: Path) -> None:
+    store, other = FileStore(tmp_path / "s"), FileStore(tmp_path / "s")
+    async with store.open(), other.open():
+        first = await store.claim_run("r", owner="a", ttl=1)
+        assert first is not None
+        await store.release_run(first)
+        again = await store.claim_run("r", owner="a", ttl=1)
+        assert again is not None
+        assert again.epoch > first.epoch
+        with pytest.raises(LeaseLostError):
+            await store.save_step(step("r"), lease=first)
+        assert await other.claim_run("r", owner="b", ttl=1) is None  # the lock stayed held
+        await store.release_run(again)
+        assert await other.claim_run("r", owner="b", ttl=1) is not None
+
+
+async def test_file_store_load_after_a_claim_sees_saves_and_compactions_since(
+    tmp_path: Path,
+) -> None:
+    """The claim reads the run for the load after it; what changed between is not lost."""
+    store = FileStore(tmp_path / "s")
+    async with store.open():
+        lease = await store.claim_run("r", owner="a", ttl=1)
+        assert lease is not None
+        await store.save_step(step("r", "a"), lease=lease)
+        got = await store.load_run("r")
+        assert sorted(got.steps) == ["a"]
+        await store.release_run(lease)
+        lease = await store.claim_run("r", owner="a", ttl=1)
+        assert lease is not None
+        await store.save_step(step("r", "b"), lease=lease)
+        await store.compact()  # records move from the journal to the run file meanwhile
+        got = await store.load_run("r")
+        assert sorted(got.steps) == ["a", "b"]
+        # And a claim whose read predates a compaction of records saved before it.
+        await store.save_step(step("r", "c"), lease=lease)
+        await store.release_run(lease)
+        lease = await store.claim_run("r", owner="a", ttl=1)
+        await store.compact()
+        got = await store.load_run("r")
+        assert sorted(got.steps) == ["a", "b", "c"]

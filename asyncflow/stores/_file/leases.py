@@ -12,8 +12,11 @@ machines sharing the folder over a network filesystem are not excluded (use a da
 
 Each owner has its own open file description of each file, so two owners conflict even within
 one process.
-Claiming, renewing and releasing are one non-blocking ``fcntl`` each, on the event loop: no
-file is written and nothing is fsynced, so a lease costs a few microseconds a run.
+Claiming and releasing are one non-blocking ``fcntl`` each; no file is written and nothing is
+fsynced. The store does them on its loader thread, in the trip that reads the claimed runs'
+files (an ``fcntl`` on the event loop gives the GIL away, and waits to get it back behind the
+store's threads): a claim rides along with the run's load, a release with the next trip.
+Renewing and fencing are in memory (a lock is held until released or its holder dies).
 
 Epochs: a new owner's epoch is the wall clock in nanoseconds (above the process's previous
 epoch): owners of a run follow each other in time, the lock orders them, so epochs grow at every
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import math
 import os
 import struct
@@ -53,7 +57,9 @@ try:
 except ImportError:  # Windows: no locks; one engine per directory there
     _fcntl, _WRLCK, _UNLCK, F_OFD_SETLK = None, 1, 2, 37
 
-__all__ = ["LEASES_DIR", "SHARDS", "MachineLeases"]
+__all__ = ["LEASES_DIR", "SHARDS", "MachineLeases", "lock", "unlock"]
+
+logger = logging.getLogger("asyncflow")
 
 LEASES_DIR = "leases"
 #: How many lock files the leases are spread over.
@@ -84,6 +90,23 @@ def _lock(fd: int, offset: int, *, exclusive: bool) -> bool:
     return True
 
 
+def lock(fd: int, offset: int) -> bool:
+    """Take the lock of a lease (see :meth:`MachineLeases.place`); False when another holds it.
+
+    Raises:
+        OSError: the lock could not be tried.
+    """
+    return _lock(fd, offset, exclusive=True)
+
+
+def unlock(fd: int, offset: int) -> None:
+    """Drop the lock of a released lease (a failure is harmless: closing the file drops it)."""
+    try:
+        _lock(fd, offset, exclusive=False)
+    except OSError:
+        logger.warning("dropping a lease's lock failed; it goes when the store closes")
+
+
 class MachineLeases:
     """The leases one open FileStore holds, and the fencing of its saves by them."""
 
@@ -97,6 +120,8 @@ class MachineLeases:
         #: runs whose manifest saved without waiting carried a lost lease: raised by the next
         #: fenced save of the run.
         self._lost: dict[str, LeaseLostError] = {}
+        #: released leases whose lock is still to drop: (owner, run id) -> (descriptor, offset).
+        self._unlocks: dict[tuple[str, str], tuple[int, int]] = {}
         self._last_epoch = 0
 
     def close(self) -> None:
@@ -104,6 +129,7 @@ class MachineLeases:
         fds, self._fds = self._fds, {}
         self._held.clear()
         self._lost.clear()
+        self._unlocks.clear()
         for fd in fds.values():
             os.close(fd)
 
@@ -128,12 +154,37 @@ class MachineLeases:
             return os.open(path, _OPEN, 0o644)
 
     def claim(self, run_id: str, owner: str) -> Lease | None:
+        """Claim here and now (one ``fcntl`` on the calling thread); ``None`` if held elsewhere."""
+        answered, lease = self.answer(run_id, owner)
+        if answered:
+            return lease
+        fd, offset = self.place(run_id, owner)
+        return self.granted(run_id, owner) if lock(fd, offset) else None
+
+    def answer(self, run_id: str, owner: str) -> tuple[bool, Lease | None]:
+        """A claim answered without the kernel, if it can be: (answered, lease or ``None``).
+
+        A run this store holds is ``owner``'s lease or, for another owner, ``None``. A run
+        ``owner`` released whose lock is not dropped yet is taken back (a new epoch) and that
+        drop called off: the lock was never let go.
+        """
         held = self._held.get(run_id)
         if held is not None:
-            return held if held.owner == owner else None
+            return True, (held if held.owner == owner else None)
+        if self._unlocks.pop((owner, run_id), None) is not None:
+            return True, self.granted(run_id, owner)
+        return False, None
+
+    def place(self, run_id: str, owner: str) -> tuple[int, int]:
+        """The descriptor and offset whose lock is ``owner``'s lease of ``run_id``."""
         shard, offset = lease_place(run_id)
-        if not _lock(self._fd(owner, shard), offset, exclusive=True):
-            return None
+        return self._fd(owner, shard), offset
+
+    def granted(self, run_id: str, owner: str) -> Lease:
+        """``owner`` has the lock of ``run_id``: its lease (the one held, if it has one)."""
+        held = self._held.get(run_id)
+        if held is not None and held.owner == owner:
+            return held  # two claims of one owner met in one trip
         self._last_epoch = epoch = max(time.time_ns(), self._last_epoch + 1)
         lease = self._held[run_id] = Lease(run_id, owner, epoch, math.inf)
         return lease
@@ -144,12 +195,35 @@ class MachineLeases:
             return None
         return held
 
+    def renew_id(self, run_id: str) -> Lease | None:
+        """The lease held now on ``run_id``, if any."""
+        return self._held.get(run_id)
+
     def release(self, lease: Lease) -> None:
+        """Give ``lease`` up now: it is no longer held, and its lock is dropped at once."""
+        if self.release_later(lease):
+            fd, offset = self._unlocks.pop((lease.owner, lease.run_id))
+            unlock(fd, offset)
+
+    def release_later(self, lease: Lease) -> bool:
+        """Give ``lease`` up: refuse saves under it now, drop its lock at :meth:`take_unlocks`.
+
+        Returns False when ``lease`` was not held.
+        """
         if self.renew(lease) is None:
-            return
+            return False
         del self._held[lease.run_id]
         shard, offset = lease_place(lease.run_id)
-        _lock(self._fds[lease.owner, shard], offset, exclusive=False)
+        self._unlocks[lease.owner, lease.run_id] = (self._fds[lease.owner, shard], offset)
+        return True
+
+    def take_unlocks(self) -> list[tuple[int, int]]:
+        """The locks released since the last call, to drop (with :func:`unlock`)."""
+        if not self._unlocks:
+            return []
+        unlocks = list(self._unlocks.values())
+        self._unlocks.clear()
+        return unlocks
 
     def fence(self, run_id: str, lease: Lease | None) -> None:
         """Raise :class:`LeaseLostError` unless ``lease`` is none or held now."""

@@ -95,12 +95,12 @@ from .journal import (
     resolve_run,
     truncate,
 )
-from .leases import LEASES_DIR, MachineLeases
+from .leases import LEASES_DIR, MachineLeases, lock, unlock
 from .records import manifest_record, record_key, step_record
 from .runfiles import Listed, OnDisk, Records, list_run_ids, read_manifests, read_runs
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -173,8 +173,15 @@ class FileStore:
         self._lock_timeout = lock_timeout
         self._pending = 0
         self._room = asyncio.Event()
-        self._loads: list[tuple[str, _Load]] = []
+        self._loads: list[tuple[str, _Load, tuple[int, int] | None]] = []
+        #: what a claim read for the load that follows it: run id -> (lease epoch, compactions
+        #: then, the journal's records then, the read).
+        self._prefetched: dict[str, tuple[int, int, RunRecords, _Load]] = {}
+        #: how many compaction steps have moved records from the journal to run files.
+        self._compactions = 0
         self._load_wake = asyncio.Event()
+        #: set by the loader's next trip, which drops the locks released until then.
+        self._unlocked = asyncio.Event()
         self._segment_bytes = segment_bytes
         self._root: Path | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -258,6 +265,8 @@ class FileStore:
         self._closing = False
         self._group, self._wake = _CommitGroup(), asyncio.Event()
         self._room, self._load_wake = asyncio.Event(), asyncio.Event()
+        self._unlocked = asyncio.Event()
+        self._prefetched.clear()
         self._unsaved.clear()
         self._sealed.clear()
         self._failed.clear()
@@ -504,6 +513,7 @@ class FileStore:
                 if recs:
                     records[run_id] = recs
             await self._run(compact_chunk, sync, root, records)
+            self._compactions += 1
             # Durable in the run files: loads read them there from now on.
             for run_id, recs in records.items():
                 keys = index[run_id]
@@ -638,6 +648,10 @@ class FileStore:
         ``math.inf``; ``ttl`` is checked, not used): the kernel drops it when the process dies.
         It excludes owners on this machine only (see :mod:`.leases`).
 
+        The lock is tried on the loader thread, in the trip that also reads the run's files for
+        the :meth:`load_run` that follows a claim (claims and loads waiting at the same moment
+        share it), so a claim costs no trip of its own.
+
         Raises:
             InvalidRunIdError: ``run_id`` is not a safe name.
             ValueError: ``ttl`` is not above 0.
@@ -646,12 +660,29 @@ class FileStore:
         validate_run_id(run_id)
         _check_ttl(ttl)
         leases = self._usable_leases()
+        answered, lease = leases.answer(run_id, owner)
+        if answered:
+            return lease
         try:
-            return leases.claim(run_id, owner)
+            place = leases.place(run_id, owner)
         except OSError as exc:
             raise CheckpointError(
                 f"Cannot lock run {run_id!r} in {str(self.directory)!r}: {exc}."
             ) from exc
+        compactions = self._compactions  # before the snapshot: one during it counts too
+        live = await self._live(run_id)
+        load = await self._load(run_id, place)
+        if isinstance(load.result, OSError) and load.claimed is None:
+            raise CheckpointError(
+                f"Cannot lock run {run_id!r} in {str(self.directory)!r}: {load.result}."
+            ) from load.result
+        if not load.claimed:
+            return None
+        self._check_usable()
+        lease = leases.granted(run_id, owner)
+        # Read after the lock was taken: what the previous owner saved is in it.
+        self._prefetched[run_id] = (lease.epoch, compactions, live, load)
+        return lease
 
     async def renew_leases(self, leases: Sequence[Lease], /, *, ttl: float) -> list[Lease | None]:
         """Each lease still held by this store (they do not expire); ``None`` for the others.
@@ -667,10 +698,18 @@ class FileStore:
     async def release_run(self, lease: Lease, /) -> None:
         """Unlock the run, if this store holds ``lease``.
 
+        Saves under ``lease`` are refused from the moment this is called; the lock itself is
+        dropped by the loader's next trip (woken for it: releases waiting at the same moment
+        share it, with any claims and loads), not on the event loop. Returns once it is.
+
         Raises:
             CheckpointError: the store is not open.
         """
-        self._usable_leases().release(lease)
+        self._prefetched.pop(lease.run_id, None)
+        if self._usable_leases().release_later(lease):
+            dropped = self._unlocked
+            self._load_wake.set()
+            await dropped.wait()
 
     async def create_run_if_absent(self, manifest: RunManifest, /) -> bool:
         """Save ``manifest`` durably unless the run has one; whether it did.
@@ -718,10 +757,23 @@ class FileStore:
         # Snapshot the journal's records first: a compaction finishing during the read below
         # removes them from the index only after they are in the files.
         live = await self._live(run_id)
-        load = _Load()
-        self._loads.append((run_id, load))
-        self._load_wake.set()
-        await load.done.wait()
+        fetched = self._prefetched.pop(run_id, None)
+        holder = self._leases.renew_id(run_id) if self._leases is not None else None
+        if (
+            fetched is not None
+            and holder is not None
+            and holder.epoch == fetched[0]
+            and fetched[1] == self._compactions
+        ):
+            # Read by the claim, after its lock was taken, and no compaction has moved records
+            # since: the claim's snapshot of the journal with this one (newer records win).
+            load = fetched[3]
+            for key, kept in fetched[2].items():
+                now = live.get(key)
+                if now is None or kept[0] > now[0]:
+                    live[key] = kept
+        else:
+            load = await self._load(run_id, None)
         if isinstance(load.result, BaseException):
             raise CheckpointError(
                 f"Cannot read the checkpoints of run {run_id!r} in {str(self.directory)!r}: "
@@ -750,9 +802,11 @@ class FileStore:
         return RunCheckpoints(manifest, steps, on_disk.discarded)
 
     async def _live(self, run_id: str) -> RunRecords:
-        """A run's records in segments not compacted yet; those recovered at open read back.
+        """A run's records in segments not compacted yet, read back from their segments.
 
-        Read back before the run file is: a segment gone meanwhile was compacted into it.
+        The index notes where they are (a Ref); reading them takes a trip to the executor, only
+        for a run that has some. Read before the run file is: a segment gone meanwhile was
+        compacted into it.
         """
         keys = self._index.get(run_id, {})
         if any(isinstance(e, tuple) for _, _, e in keys.values()):
@@ -760,33 +814,86 @@ class FileStore:
             return await self._run(resolve_run, run_id, entries)
         return {key: (seq, e) for key, (_, seq, e) in keys.items() if not isinstance(e, tuple)}
 
+    async def _load(self, run_id: str, claim: tuple[int, int] | None) -> _Load:
+        """Read the run's files in the loader's next trip; first take its lock, with ``claim``."""
+        load = _Load()
+        self._loads.append((run_id, load, claim))
+        self._load_wake.set()
+        await load.done.wait()
+        return load
+
     async def _loader(self) -> None:
-        """Group load: read every waiting run in one call on the executor."""
+        """Group load: drop released locks, take claimed ones, read every waiting run: one trip."""
         while True:
             await self._load_wake.wait()
             self._load_wake = asyncio.Event()
             loads, self._loads = self._loads, []
-            if loads:
+            assert self._leases is not None
+            unlocks = self._leases.take_unlocks()
+            dropped, self._unlocked = self._unlocked, asyncio.Event()
+            if loads or unlocks:
                 assert self._sync is not None
                 assert self._root is not None
-                ids = [r for r, _ in loads]
-                results, foreign = await self._run(self._read_shared, ids)
-                for (_, load), result, recs in zip(loads, results, foreign, strict=True):
-                    load.result, load.foreign = result, recs
+                ids = [r for r, _, _ in loads]
+                claims = [c for _, _, c in loads]
+                claimed, results, foreign = await self._run(self._read_shared, ids, claims, unlocks)
+                for (_, load, _), got, result, recs in zip(
+                    loads, claimed, results, foreign, strict=True
+                ):
+                    load.claimed, load.result, load.foreign = got, result, recs
                     load.done.set()
+            dropped.set()
             if self._closing and not self._loads:
                 return
 
-    def _read_shared(self, run_ids: list[str]) -> tuple[list[OnDisk | OSError], list[RunRecords]]:
-        """Runs' files and the records other live engines hold of them (those read first)."""
+    def _read_shared(
+        self,
+        run_ids: list[str],
+        claims: list[tuple[int, int] | None],
+        unlocks: list[tuple[int, int]],
+    ) -> tuple[list[bool | None], list[OnDisk | OSError | None], list[RunRecords]]:
+        """Drop ``unlocks``, take ``claims``, read the runs (those whose lock another holds: not).
+
+        A run is read as its files and the records other live engines hold of it. Each claim's answer is True (taken), False (another holds it) or None (no claim, or
+        the lock could not be tried: its result is the OSError).
+        """
         assert self._foreign is not None
         assert self._sync is not None
         assert self._root is not None
+        for fd, offset in unlocks:
+            unlock(fd, offset)
+        claimed: list[bool | None] = []
+        errors: dict[int, OSError] = {}
+        for i, claim in enumerate(claims):
+            if claim is None:
+                claimed.append(None)
+                continue
+            try:
+                claimed.append(lock(*claim))
+            except OSError as exc:
+                claimed.append(None)
+                errors[i] = exc
+        wanted = [r for i, r in enumerate(run_ids) if claimed[i] is not False and i not in errors]
+        results: list[OnDisk | OSError | None] = []
+        foreign: list[RunRecords] = []
         try:
-            foreign = self._foreign.runs(run_ids)
+            # Other engines' records first: one they compact meanwhile is in the files then.
+            others = iter(self._foreign.runs(wanted))
+            read: Iterator[OnDisk | OSError] = iter(read_runs(self._sync, self._root, wanted))
         except OSError as exc:
-            return [exc] * len(run_ids), [{} for _ in run_ids]
-        return read_runs(self._sync, self._root, run_ids), foreign
+            others = iter([{} for _ in wanted])
+            read = iter([exc] * len(wanted))
+        for i in range(len(run_ids)):
+            if i in errors:
+                results.append(errors[i])
+                foreign.append({})
+            elif claimed[i] is False:
+                results.append(None)
+                foreign.append({})
+            else:
+                foreign.append(next(others))
+                results.append(next(read))
+        return claimed, results, foreign
 
     async def list_runs(
         self, *, flow: str | None = None, status: str | None = None, since: str | None = None
@@ -907,10 +1014,11 @@ def _is_ref(held: tuple[int, Entry]) -> bool:
 
 
 class _Load:
-    __slots__ = ("done", "foreign", "result")
+    __slots__ = ("claimed", "done", "foreign", "result")
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
+        self.claimed: bool | None = None
         self.result: OnDisk | OSError | None = None
         self.foreign: RunRecords = {}
 
