@@ -660,6 +660,10 @@ class FileStore:
         validate_run_id(run_id)
         _check_ttl(ttl)
         leases = self._usable_leases()
+        # The journal's records of the run, read back (a trip, only if it has some) before the
+        # claim is decided: from the answer to the loader's trip nothing else may interleave.
+        compactions = self._compactions  # before the snapshot: one during it counts too
+        live = await self._live(run_id)
         answered, lease = leases.answer(run_id, owner)
         if answered:
             return lease
@@ -669,8 +673,6 @@ class FileStore:
             raise CheckpointError(
                 f"Cannot lock run {run_id!r} in {str(self.directory)!r}: {exc}."
             ) from exc
-        compactions = self._compactions  # before the snapshot: one during it counts too
-        live = await self._live(run_id)
         load = await self._load(run_id, place)
         if isinstance(load.result, OSError) and load.claimed is None:
             raise CheckpointError(
