@@ -10,9 +10,9 @@ page. The JSON shape (``RunManifest.details``, see the store protocol)::
                                    "causes": [{"type": "ConnectError", "message": "..."}]}}}}
 
 ``started_at``/``finished_at`` are wall-clock ISO 8601 UTC (``null`` for a step that did not run),
-``duration`` is seconds on the engine's clock, ``after`` the steps it waited for, and ``error``
-is there only for a failed step, its messages with URLs redacted. Other top-level keys (a trace
-context) are kept as they are.
+``duration`` is seconds on the engine's clock (to the microsecond), ``after`` the steps it
+waited for, and ``error`` is there only for a failed step, its messages with URLs redacted.
+Other top-level keys (a trace context) are kept as they are.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def run_details(plan: Plan, result: RunResult, offset: float, previous: str = ""
         entry = (
             f'{head}{_STATUS[r.status]},"attempts":{r.attempts}{after}'
             f',"started_at":{_stamp(start, offset)},"finished_at":{_stamp(end, offset)},'
-            f'"duration":{"null" if start is None or end is None else repr(end - start)}'
+            f'"duration":{"null" if start is None or end is None else repr(round(end - start, 6))}'
         )
         if r.error is not None:
             entry += f',"error":{_ENCODE(describe_error(r.error))}'

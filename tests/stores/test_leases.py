@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from asyncflow import LeaseLostError
@@ -186,3 +187,18 @@ async def test_file_store_load_after_a_claim_sees_saves_and_compactions_since(
         await store.compact()
         got = await store.load_run("r")
         assert sorted(got.steps) == ["a", "b", "c"]
+
+
+async def test_file_store_release_does_not_wait_for_a_cancelled_store(tmp_path: Path) -> None:
+    """A shielded release after the store's tasks were cancelled: no hang, the lock dropped."""
+    store = FileStore(tmp_path / "s")
+    with anyio.CancelScope() as outer:
+        async with store.open():
+            lease = await store.claim_run("r", owner="a", ttl=1)
+            assert lease is not None
+            outer.cancel()  # the store's loader goes, as a service's shutdown cancels it
+            with anyio.CancelScope(shield=True), anyio.fail_after(10):
+                await anyio.lowlevel.checkpoint()
+                await store.release_run(lease)
+    async with FileStore(tmp_path / "s").open() as other:
+        assert await other.claim_run("r", owner="b", ttl=1) is not None

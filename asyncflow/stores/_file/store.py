@@ -182,6 +182,8 @@ class FileStore:
         self._load_wake = asyncio.Event()
         #: set by the loader's next trip, which drops the locks released until then.
         self._unlocked = asyncio.Event()
+        #: whether the loader runs (or is about to): claims, loads and releases go through it.
+        self._loading = False
         self._segment_bytes = segment_bytes
         self._root: Path | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -295,6 +297,7 @@ class FileStore:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._committer)
                     tg.start_soon(self._compactor, receive)
+                    self._loading = True
                     tg.start_soon(self._loader)
                     try:
                         yield self
@@ -708,7 +711,10 @@ class FileStore:
             CheckpointError: the store is not open.
         """
         self._prefetched.pop(lease.run_id, None)
-        if self._usable_leases().release_later(lease):
+        leases = self._usable_leases()
+        if not self._loading:  # its tasks were cancelled: nothing would drop the lock later
+            leases.release(lease)
+        elif leases.release_later(lease):
             dropped = self._unlocked
             self._load_wake.set()
             await dropped.wait()
@@ -819,34 +825,57 @@ class FileStore:
     async def _load(self, run_id: str, claim: tuple[int, int] | None) -> _Load:
         """Read the run's files in the loader's next trip; first take its lock, with ``claim``."""
         load = _Load()
-        self._loads.append((run_id, load, claim))
-        self._load_wake.set()
+        entry = (run_id, load, claim)
+        if self._loading:
+            self._loads.append(entry)
+            self._load_wake.set()
+        else:
+            self._fail_loads([entry])
         await load.done.wait()
         return load
 
     async def _loader(self) -> None:
-        """Group load: drop released locks, take claimed ones, read every waiting run: one trip."""
-        while True:
-            await self._load_wake.wait()
-            self._load_wake = asyncio.Event()
-            loads, self._loads = self._loads, []
-            assert self._leases is not None
-            unlocks = self._leases.take_unlocks()
-            dropped, self._unlocked = self._unlocked, asyncio.Event()
-            if loads or unlocks:
-                assert self._sync is not None
-                assert self._root is not None
-                ids = [r for r, _, _ in loads]
-                claims = [c for _, _, c in loads]
-                claimed, results, foreign = await self._run(self._read_shared, ids, claims, unlocks)
-                for (_, load, _), got, result, recs in zip(
-                    loads, claimed, results, foreign, strict=True
-                ):
-                    load.claimed, load.result, load.foreign = got, result, recs
-                    load.done.set()
-            dropped.set()
-            if self._closing and not self._loads:
-                return
+        """Group load: drop released locks, take claimed ones, read every waiting run: one trip.
+
+        However it ends (closing, or cancelled with the store's tasks), nothing is left waiting
+        for it: released locks are dropped here and then, claims and loads not answered fail.
+        """
+        loads: list[tuple[str, _Load, tuple[int, int] | None]] = []
+        dropped = self._unlocked
+        try:
+            while True:
+                await self._load_wake.wait()
+                self._load_wake = asyncio.Event()
+                loads, self._loads = self._loads, []
+                assert self._leases is not None
+                unlocks = self._leases.take_unlocks()
+                dropped, self._unlocked = self._unlocked, asyncio.Event()
+                if loads or unlocks:
+                    ids = [r for r, _, _ in loads]
+                    claims = [c for _, _, c in loads]
+                    answers = await self._run(self._read_shared, ids, claims, unlocks)
+                    for (_, load, _), got, result, recs in zip(loads, *answers, strict=True):
+                        load.claimed, load.result, load.foreign = got, result, recs
+                        load.done.set()
+                    loads = []
+                dropped.set()
+                if self._closing and not self._loads:
+                    return
+        finally:
+            self._loading = False
+            if self._leases is not None:
+                for fd, offset in self._leases.take_unlocks():
+                    unlock(fd, offset)
+            dropped.set()  # a trip cancelled on its way: its unlocks are the worker's now
+            self._unlocked.set()
+            self._fail_loads(loads + self._loads)
+            self._loads = []
+
+    def _fail_loads(self, loads: list[tuple[str, _Load, tuple[int, int] | None]]) -> None:
+        for _, load, _ in loads:
+            if not load.done.is_set():
+                load.result = OSError("the store closed before the run was read")
+                load.done.set()
 
     def _read_shared(
         self,
@@ -856,8 +885,9 @@ class FileStore:
     ) -> tuple[list[bool | None], list[OnDisk | OSError | None], list[RunRecords]]:
         """Drop ``unlocks``, take ``claims``, read the runs (those whose lock another holds: not).
 
-        A run is read as its files and the records other live engines hold of it. Each claim's answer is True (taken), False (another holds it) or None (no claim, or
-        the lock could not be tried: its result is the OSError).
+        A run is read as its files and the records other live engines hold of it. Each claim's
+        answer is True (taken), False (another holds it) or None (no claim, or the lock could
+        not be tried: its result is the OSError).
         """
         assert self._foreign is not None
         assert self._sync is not None
