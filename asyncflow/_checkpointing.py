@@ -424,17 +424,8 @@ class Checkpointing:
         A "taken" one stands until the step's output replaces it, so a run resumed before then
         runs the step without asking the predicate again.
         """
-        run = self._run
         mark = TAKEN_DIGEST if taken else NOT_TAKEN_DIGEST
-        await self._put(
-            StepCheckpoint(
-                run_id=run.run_id,
-                step=run.plan.steps[i].name,
-                fingerprint=self.fingerprint(i),
-                digest=mark,
-                output="null",
-            )
-        )
+        await self._put(self._checkpoint(i, mark, "null"))
         if not taken:
             self._digests[i] = NOT_TAKEN_DIGEST
 
@@ -547,18 +538,20 @@ class Checkpointing:
             CheckpointEncodeError: the store's codec cannot encode the output.
             Exception: whatever the store raised (a :class:`CheckpointError`).
         """
-        run = self._run
         text, output_digest = self._encode(i, output)
-        await self._put(
-            StepCheckpoint(
-                run_id=run.run_id,
-                step=run.plan.steps[i].name,
-                fingerprint=self.fingerprint(i),
-                digest=output_digest,
-                output=text,
-            )
-        )
+        await self._put(self._checkpoint(i, output_digest, text))
         self._digests[i] = output_digest
+
+    def _checkpoint(self, i: int, output_digest: str, output: str) -> StepCheckpoint:
+        """Step ``i``'s checkpoint of this run, for its fingerprint now."""
+        run = self._run
+        return StepCheckpoint(
+            run_id=run.run_id,
+            step=run.plan.steps[i].name,
+            fingerprint=self.fingerprint(i),
+            digest=output_digest,
+            output=output,
+        )
 
     def _encode(self, i: int, output: object) -> tuple[str, str]:
         """An output of step ``i`` as codec text, and that text's digest."""

@@ -58,6 +58,29 @@ def word_flow(*, concurrency: int | None = None, fail: frozenset[str] = frozense
     return flow
 
 
+def counted_words(name: str, calls: list[str], *, joined: bool = False) -> Flow:
+    """Split -> upper (mapped, each item's call noted in ``calls``) [-> join, noted too]."""
+    flow = Flow(name)
+
+    @flow.step
+    async def split(text: str) -> list[str]:
+        return text.split()
+
+    @flow.step(map_over=split)
+    async def upper(split: str) -> str:
+        calls.append(split)
+        return split.upper()
+
+    if joined:
+
+        @flow.step
+        async def join(upper: list[str]) -> str:
+            calls.append("join")
+            return "".join(upper)
+
+    return flow
+
+
 async def test_items_are_joined_in_input_order_whatever_order_they_finish_in() -> None:
     """Item k finishes only after item k+1: the output is still in input order."""
     flow = Flow("reverse-finish")
@@ -222,21 +245,7 @@ async def test_a_resumed_run_runs_only_the_items_that_failed(host_a: FlakyServer
 async def test_a_fully_checkpointed_fan_out_is_restored_without_running_an_item() -> None:
     """Run twice: the second run restores every item; the step is RESTORED, nothing runs."""
     calls: list[str] = []
-    flow = Flow("restore-all")
-
-    @flow.step
-    async def split(text: str) -> list[str]:
-        return text.split()
-
-    @flow.step(map_over=split)
-    async def upper(split: str) -> str:
-        calls.append(split)
-        return split.upper()
-
-    @flow.step
-    async def join(upper: list[str]) -> str:
-        calls.append("join")
-        return "".join(upper)
+    flow = counted_words("restore-all", calls, joined=True)
 
     async with Engine(store=FileStore("store")) as engine:
         await engine.run(flow, text="x y z")
@@ -249,16 +258,7 @@ async def test_a_fully_checkpointed_fan_out_is_restored_without_running_an_item(
 async def test_an_item_keeps_its_checkpoint_when_other_items_change() -> None:
     """Items are identified by their own content: changing one word re-runs only that word."""
     calls: list[str] = []
-    flow = Flow("per-item")
-
-    @flow.step
-    async def split(text: str) -> list[str]:
-        return text.split()
-
-    @flow.step(map_over=split)
-    async def upper(split: str) -> str:
-        calls.append(split)
-        return split.upper()
+    flow = counted_words("per-item", calls)
 
     async with Engine(store=MemoryStore()) as engine:
         await engine.run(flow, run_id="r", text="a b c")
@@ -515,16 +515,7 @@ def test_the_cli_shows_a_mapped_step_as_one_entry(capsys: pytest.CaptureFixture[
 async def test_forgetting_a_mapped_step_forgets_every_item() -> None:
     """engine.forget(run, step=) on a mapped step: the resumed run runs every item again."""
     calls: list[str] = []
-    flow = Flow("forget-items")
-
-    @flow.step
-    async def split(text: str) -> list[str]:
-        return text.split()
-
-    @flow.step(map_over=split)
-    async def upper(split: str) -> str:
-        calls.append(split)
-        return split.upper()
+    flow = counted_words("forget-items", calls)
 
     async with Engine(store=MemoryStore()) as engine:
         await engine.run(flow, run_id="r", text="a b")

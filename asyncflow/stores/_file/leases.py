@@ -153,14 +153,6 @@ class MachineLeases:
             self._dir.mkdir(exist_ok=True)
             return os.open(path, _OPEN, 0o644)
 
-    def claim(self, run_id: str, owner: str) -> Lease | None:
-        """Claim here and now (one ``fcntl`` on the calling thread); ``None`` if held elsewhere."""
-        answered, lease = self.answer(run_id, owner)
-        if answered:
-            return lease
-        fd, offset = self.place(run_id, owner)
-        return self.granted(run_id, owner) if lock(fd, offset) else None
-
     def answer(self, run_id: str, owner: str) -> tuple[bool, Lease | None]:
         """A claim answered without the kernel, if it can be: (answered, lease or ``None``).
 
@@ -195,7 +187,7 @@ class MachineLeases:
             return None
         return held
 
-    def renew_id(self, run_id: str) -> Lease | None:
+    def held(self, run_id: str) -> Lease | None:
         """The lease held now on ``run_id``, if any."""
         return self._held.get(run_id)
 

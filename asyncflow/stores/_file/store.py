@@ -766,7 +766,7 @@ class FileStore:
         # removes them from the index only after they are in the files.
         live = await self._live(run_id)
         fetched = self._prefetched.pop(run_id, None)
-        holder = self._leases.renew_id(run_id) if self._leases is not None else None
+        holder = self._leases.held(run_id) if self._leases is not None else None
         if (
             fetched is not None
             and holder is not None
